@@ -1,0 +1,351 @@
+"""Pydantic models of every event in a deal's lifecycle.
+
+Each event is a CloudEvents 1.0 `data` payload; its `ce_type` is `io.dealflow.<name>.v<major>`. Consumers
+ignore fields they do not know, so adding an optional field is a compatible change; anything else is a
+new major version with a new type (and, for a topic-wide break, a new topic).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from contracts.topics import Topic
+
+EVENT_TYPE_PREFIX = "io.dealflow."
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+NonEmptyStr = Annotated[str, Field(min_length=1, max_length=500)]
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+# Document databases refuse keys with dots or a leading dollar, so free-form keys are plain identifiers.
+FieldName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 alphabetic code")]
+
+
+class Model(BaseModel):
+    # Unknown fields are ignored so producers can add optional fields without breaking consumers.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Event(Model):
+    """Base of every event. Subclasses name their CloudEvents type, topic and partition key field."""
+
+    TYPE: ClassVar[str]
+    TOPIC: ClassVar[Topic]
+    KEY_FIELD: ClassVar[str] = "deal_id"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "TYPE" in cls.__dict__:
+            cls.TYPE = EVENT_TYPE_PREFIX + cls.TYPE
+            if cls.TYPE in EVENT_TYPES:
+                raise TypeError(f"event type {cls.TYPE} is declared twice")
+            EVENT_TYPES[cls.TYPE] = cls
+
+    @property
+    def partition_key(self) -> str:
+        return str(getattr(self, self.KEY_FIELD))
+
+
+def event_model(event_type: str) -> type[Event] | None:
+    return EVENT_TYPES.get(event_type)
+
+
+# --- value objects -------------------------------------------------------------------------------
+
+
+class Money(Model):
+    """An amount in the currency's minor unit (cents for EUR/USD); never a float."""
+
+    amount_minor: int = Field(ge=0)
+    currency: CurrencyCode
+
+
+class Contact(Model):
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    title: str | None = None
+    phone: str | None = None
+
+
+class Company(Model):
+    name: str | None = None
+    domain: str | None = None
+    country: str | None = Field(default=None, description="ISO 3166-1 alpha-2")
+    employees: int | None = Field(default=None, ge=0)
+    industry: str | None = None
+
+
+class NextStep(Model):
+    action: str
+    due_at: AwareDatetime
+
+
+class Reason(Model):
+    code: str = Field(description="machine-readable reason code, e.g. invalid_email")
+    field: str | None = Field(default=None, description="dotted path of the field at fault")
+    message: str
+
+
+class QuoteLine(Model):
+    product: NonEmptyStr
+    quantity: int = Field(gt=0)
+    unit_price_minor: int = Field(ge=0)
+    discount_percent: int = Field(default=0, ge=0, le=100)
+
+
+class StageVisit(Model):
+    stage: str
+    entered_at: AwareDatetime
+    left_at: AwareDatetime
+    seconds: int = Field(ge=0)
+
+
+class Needs(Model):
+    pains: list[str] = []
+    requirements: list[str] = []
+    stakeholders: list[str] = []
+    success_criteria: list[str] = []
+
+
+class OnboardingTask(Model):
+    task: str
+    owner_role: str
+    due_at: AwareDatetime
+    required: bool = True
+
+
+# --- inbound: leads and sales activities published by upstream systems ----------------------------
+
+
+class LeadCaptured(Event):
+    TYPE = "lead.captured.v1"
+    TOPIC = Topic.LEADS
+    KEY_FIELD = "lead_id"
+
+    lead_id: Identifier
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    title: str | None = None
+    phone: str | None = None
+    company_name: str | None = None
+    website: str | None = None
+    country: str | None = None
+    employees: int | None = Field(default=None, ge=0)
+    industry: str | None = None
+    source: str = "unknown"
+    marketing_consent: bool = False
+
+
+class Activity(Event):
+    """A sales activity about one deal, logged by a rep or a system."""
+
+    TOPIC = Topic.ACTIVITIES
+
+    deal_id: Identifier
+    activity_id: Identifier | None = None
+    occurred_at: AwareDatetime
+    actor: str | None = None
+
+
+class DiscoveryCallLogged(Activity):
+    TYPE = "activity.discovery_call_logged.v1"
+
+    framework: Literal["BANT", "MEDDIC"] = "BANT"
+    answers: dict[FieldName, bool | int | str] = {}
+    needs: Needs = Needs()
+    estimated_amount: Money | None = None
+    expected_close_date: date | None = None
+
+
+class DemoHeld(Activity):
+    TYPE = "activity.demo_held.v1"
+
+    attendees: list[str] = []
+    feedback: str | None = None
+
+
+class ProposalSent(Activity):
+    TYPE = "activity.proposal_sent.v1"
+
+    currency: CurrencyCode
+    lines: list[QuoteLine] = Field(min_length=1)
+
+
+class ProposalAccepted(Activity):
+    TYPE = "activity.proposal_accepted.v1"
+
+
+class ContractSigned(Activity):
+    TYPE = "activity.contract_signed.v1"
+
+    signed_by: str | None = None
+
+
+class PaymentReceived(Activity):
+    TYPE = "activity.payment_received.v1"
+
+    amount: Money
+
+
+class DealLostReported(Activity):
+    TYPE = "activity.deal_lost_reported.v1"
+
+    reason_code: NonEmptyStr
+    competitor: str | None = None
+    notes: str | None = None
+
+
+class OnboardingTaskCompleted(Activity):
+    TYPE = "activity.onboarding_task_completed.v1"
+
+    task: NonEmptyStr
+
+
+# --- prospecting ---------------------------------------------------------------------------------
+
+
+class FitTier(StrEnum):
+    A = "A"
+    B = "B"
+    C = "C"
+
+
+class ProspectIdentified(Event):
+    TYPE = "prospect.identified.v1"
+    TOPIC = Topic.PROSPECTS
+
+    deal_id: Identifier
+    lead_id: Identifier
+    contact: Contact
+    company: Company
+    source: str
+    marketing_consent: bool
+    fit_score: int = Field(ge=0, le=100)
+    tier: FitTier
+    owner: str
+    next_step: NextStep
+
+
+class LeadRejected(Event):
+    TYPE = "lead.rejected.v1"
+    TOPIC = Topic.PROSPECTS
+    KEY_FIELD = "lead_id"
+
+    lead_id: Identifier
+    reasons: list[Reason] = Field(min_length=1)
+
+
+# --- qualification -------------------------------------------------------------------------------
+
+
+class LeadQualified(Event):
+    """A deal is opened: the prospect meets the qualification framework's exit criteria."""
+
+    TYPE = "lead.qualified.v1"
+    TOPIC = Topic.QUALIFICATIONS
+
+    deal_id: Identifier
+    owner: str
+    contact: Contact
+    company: Company
+    framework: str
+    needs: Needs
+    amount: Money
+    expected_close_date: date | None = None
+    qualified_at: AwareDatetime
+
+
+class LeadDisqualified(Event):
+    TYPE = "lead.disqualified.v1"
+    TOPIC = Topic.QUALIFICATIONS
+
+    deal_id: Identifier
+    reason_code: NonEmptyStr
+    detail: str | None = None
+    disqualified_at: AwareDatetime
+
+
+# --- proposal and closing ------------------------------------------------------------------------
+
+
+class DealStageChanged(Event):
+    TYPE = "deal.stage_changed.v1"
+    TOPIC = Topic.DEALS
+
+    deal_id: Identifier
+    previous_stage: str | None
+    stage: str
+    probability: float = Field(ge=0, le=1, description="win probability of the new stage")
+    changed_at: AwareDatetime
+
+
+class DealLost(Event):
+    TYPE = "deal.lost.v1"
+    TOPIC = Topic.DEALS
+
+    deal_id: Identifier
+    stage: str
+    reason_code: NonEmptyStr
+    competitor: str | None = None
+    lost_at: AwareDatetime
+
+
+class DealWon(Event):
+    """The deal is closed and won: what billing, provisioning and data teams build on."""
+
+    TYPE = "deal.won.v1"
+    TOPIC = Topic.DEALS_WON
+
+    deal_id: Identifier
+    customer: Company
+    contact: Contact
+    owner: str
+    lines: list[QuoteLine]
+    amount: Money
+    won_at: AwareDatetime
+    stage_history: list[StageVisit]
+
+
+# --- onboarding ----------------------------------------------------------------------------------
+
+
+class OnboardingStarted(Event):
+    TYPE = "onboarding.started.v1"
+    TOPIC = Topic.ONBOARDINGS
+
+    deal_id: Identifier
+    customer: Company
+    owner: str
+    plan: list[OnboardingTask]
+    started_at: AwareDatetime
+
+
+class OnboardingCompleted(Event):
+    TYPE = "onboarding.completed.v1"
+    TOPIC = Topic.ONBOARDINGS
+
+    deal_id: Identifier
+    completed_at: AwareDatetime
+    time_to_value_seconds: int = Field(ge=0)
+
+
+# --- rule breaks ---------------------------------------------------------------------------------
+
+
+class ActivityRejected(Event):
+    """An activity broke the stage's rules; the deal's state is unchanged."""
+
+    TYPE = "activity.rejected.v1"
+    TOPIC = Topic.ACTIVITIES_REJECTED
+
+    deal_id: Identifier
+    activity_type: str
+    activity_event_id: str
+    stage_service: str
+    reason: Reason

@@ -1,0 +1,18 @@
+"""Topic names. They describe the data they carry; a deployment prefixes them with its namespace."""
+
+from enum import StrEnum
+
+
+class Topic(StrEnum):
+    LEADS = "leads.v1"
+    ACTIVITIES = "activities.v1"
+    PROSPECTS = "prospects.v1"
+    QUALIFICATIONS = "qualifications.v1"
+    DEALS = "deals.v1"
+    DEALS_WON = "deals.won.v1"
+    ONBOARDINGS = "onboardings.v1"
+    ACTIVITIES_REJECTED = "activities.rejected.v1"
+
+
+def dead_letter_topic(service: str) -> str:
+    return f"deadletter.{service}.v1"

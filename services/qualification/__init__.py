@@ -1,0 +1,1 @@
+"""Qualification: vets identified prospects against BANT or MEDDIC and opens deals, or disqualifies them."""

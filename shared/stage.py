@@ -1,0 +1,321 @@
+"""The consume, decide, store, publish loop that every stage service runs.
+
+A stage is defined by pure functions (`handlers`) that turn its state and one inbound event into a
+`Decision`. This module does all the I/O around them, with these guarantees:
+
+- an event is applied once per aggregate: its id is stored with the new state, so a redelivered or
+  replayed event changes nothing and emits nothing new (its pending events are only re-published);
+- the new state and the events it causes are one atomic document write (the outbox); events are
+  published after the write and marked sent after the broker has them, and re-published after a crash;
+- the offset is committed only after all that, so a crash means redelivery, never loss;
+- a record that can never be processed goes to the service's dead-letter topic with the reason, and the
+  partition moves on; a transient fault is retried with backoff, in place, so a deal's order holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiokafka import ConsumerRecord
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy, FastStream
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+from pydantic import BaseModel
+from pymongo.errors import ConnectionFailure
+
+from contracts import Event, Topic, dead_letter_topic, event_model
+from contracts.events import ActivityRejected, Reason
+from shared.domain import Decision, RuleBroken
+from shared.envelope import (
+    Envelope,
+    KafkaRecord,
+    PoisonMessage,
+    decode,
+    decode_headers,
+    derived_event_id,
+    encode,
+)
+from shared.kafka import ensure_topics, make_broker
+from shared.logging import configure_logging
+from shared.mongo import make_client, service_database
+from shared.settings import Settings
+from shared.store import Aggregate, AggregateStore, ConcurrentWrite, ParkedRecord
+
+EventHandler = Callable[[Any, Any, datetime], Decision[Any]]
+TRANSIENT_ERRORS = (ConnectionFailure, KafkaError, ConcurrentWrite, TimeoutError)
+BACKOFF_FIRST_SECONDS = 0.2
+BACKOFF_MAX_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class StageDefinition:
+    """What makes one stage: its name, its state, and a pure handler per inbound event type.
+
+    `opening_events` may create the aggregate; any other event for an aggregate that does not exist yet
+    is parked and applied, in arrival order, right after the aggregate is opened.
+    """
+
+    name: str
+    state_model: type[BaseModel]
+    handlers: Mapping[type[Event], EventHandler]
+    opening_events: frozenset[type[Event]]
+
+    @property
+    def input_topics(self) -> list[Topic]:
+        return sorted({event_type.TOPIC for event_type in self.handlers})
+
+
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    # Decoding is ours: FastStream's JSON decoding would fail on bad input before we could dead-letter it.
+    return message.body
+
+
+class StageService:
+    def __init__(
+        self,
+        definition: StageDefinition,
+        settings: Settings,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.definition = definition
+        self.settings = settings
+        self.clock = clock
+        self.source = f"/dealflow/{definition.name}"
+        self.log = configure_logging(definition.name, settings.log_level)
+        self.counters: Counter[str] = Counter()
+        self.healthy = True
+        self.broker = make_broker(settings, client_id=f"dealflow-{definition.name}")
+        self.mongo = make_client(settings, app_name=f"dealflow-{definition.name}")
+        self.store = AggregateStore(service_database(self.mongo, settings, definition.name)["aggregates"])
+        self.dead_letter_topic = settings.topic(dead_letter_topic(definition.name))
+
+    def build_app(self) -> FastStream:
+        subscriber = self.broker.subscriber(
+            *(self.settings.topic(topic) for topic in self.definition.input_topics),
+            group_id=self.settings.consumer_group(self.definition.name),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw_body,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+        )
+
+        @subscriber
+        async def consume(message: KafkaMessage) -> None:
+            record = message.raw_message
+            assert isinstance(record, ConsumerRecord)
+            await self.handle_record(record)
+
+        app = FastStream(self.broker, logger=self.log)
+        app.on_startup(self._prepare)
+        app.after_startup(self._republish_pending)
+        app.after_shutdown(self._close)
+        return app
+
+    async def _prepare(self) -> None:
+        await ensure_topics(
+            self.settings,
+            [self.settings.topic(topic) for topic in Topic],
+            large_records=[self.dead_letter_topic],
+        )
+        await self._with_retries(self.store.ensure_indexes)
+
+    async def _republish_pending(self) -> None:
+        """Publish the events a crash left between the state write and the broker's acknowledgement."""
+
+        async def republish() -> None:
+            async for aggregate in self.store.with_pending_outbox():
+                await self._flush(aggregate)
+                self.counters["republished_after_restart"] += len(aggregate.outbox)
+
+        await self._with_retries(republish)
+        self.log.info("service_ready", input_topics=[str(t) for t in self.definition.input_topics])
+
+    async def _close(self) -> None:
+        await self.mongo.close()
+
+    # --- one record ------------------------------------------------------------------------------
+
+    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self.counters["consumed"] += 1
+        with structlog.contextvars.bound_contextvars(
+            topic=record.topic, partition=record.partition, offset=record.offset
+        ):
+            try:
+                headers = decode_headers(record.headers)
+                if self._belongs_to_another_stage(headers.get("ce_type")):
+                    self.counters["ignored"] += 1
+                    return
+                envelope = decode(headers, record.value, max_bytes=self.settings.max_event_bytes)
+            except PoisonMessage as poison:
+                await self._with_retries(lambda: self._dead_letter(record, poison.code, poison.detail))
+                return
+            parked = ParkedRecord(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                headers=headers,
+                value=(record.value or b"").decode(),
+            )
+            with structlog.contextvars.bound_contextvars(
+                event_id=envelope.id, event_type=envelope.type, deal_id=envelope.data.partition_key
+            ):
+                await self._with_retries(lambda: self._process(envelope, parked, record))
+
+    def _belongs_to_another_stage(self, event_type: str | None) -> bool:
+        model = event_model(event_type or "")
+        return model is not None and model not in self.definition.handlers
+
+    async def _process(self, envelope: Envelope, raw: ParkedRecord, record: ConsumerRecord[bytes, bytes]) -> None:
+        aggregate = await self.store.load(envelope.data.partition_key)
+        if aggregate.outbox:
+            await self._flush(aggregate)
+            aggregate = replace(aggregate, outbox=())
+        if aggregate.has_applied(envelope.id):
+            self.counters["duplicates_absorbed"] += 1
+            self.log.info("duplicate_absorbed")
+            return
+        try:
+            changed = self._decide(aggregate, envelope, raw)
+        except Exception as bug:  # a bug on one message must not stop the partition
+            self.log.exception("handler_failed")
+            await self._dead_letter(record, "handler_error", f"{type(bug).__name__}: {bug}")
+            return
+        await self.store.save(aggregate, changed)
+        await self._flush(changed)
+
+    def _decide(self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord) -> Aggregate:
+        state_model = self.definition.state_model
+        state = None if aggregate.state is None else state_model.model_validate(aggregate.state)
+        if state is None and type(envelope.data) not in self.definition.opening_events:
+            self.counters["parked"] += 1
+            self.log.info("event_parked_until_aggregate_opens")
+            return aggregate.changed(
+                applied_event_id=envelope.id, state=None, parked=(*aggregate.parked, raw), outbox=()
+            )
+        now = self.clock()
+        state, events = self._apply(state, envelope, now)
+        if aggregate.state is None and state is not None:
+            for parked in aggregate.parked:
+                parked_envelope = decode(parked.headers, parked.value.encode(), max_bytes=self.settings.max_event_bytes)
+                state, more = self._apply(state, parked_envelope, now)
+                events.extend(more)
+        records = tuple(
+            encode(
+                event,
+                topic=self.settings.topic(event.TOPIC),
+                source=self.source,
+                event_id=derived_event_id(envelope.id, index),
+                time=now,
+            )
+            for index, event in enumerate(events)
+        )
+        return aggregate.changed(
+            applied_event_id=envelope.id,
+            state=None if state is None else state.model_dump(mode="json"),
+            parked=(),
+            outbox=records,
+        )
+
+    def _apply(self, state: BaseModel | None, envelope: Envelope, now: datetime) -> tuple[Any, list[Event]]:
+        handler = self.definition.handlers[type(envelope.data)]
+        try:
+            decision = handler(state, envelope.data, now)
+        except RuleBroken as rule:
+            self.counters["rejected"] += 1
+            self.log.info("rule_broken", code=rule.code, reason=rule.message)
+            return state, [
+                ActivityRejected(
+                    deal_id=envelope.data.partition_key,
+                    activity_type=envelope.type,
+                    activity_event_id=envelope.id,
+                    stage_service=self.definition.name,
+                    reason=Reason(code=rule.code, field=rule.field, message=rule.message),
+                )
+            ]
+        self.counters["applied"] += 1
+        return decision.state, list(decision.events)
+
+    # --- output ----------------------------------------------------------------------------------
+
+    async def _publish(self, records: tuple[KafkaRecord, ...] | list[KafkaRecord]) -> None:
+        confirmations = [
+            await self.broker.publish(
+                record.value, record.topic, key=record.key, headers=record.headers, no_confirm=True
+            )
+            for record in records
+        ]
+        await asyncio.gather(*confirmations)
+
+    async def _flush(self, aggregate: Aggregate) -> None:
+        if not aggregate.outbox:
+            return
+        await self._publish(aggregate.outbox)
+        self.counters["emitted"] += len(aggregate.outbox)
+        await self.store.mark_sent(aggregate)
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], code: str, detail: str) -> None:
+        headers: dict[str, str] = {}
+        for name, value in record.headers:
+            try:
+                headers[name] = value.decode()
+            except UnicodeDecodeError:
+                headers[f"dlq_undecodable_header_{name}"] = value.hex()
+        headers |= {
+            "dlq_error_code": code,
+            "dlq_error": detail[:2000],
+            "dlq_source_topic": record.topic,
+            "dlq_source_partition": str(record.partition),
+            "dlq_source_offset": str(record.offset),
+            "dlq_service": self.definition.name,
+            "dlq_time": self.clock().isoformat(),
+        }
+        await self._publish(
+            [KafkaRecord(topic=self.dead_letter_topic, key=record.key or b"", value=record.value or b"", headers=headers)]
+        )
+        self.counters["dead_lettered"] += 1
+        self.log.warning("dead_lettered", code=code, detail=detail[:300])
+
+    # --- faults ----------------------------------------------------------------------------------
+
+    async def _with_retries(self, operation: Callable[[], Awaitable[None]]) -> None:
+        """Retry a transient fault with capped exponential backoff and jitter, in place.
+
+        Retrying in place keeps the partition's order. Past the budget the fault is raised: the consumer
+        then seeks back to this record (no commit) and it is delivered again.
+        """
+        deadline = time.monotonic() + self.settings.retry_budget_seconds
+        attempt = 0
+        while True:
+            try:
+                await operation()
+            except TRANSIENT_ERRORS as fault:
+                attempt += 1
+                self.healthy = False
+                self.counters["transient_faults"] += 1
+                if time.monotonic() >= deadline:
+                    self.log.error("transient_fault_budget_exhausted", error=repr(fault), attempts=attempt)
+                    raise
+                delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt) * random.uniform(0.5, 1.0)
+                self.log.warning("transient_fault", error=repr(fault), attempt=attempt, retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+            else:
+                if not self.healthy:
+                    self.log.info("recovered", attempts=attempt)
+                    self.healthy = True
+                return
+
+
+def run_stage(definition: StageDefinition, settings: Settings | None = None) -> None:
+    """Entry point of `python -m services.<stage>`: run until SIGINT or SIGTERM."""
+    service = StageService(definition, settings or Settings())
+    asyncio.run(service.build_app().run())

@@ -1,0 +1,180 @@
+"""Aggregates with their outbox, applied-event ids and parked events, each in one MongoDB document.
+
+One document per deal (or lead) holds its state, the ids of the events already applied to it, events
+that arrived before the aggregate existed, and the events its last change caused that are not yet
+published. Every change is one conditional single-document write (MongoDB and FerretDB both make that
+atomic), so the state and the events it causes are stored together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from shared.envelope import KafkaRecord
+from shared.mongo import Document
+
+# Redeliveries and replays of a deal's recent events are recognised by id; a deal sees far fewer events.
+APPLIED_IDS_KEPT = 500
+
+
+class ConcurrentWrite(Exception):
+    """Another writer changed the aggregate since it was read; reading it again and retrying is safe."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRecord:
+    """An inbound event kept until the aggregate it belongs to is opened."""
+
+    topic: str
+    partition: int
+    offset: int
+    headers: dict[str, str]
+    value: str
+
+    def to_document(self) -> Document:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "headers": _headers_to_pairs(self.headers),
+            "value": self.value,
+        }
+
+    @classmethod
+    def from_document(cls, document: Document) -> ParkedRecord:
+        return cls(
+            topic=document["topic"],
+            partition=document["partition"],
+            offset=document["offset"],
+            headers=_headers_from_pairs(document["headers"]),
+            value=document["value"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    id: str
+    version: int = 0
+    state: dict[str, Any] | None = None
+    applied: tuple[str, ...] = ()
+    parked: tuple[ParkedRecord, ...] = ()
+    outbox: tuple[KafkaRecord, ...] = ()
+
+    @property
+    def is_stored(self) -> bool:
+        return self.version > 0
+
+    def has_applied(self, event_id: str) -> bool:
+        return event_id in self.applied
+
+    def changed(
+        self,
+        *,
+        applied_event_id: str,
+        state: dict[str, Any] | None,
+        parked: tuple[ParkedRecord, ...],
+        outbox: tuple[KafkaRecord, ...],
+    ) -> Aggregate:
+        return replace(
+            self,
+            version=self.version + 1,
+            state=state,
+            applied=(*self.applied, applied_event_id)[-APPLIED_IDS_KEPT:],
+            parked=parked,
+            outbox=outbox,
+        )
+
+
+@dataclass
+class AggregateStore:
+    collection: AsyncCollection[Document]
+    _indexes_ready: bool = field(default=False, init=False)
+
+    async def ensure_indexes(self) -> None:
+        if not self._indexes_ready:
+            await self.collection.create_index("has_outbox")
+            self._indexes_ready = True
+
+    async def load(self, aggregate_id: str) -> Aggregate:
+        document = await self.collection.find_one({"_id": aggregate_id})
+        return Aggregate(id=aggregate_id) if document is None else _from_document(document)
+
+    async def save(self, previous: Aggregate, current: Aggregate) -> None:
+        """Write `current` only if the stored version is still `previous.version`."""
+        document = _to_document(current)
+        if not previous.is_stored:
+            try:
+                await self.collection.insert_one(document)
+            except DuplicateKeyError as error:
+                raise ConcurrentWrite(current.id) from error
+            return
+        result = await self.collection.replace_one({"_id": current.id, "version": previous.version}, document)
+        if result.matched_count != 1:
+            raise ConcurrentWrite(current.id)
+
+    async def mark_sent(self, aggregate: Aggregate) -> None:
+        # Conditional on the version: if a newer write happened meanwhile, its own outbox stays pending.
+        await self.collection.update_one(
+            {"_id": aggregate.id, "version": aggregate.version},
+            {"$set": {"outbox": [], "has_outbox": False}},
+        )
+
+    async def with_pending_outbox(self) -> AsyncIterator[Aggregate]:
+        async for document in self.collection.find({"has_outbox": True}):
+            yield _from_document(document)
+
+
+def _to_document(aggregate: Aggregate) -> Document:
+    return {
+        "_id": aggregate.id,
+        "version": aggregate.version,
+        "state": aggregate.state,
+        "applied": list(aggregate.applied),
+        "parked": [parked.to_document() for parked in aggregate.parked],
+        "outbox": [_record_to_document(record) for record in aggregate.outbox],
+        "has_outbox": bool(aggregate.outbox),
+    }
+
+
+def _from_document(document: Document) -> Aggregate:
+    return Aggregate(
+        id=document["_id"],
+        version=document["version"],
+        state=document.get("state"),
+        applied=tuple(document.get("applied", ())),
+        parked=tuple(ParkedRecord.from_document(parked) for parked in document.get("parked", ())),
+        outbox=tuple(_record_from_document(record) for record in document.get("outbox", ())),
+    )
+
+
+def _record_to_document(record: KafkaRecord) -> Document:
+    return {
+        "topic": record.topic,
+        "key": record.key.decode(),
+        "value": record.value.decode(),
+        "headers": _headers_to_pairs(record.headers),
+    }
+
+
+def _record_from_document(document: Document) -> KafkaRecord:
+    return KafkaRecord(
+        topic=document["topic"],
+        key=document["key"].encode(),
+        value=document["value"].encode(),
+        headers=_headers_from_pairs(document["headers"]),
+    )
+
+
+# Header names are free text, but document keys may not contain dots or start with a dollar sign,
+# so headers are stored as name-value pairs.
+def _headers_to_pairs(headers: dict[str, str]) -> list[list[str]]:
+    return [[name, value] for name, value in headers.items()]
+
+
+def _headers_from_pairs(pairs: list[list[str]]) -> dict[str, str]:
+    return {name: value for name, value in pairs}
