@@ -7,9 +7,9 @@ new major version with a new type (and, for a topic-wide break, a new topic).
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -37,8 +37,9 @@ class Event(Model):
     TOPIC: ClassVar[Topic]
     KEY_FIELD: ClassVar[str] = "deal_id"
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
         if "TYPE" in cls.__dict__:
             cls.TYPE = EVENT_TYPE_PREFIX + cls.TYPE
             if cls.TYPE in EVENT_TYPES:

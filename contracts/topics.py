@@ -16,3 +16,7 @@ class Topic(StrEnum):
 
 def dead_letter_topic(service: str) -> str:
     return f"deadletter.{service}.v1"
+
+
+# Each stage service has its own dead-letter topic; their names are part of the contract for ops.
+STAGE_SERVICES = ("prospecting", "qualification", "proposal", "onboarding")

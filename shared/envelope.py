@@ -101,7 +101,9 @@ def decode(headers: Mapping[str, str], value: bytes | None, *, max_bytes: int) -
         raise PoisonMessage("unsupported_specversion", f"ce_specversion {headers['ce_specversion']!r}")
     content_type = headers.get("content-type", CONTENT_TYPE).split(";")[0].strip()
     if content_type != CONTENT_TYPE:
-        raise PoisonMessage("unsupported_content_type", f"content-type {content_type!r}, expected {CONTENT_TYPE}")
+        raise PoisonMessage(
+            "unsupported_content_type", f"content-type {content_type!r}, expected {CONTENT_TYPE}"
+        )
     model = event_model(headers["ce_type"])
     if model is None:
         raise PoisonMessage("unknown_event_type", f"ce_type {headers['ce_type']!r} is not a dealflow event")
@@ -117,7 +119,8 @@ def decode(headers: Mapping[str, str], value: bytes | None, *, max_bytes: int) -
         data = model.model_validate(payload)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(map(str, problem['loc'])) or '<root>'}: {problem['msg']}" for problem in error.errors()
+            f"{'.'.join(map(str, problem['loc'])) or '<root>'}: {problem['msg']}"
+            for problem in error.errors()
         )
         raise PoisonMessage("schema_violation", problems) from error
     return Envelope(

@@ -28,7 +28,9 @@ def make_broker(settings: Settings, *, client_id: str, logger: logging.Logger | 
     )
 
 
-async def ensure_topics(settings: Settings, names: Iterable[str], *, large_records: Iterable[str] = ()) -> None:
+async def ensure_topics(
+    settings: Settings, names: Iterable[str], *, large_records: Iterable[str] = ()
+) -> None:
     """Create the topics that do not exist yet, all with the configured partition count.
 
     Topics a service consumes together must have the same partition count: the range assignor then
@@ -36,7 +38,9 @@ async def ensure_topics(settings: Settings, names: Iterable[str], *, large_recor
     """
     wanted = set(names) | set(large_records)
     large = set(large_records)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="dealflow-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="dealflow-admin"
+    )
     await admin.start()
     try:
         missing = wanted - set(await admin.list_topics())

@@ -26,5 +26,7 @@ def make_client(settings: Settings, *, app_name: str) -> AsyncMongoClient[Docume
     )
 
 
-def service_database(client: AsyncMongoClient[Document], settings: Settings, service: str) -> AsyncDatabase[Document]:
+def service_database(
+    client: AsyncMongoClient[Document], settings: Settings, service: str
+) -> AsyncDatabase[Document]:
     return client[settings.database_name(service)]

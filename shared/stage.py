@@ -157,7 +157,8 @@ class StageService:
                     return
                 envelope = decode(headers, record.value, max_bytes=self.settings.max_event_bytes)
             except PoisonMessage as poison:
-                await self._with_retries(lambda: self._dead_letter(record, poison.code, poison.detail))
+                code, detail = poison.code, poison.detail
+                await self._with_retries(lambda: self._dead_letter(record, code, detail))
                 return
             parked = ParkedRecord(
                 topic=record.topic,
@@ -169,13 +170,20 @@ class StageService:
             with structlog.contextvars.bound_contextvars(
                 event_id=envelope.id, event_type=envelope.type, deal_id=envelope.data.partition_key
             ):
-                await self._with_retries(lambda: self._process(envelope, parked, record))
+                try:
+                    await self._with_retries(lambda: self._process(envelope, parked))
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as bug:  # a bug on one message must not stop the partition
+                    self.log.exception("processing_failed")
+                    detail = f"{type(bug).__name__}: {bug}"
+                    await self._with_retries(lambda: self._dead_letter(record, "processing_error", detail))
 
     def _belongs_to_another_stage(self, event_type: str | None) -> bool:
         model = event_model(event_type or "")
         return model is not None and model not in self.definition.handlers
 
-    async def _process(self, envelope: Envelope, raw: ParkedRecord, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _process(self, envelope: Envelope, raw: ParkedRecord) -> None:
         aggregate = await self.store.load(envelope.data.partition_key)
         if aggregate.outbox:
             await self._flush(aggregate)
@@ -184,12 +192,7 @@ class StageService:
             self.counters["duplicates_absorbed"] += 1
             self.log.info("duplicate_absorbed")
             return
-        try:
-            changed = self._decide(aggregate, envelope, raw)
-        except Exception as bug:  # a bug on one message must not stop the partition
-            self.log.exception("handler_failed")
-            await self._dead_letter(record, "handler_error", f"{type(bug).__name__}: {bug}")
-            return
+        changed = self._decide(aggregate, envelope, raw)
         await self.store.save(aggregate, changed)
         await self._flush(changed)
 
@@ -206,7 +209,9 @@ class StageService:
         state, events = self._apply(state, envelope, now)
         if aggregate.state is None and state is not None:
             for parked in aggregate.parked:
-                parked_envelope = decode(parked.headers, parked.value.encode(), max_bytes=self.settings.max_event_bytes)
+                parked_envelope = decode(
+                    parked.headers, parked.value.encode(), max_bytes=self.settings.max_event_bytes
+                )
                 state, more = self._apply(state, parked_envelope, now)
                 events.extend(more)
         records = tuple(
@@ -280,7 +285,14 @@ class StageService:
             "dlq_time": self.clock().isoformat(),
         }
         await self._publish(
-            [KafkaRecord(topic=self.dead_letter_topic, key=record.key or b"", value=record.value or b"", headers=headers)]
+            [
+                KafkaRecord(
+                    topic=self.dead_letter_topic,
+                    key=record.key or b"",
+                    value=record.value or b"",
+                    headers=headers,
+                )
+            ]
         )
         self.counters["dead_lettered"] += 1
         self.log.warning("dead_lettered", code=code, detail=detail[:300])
@@ -305,8 +317,12 @@ class StageService:
                 if time.monotonic() >= deadline:
                     self.log.error("transient_fault_budget_exhausted", error=repr(fault), attempts=attempt)
                     raise
-                delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt) * random.uniform(0.5, 1.0)
-                self.log.warning("transient_fault", error=repr(fault), attempt=attempt, retry_in=round(delay, 2))
+                delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt) * random.uniform(
+                    0.5, 1.0
+                )
+                self.log.warning(
+                    "transient_fault", error=repr(fault), attempt=attempt, retry_in=round(delay, 2)
+                )
                 await asyncio.sleep(delay)
             else:
                 if not self.healthy:

@@ -170,11 +170,11 @@ def _record_from_document(document: Document) -> KafkaRecord:
     )
 
 
-# Header names are free text, but document keys may not contain dots or start with a dollar sign,
-# so headers are stored as name-value pairs.
-def _headers_to_pairs(headers: dict[str, str]) -> list[list[str]]:
-    return [[name, value] for name, value in headers.items()]
+# Header names are free text, but document keys may not contain dots or start with a dollar sign (and
+# FerretDB stores no nested arrays), so headers are stored as a list of name-value documents.
+def _headers_to_pairs(headers: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in headers.items()]
 
 
-def _headers_from_pairs(pairs: list[list[str]]) -> dict[str, str]:
-    return {name: value for name, value in pairs}
+def _headers_from_pairs(pairs: list[dict[str, str]]) -> dict[str, str]:
+    return {pair["name"]: pair["value"] for pair in pairs}

@@ -63,13 +63,17 @@ def on_deal_won(state: Onboarding | None, won: DealWon, now: datetime) -> Decisi
         )
         for step in STANDARD_PLAN
     ]
-    onboarding = Onboarding(deal_id=won.deal_id, customer=won.customer, owner=won.owner, won_at=won.won_at, tasks=tasks)
+    onboarding = Onboarding(
+        deal_id=won.deal_id, customer=won.customer, owner=won.owner, won_at=won.won_at, tasks=tasks
+    )
     started = OnboardingStarted(
         deal_id=won.deal_id,
         customer=won.customer,
         owner=won.owner,
         plan=[
-            OnboardingTask(task=task.task, owner_role=task.owner_role, due_at=task.due_at, required=task.required)
+            OnboardingTask(
+                task=task.task, owner_role=task.owner_role, due_at=task.due_at, required=task.required
+            )
             for task in tasks
         ],
         started_at=now,

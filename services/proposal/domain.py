@@ -70,7 +70,9 @@ class Deal(BaseModel):
 
 def quote_total_minor(lines: list[QuoteLine]) -> int:
     """Each line's price after its discount, rounded half up to the minor unit, summed."""
-    return sum((line.quantity * line.unit_price_minor * (100 - line.discount_percent) + 50) // 100 for line in lines)
+    return sum(
+        (line.quantity * line.unit_price_minor * (100 - line.discount_percent) + 50) // 100 for line in lines
+    )
 
 
 def on_lead_qualified(state: Deal | None, qualified: LeadQualified, now: datetime) -> Decision[Deal]:
@@ -124,7 +126,9 @@ def on_payment_received(deal: Deal, payment: PaymentReceived, now: datetime) -> 
     _require_open(deal)
     if payment.amount.currency != deal.amount.currency:
         raise RuleBroken(
-            "currency_mismatch", f"payment in {payment.amount.currency}, deal in {deal.amount.currency}", "amount"
+            "currency_mismatch",
+            f"payment in {payment.amount.currency}, deal in {deal.amount.currency}",
+            "amount",
         )
     paid = deal.model_copy(update={"paid_minor": deal.paid_minor + payment.amount.amount_minor})
     return _close_if_done(Decision(paid), now)
@@ -171,7 +175,9 @@ def _close_if_done(decision: Decision[Deal], now: datetime) -> Decision[Deal]:
 
 
 def _move(deal: Deal, stage: Stage, now: datetime) -> Decision[Deal]:
-    moved = deal.model_copy(update={"stage": stage, "history": [*deal.history, Visit(stage=stage, entered_at=now)]})
+    moved = deal.model_copy(
+        update={"stage": stage, "history": [*deal.history, Visit(stage=stage, entered_at=now)]}
+    )
     return Decision(moved, [_stage_changed(deal.deal_id, deal.stage, stage, now)])
 
 

@@ -22,7 +22,9 @@ from contracts.events import (
 from services.prospecting.config import IdealCustomerProfile, ProspectingPlaybook, Routing
 from shared.domain import Decision
 
-EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
 COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
 
 
@@ -53,7 +55,11 @@ def on_lead_captured(
     if fit.score < playbook.icp.fit_threshold:
         return _rejected(
             lead.lead_id,
-            [Reason(code="not_a_fit", message=f"fit score {fit.score} is below {playbook.icp.fit_threshold}")],
+            [
+                Reason(
+                    code="not_a_fit", message=f"fit score {fit.score} is below {playbook.icp.fit_threshold}"
+                )
+            ],
         )
     owner = route(lead.lead_id, company, playbook.routing)
     prospect = ProspectIdentified(
@@ -72,31 +78,45 @@ def on_lead_captured(
         ),
     )
     return Decision(
-        Lead(lead_id=lead.lead_id, outcome="prospect", deal_id=lead.lead_id, fit_score=fit.score, owner=owner),
+        Lead(
+            lead_id=lead.lead_id, outcome="prospect", deal_id=lead.lead_id, fit_score=fit.score, owner=owner
+        ),
         [prospect],
     )
 
 
 def _rejected(lead_id: str, reasons: list[Reason]) -> Decision[Lead]:
-    return Decision(Lead(lead_id=lead_id, outcome="rejected"), [LeadRejected(lead_id=lead_id, reasons=reasons)])
+    return Decision(
+        Lead(lead_id=lead_id, outcome="rejected"), [LeadRejected(lead_id=lead_id, reasons=reasons)]
+    )
 
 
 def normalise(lead: LeadCaptured, free_mail_domains: frozenset[str]) -> tuple[Contact, Company, list[Reason]]:
     problems: list[Reason] = []
     email = lead.email.strip().lower()
-    if not EMAIL.match(email):
-        problems.append(Reason(code="invalid_email", field="email", message=f"{lead.email!r} is not an email address"))
-    email_domain = email.rpartition("@")[2]
-    domain = _website_domain(lead.website) or (email_domain if email_domain not in free_mail_domains else None)
+    email_domain: str | None = None
+    if EMAIL.match(email):
+        email_domain = email.rpartition("@")[2]
+    else:
+        problems.append(
+            Reason(code="invalid_email", field="email", message=f"{lead.email!r} is not an email address")
+        )
+    domain = _website_domain(lead.website) or (
+        email_domain if email_domain not in free_mail_domains else None
+    )
     company_name = (lead.company_name or "").strip() or None
     if company_name is None and domain is None:
         problems.append(
-            Reason(code="missing_company", field="company_name", message="no company name and no company domain")
+            Reason(
+                code="missing_company", field="company_name", message="no company name and no company domain"
+            )
         )
     country = (lead.country or "").strip().upper() or None
     if country is not None and not COUNTRY_CODE.match(country):
         problems.append(
-            Reason(code="invalid_country", field="country", message=f"{lead.country!r} is not an ISO 3166 code")
+            Reason(
+                code="invalid_country", field="country", message=f"{lead.country!r} is not an ISO 3166 code"
+            )
         )
     contact = Contact(
         email=email,
@@ -121,7 +141,10 @@ def score(company: Company, contact: Contact, icp: IdealCustomerProfile) -> FitS
     points = 0
     if company.industry in icp.industry.target:
         points += icp.industry.weight
-    if company.employees is not None and icp.size.min_employees <= company.employees <= icp.size.max_employees:
+    if (
+        company.employees is not None
+        and icp.size.min_employees <= company.employees <= icp.size.max_employees
+    ):
         points += icp.size.weight
     if company.country in icp.geography.countries:
         points += icp.geography.weight

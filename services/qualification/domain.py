@@ -21,7 +21,14 @@ from shared.domain import Decision, RuleBroken
 # The criteria a discovery call must confirm, per framework, in the order a rep asks them.
 FRAMEWORK_CRITERIA: dict[str, tuple[str, ...]] = {
     "BANT": ("budget", "authority", "need", "timeline"),
-    "MEDDIC": ("metrics", "economic_buyer", "decision_criteria", "decision_process", "identify_pain", "champion"),
+    "MEDDIC": (
+        "metrics",
+        "economic_buyer",
+        "decision_criteria",
+        "decision_process",
+        "identify_pain",
+        "champion",
+    ),
 }
 
 
@@ -68,7 +75,9 @@ def on_discovery_call_logged(
     unknown = sorted(set(call.answers) - set(criteria))
     if unknown:
         raise RuleBroken(
-            "unknown_framework_field", f"{call.framework} has no criterion {unknown[0]!r}", f"answers.{unknown[0]}"
+            "unknown_framework_field",
+            f"{call.framework} has no criterion {unknown[0]!r}",
+            f"answers.{unknown[0]}",
         )
     unmet = [criterion for criterion in criteria if call.answers.get(criterion) is not True]
     closed = state.model_copy(update={"next_step": None})

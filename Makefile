@@ -1,0 +1,78 @@
+# dealflow: `make run` demonstrates the whole pipeline, `make test` proves it. `make help` lists the rest.
+SHELL := bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+INSTALLED := $(VENV)/.installed
+SERVICES := deploy/local/services.sh
+export PATH := $(BIN):$(PATH)
+
+include deploy/local/infra.mk
+
+.PHONY: help install run stop scale status logs test check lint typecheck imports pytest unit integration e2e schemas clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@command -v kcat >/dev/null || command -v kafkacat >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq kcat >/dev/null; \
+	  else echo "note: install Debian's kcat to run the non-Python client test (apt-get install kcat)"; fi; }
+	touch $(INSTALLED)
+
+install: $(INSTALLED) ## create .venv and install dealflow with its tools
+
+run: install infra-up ## start the servers and the four services, run the demo, leave it all running
+	@bash $(SERVICES) start
+	@$(BIN)/dealflow demo
+	@echo
+	@echo "The stack is still running: 'dealflow follow' watches events, 'dealflow journey <deal-id>' shows one deal,"
+	@echo "logs are in .local/logs/. 'make stop' ends it all."
+
+stop: ## stop the services and the local servers
+	@bash $(SERVICES) stop
+	@$(MAKE) --no-print-directory infra-down
+
+scale: install ## run N replicas of one stage: make scale SERVICE=qualification N=3
+	@bash $(SERVICES) scale $(SERVICE) $(N)
+
+status: infra-status ## show what is running
+	@bash $(SERVICES) status
+
+test: install ## lint, type-check and run every test against real servers it starts (and stops)
+	@bash deploy/local/with-servers.sh $(MAKE) --no-print-directory check
+
+check: lint typecheck imports pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+imports:
+	$(BIN)/lint-imports
+
+pytest:
+	$(BIN)/pytest -ra
+
+unit: install ## only the fast tests (no servers needed)
+	$(BIN)/pytest -ra tests/unit tests/contract
+
+integration: install ## only the integration tests (servers must be up: make infra-up)
+	$(BIN)/pytest -ra tests/integration
+
+e2e: install ## only the end-to-end test (servers must be up: make infra-up)
+	$(BIN)/pytest -ra tests/e2e
+
+schemas: install ## regenerate contracts/schemas from the pydantic models
+	$(BIN)/python -m contracts.export
+
+clean: stop ## stop everything and delete local data and the virtualenv (downloads stay cached)
+	@$(MAKE) --no-print-directory infra-clean
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""`dealflow`: the command line for people and scripts around a running pipeline."""

@@ -1,0 +1,57 @@
+"""Human-readable lines for events, and a deal's journey across the stages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cli.kafka_io import SeenEvent
+
+
+def _money(amount: dict[str, object] | None) -> str:
+    if not amount:
+        return "?"
+    minor = int(str(amount.get("amount_minor", 0)))
+    return f"{minor / 100:,.2f} {amount.get('currency', '')}"
+
+
+def summary(event: SeenEvent) -> str:
+    data = event.data or {}
+    match event.type:
+        case "lead.captured.v1":
+            return f"{data.get('email')} at {data.get('company_name') or data.get('website') or '?'}"
+        case "prospect.identified.v1":
+            return f"fit {data.get('fit_score')} (tier {data.get('tier')}), owner {data.get('owner')}"
+        case "lead.rejected.v1":
+            return ", ".join(str(reason.get("code")) for reason in data.get("reasons", []))
+        case "lead.qualified.v1":
+            return f"{data.get('framework')} met, estimated {_money(data.get('amount'))}"
+        case "lead.disqualified.v1":
+            return str(data.get("reason_code"))
+        case "deal.stage_changed.v1":
+            return f"{data.get('previous_stage') or '-'} -> {data.get('stage')} (p={data.get('probability')})"
+        case "deal.won.v1":
+            return f"{_money(data.get('amount'))}, {len(data.get('lines', []))} quote lines"
+        case "deal.lost.v1":
+            competitor = data.get("competitor")
+            return f"{data.get('reason_code')}" + (f" to {competitor}" if competitor else "")
+        case "onboarding.started.v1":
+            return f"{len(data.get('plan', []))} tasks: " + ", ".join(
+                str(t.get("task")) for t in data.get("plan", [])
+            )
+        case "onboarding.completed.v1":
+            return f"time to value {int(str(data.get('time_to_value_seconds', 0))) // 86400} days"
+        case "activity.rejected.v1":
+            reason = data.get("reason", {})
+            return f"{data.get('activity_type')}: {reason.get('code')} ({reason.get('message')})"
+        case _:
+            return ""
+
+
+def line(event: SeenEvent) -> str:
+    source = event.headers.get("ce_source", "").removeprefix("/dealflow/")
+    return f"  {event.time[11:23]:<12} {source:<14} {event.type:<40} {summary(event)}"
+
+
+def journey(events: Iterable[SeenEvent], deal_id: str) -> list[SeenEvent]:
+    """The deal's events in the order they happened (CloudEvents time, then offset)."""
+    return sorted((e for e in events if e.key == deal_id), key=lambda e: (e.time, e.topic, e.offset))

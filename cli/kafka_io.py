@@ -1,0 +1,198 @@
+"""Publishing and reading dealflow events from outside the services (CLI, demo, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from contracts import Event, Topic, dead_letter_topic, event_model
+from contracts.topics import STAGE_SERVICES
+from shared.envelope import KafkaRecord, decode_headers, encode
+from shared.settings import Settings
+
+CLI_SOURCE = "/dealflow/cli"
+
+
+@dataclass(frozen=True)
+class SeenEvent:
+    """An event read back from a topic, decoded loosely: reading must not fail on odd records."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    headers: dict[str, str]
+    data: dict[str, Any] | None
+
+    @property
+    def type(self) -> str:
+        return self.headers.get("ce_type", "?").removeprefix("io.dealflow.")
+
+    @property
+    def time(self) -> str:
+        return self.headers.get("ce_time", "")
+
+    @property
+    def id(self) -> str:
+        return self.headers.get("ce_id", "")
+
+
+def events_from_file(path: Path) -> Iterator[tuple[Event, str | None]]:
+    """Events from a JSON Lines file: `{"type": "lead.captured.v1", "id": "optional", "data": {...}}`."""
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        item = json.loads(line)
+        event_type = item["type"] if item["type"].startswith("io.") else f"io.dealflow.{item['type']}"
+        model = event_model(event_type)
+        if model is None:
+            raise ValueError(f"{path}:{number}: unknown event type {item['type']!r}")
+        yield model.model_validate(item["data"]), item.get("id")
+
+
+def records_for(settings: Settings, events: Iterable[tuple[Event, str | None]]) -> list[KafkaRecord]:
+    return [
+        encode(event, topic=settings.topic(event.TOPIC), source=CLI_SOURCE, event_id=event_id)
+        for event, event_id in events
+    ]
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=8 * 1024 * 1024,
+    )
+
+
+async def publish(settings: Settings, records: Iterable[KafkaRecord]) -> int:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                record.topic,
+                value=record.value,
+                key=record.key,
+                headers=[(name, value.encode()) for name, value in record.headers.items()],
+            )
+            for record in records
+        ]
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+def _seen(record: Any) -> SeenEvent:
+    try:
+        headers = decode_headers(record.headers)
+    except Exception:
+        headers = {}
+    try:
+        data = json.loads(record.value) if record.value else None
+    except ValueError:
+        data = None
+    return SeenEvent(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=(record.key or b"").decode(errors="replace"),
+        headers=headers,
+        data=data if isinstance(data, dict) else None,
+    )
+
+
+async def _partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
+    """The partitions of those topics that exist (asking creates nothing)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        if topic["error_code"] == 0
+        for partition in topic["partitions"]
+    ]
+
+
+async def read_all(settings: Settings, topics: Iterable[str]) -> list[SeenEvent]:
+    """Every record now in the topics, read from the start without joining a consumer group."""
+    partitions = await _partitions(settings, topics)
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if end[tp] > 0}
+        seen: list[SeenEvent] = []
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+            for tp, records in batches.items():
+                seen.extend(_seen(record) for record in records)
+                if records and records[-1].offset + 1 >= end[tp]:
+                    remaining.discard(tp)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        return seen
+    finally:
+        await consumer.stop()
+
+
+async def follow(
+    settings: Settings, topics: Iterable[str], *, from_beginning: bool
+) -> AsyncIterator[SeenEvent]:
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        async for record in consumer:
+            yield _seen(record)
+    finally:
+        await consumer.stop()
+
+
+def all_topics(settings: Settings) -> list[str]:
+    """Every event topic and every dead-letter topic of the deployment."""
+    return [settings.topic(topic) for topic in Topic] + [
+        settings.topic(dead_letter_topic(service)) for service in STAGE_SERVICES
+    ]
+
+
+async def wait_for(
+    settings: Settings,
+    topics: Iterable[str],
+    done: Any,
+    *,
+    timeout: float,
+    interval: float = 1.0,
+) -> list[SeenEvent]:
+    """Read the topics again and again until `done(events)` holds or the time is up; return the last read."""
+    topics = list(topics)
+    deadline = time.monotonic() + timeout
+    while True:
+        events = await read_all(settings, topics)
+        if done(events) or time.monotonic() >= deadline:
+            return events
+        await asyncio.sleep(interval)

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs the stage services as background processes on this machine: one process per replica,
+# pid and log files under .local/, so `make stop` can end exactly what `make run` started.
+#
+#   services.sh start [SERVICE...]      start one replica of each (default: all four)
+#   services.sh scale SERVICE N         run exactly N replicas of SERVICE
+#   services.sh stop [SERVICE...]       SIGTERM (graceful), then SIGKILL after a grace period
+#   services.sh status
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+state="${DEALFLOW_STATE_DIR:-$repo/.local}"
+run_dir="$state/run"
+log_dir="$state/logs"
+python="${PYTHON:-$repo/.venv/bin/python}"
+all_services=(prospecting qualification proposal onboarding)
+mkdir -p "$run_dir" "$log_dir"
+
+pid_files() { ls "$run_dir/$1".*.pid 2>/dev/null || true; }
+alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+start_replica() {
+  local service="$1" replica="$2"
+  local pid_file="$run_dir/$service.$replica.pid" log="$log_dir/$service.$replica.log"
+  if alive "$pid_file"; then
+    echo "$service[$replica] already running (pid $(cat "$pid_file"))"
+    return
+  fi
+  (cd "$repo" && exec setsid nohup "$python" -m "services.$service" >>"$log" 2>&1 </dev/null) &
+  echo $! >"$pid_file"
+  echo "$service[$replica] started (pid $!, log $log)"
+}
+
+stop_pid_file() {
+  local pid_file="$1" pid
+  pid="$(cat "$pid_file")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    echo "stopped $(basename "$pid_file" .pid) (pid $pid)"
+  fi
+  rm -f "$pid_file"
+}
+
+running_count() {
+  local count=0 pid_file
+  for pid_file in $(pid_files "$1"); do alive "$pid_file" && count=$((count + 1)); done
+  echo "$count"
+}
+
+scale() {
+  local service="$1" wanted="$2" replica pid_file
+  for replica in $(seq 1 "$wanted"); do start_replica "$service" "$replica"; done
+  for pid_file in $(pid_files "$service"); do
+    replica="$(basename "$pid_file" .pid)"; replica="${replica##*.}"
+    ((replica > wanted)) && stop_pid_file "$pid_file"
+  done
+  echo "$service: $(running_count "$service") replica(s) running"
+}
+
+command="${1:-status}"; shift || true
+case "$command" in
+  start)
+    for service in "${@:-${all_services[@]}}"; do
+      start_replica "$service" 1
+    done ;;
+  scale) scale "$1" "$2" ;;
+  stop)
+    for service in "${@:-${all_services[@]}}"; do
+      for pid_file in $(pid_files "$service"); do stop_pid_file "$pid_file"; done
+    done ;;
+  status)
+    for service in "${all_services[@]}"; do echo "$service: $(running_count "$service") replica(s) running"; done ;;
+  *) echo "usage: $0 start|scale|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,83 @@
+"""Where the real servers are: named by the environment, started by `make test`, or in containers.
+
+Integration and end-to-end tests never fall back to fakes: without a server they fail, saying how to
+start one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from shared.settings import Settings
+
+LOCAL_KAFKA = "127.0.0.1:9092"
+LOCAL_MONGODB = "mongodb://127.0.0.1:27017/"
+
+
+@dataclass(frozen=True)
+class Servers:
+    kafka_bootstrap_servers: str
+    mongodb_uri: str
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_reachable() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    mongodb = os.environ.get("MONGODB_URI")
+    if (
+        kafka is None
+        and mongodb is None
+        and not (_answers("127.0.0.1", 9092) and _answers("127.0.0.1", 27017))
+    ):
+        if _docker_reachable():
+            yield from _containers()
+            return
+        pytest.fail(
+            "no Kafka and MongoDB to test against: run `make infra-up` (or `make test`, which starts them), "
+            "or set KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI"
+        )
+    yield Servers(kafka or LOCAL_KAFKA, mongodb or LOCAL_MONGODB)  # noqa: PT022 (one branch tears down)
+
+
+def _containers() -> Iterator[Servers]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.mongodb import MongoDbContainer
+
+    with KafkaContainer().with_kraft() as kafka, MongoDbContainer("mongo:7") as mongodb:
+        yield Servers(kafka.get_bootstrap_server(), mongodb.get_connection_url())
+
+
+@pytest.fixture
+def settings(servers: Servers) -> Settings:
+    """Settings with a namespace of its own, so each test has fresh topics, groups and databases."""
+    return Settings(
+        kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
+        mongodb_uri=servers.mongodb_uri,
+        namespace=f"t{uuid.uuid4().hex[:12]}",
+        partitions=3,
+        retry_budget_seconds=30,
+    )

@@ -1,0 +1,110 @@
+"""The whole pipeline: four service processes on the real servers, driven by the demo's sample data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli import demo
+from cli.kafka_io import CLI_SOURCE
+from contracts import Topic
+from contracts.topics import STAGE_SERVICES
+from shared.settings import Settings
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def pipeline(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    env = os.environ | {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "MONGODB_URI": settings.mongodb_uri,
+        "DEALFLOW_NAMESPACE": settings.namespace,
+        "DEALFLOW_PARTITIONS": str(settings.partitions),
+    }
+    processes = {
+        service: subprocess.Popen(
+            [sys.executable, "-m", f"services.{service}"],
+            cwd=REPO,
+            env=env,
+            stdout=(tmp_path / f"{service}.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        for service in STAGE_SERVICES
+    }
+    try:
+        yield settings
+        for service, process in processes.items():
+            assert process.poll() is None, (
+                f"{service} died: {(tmp_path / f'{service}.log').read_text()[-3000:]}"
+            )
+    finally:
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            process.wait(timeout=30)
+
+
+async def test_sample_leads_travel_from_capture_to_won_and_onboarding(pipeline: Settings) -> None:
+    outcome = await demo.run_demo(pipeline, timeout=180)
+
+    missing = [lead for lead in outcome.expected if not outcome.reached(lead)]
+    assert not missing, demo.report(outcome)
+    emitted = [
+        event
+        for event in outcome.events
+        if event.headers.get("ce_source", "").startswith("/dealflow/")
+        and event.headers["ce_source"] != CLI_SOURCE
+    ]
+    once_per_deal = Counter(
+        (event.key, event.type, json.dumps(event.data.get("stage") if event.data else None))
+        for event in emitted
+    )
+    assert [item for item, count in once_per_deal.items() if count > 1] == []
+    won = [event for event in outcome.events if event.type == "deal.won.v1"]
+    assert sorted(event.key for event in won) == ["lead-acme-001", "lead-globex-002", "lead-initech-003"]
+    acme = next(event for event in won if event.key == "lead-acme-001")
+    assert acme.data is not None
+    assert acme.data["amount"] == {"amount_minor": 1580000, "currency": "EUR"}
+    assert [visit["stage"] for visit in acme.data["stage_history"]] == [
+        "presentation",
+        "proposal",
+        "negotiation",
+        "closing",
+    ]
+    rejected = [event for event in outcome.events if event.type == "activity.rejected.v1"]
+    assert [(event.key, event.data and event.data["reason"]["code"]) for event in rejected] == [
+        ("lead-umbrella-004", "deal_closed")
+    ]
+    [dead] = [event for event in outcome.events if "dlq_error_code" in event.headers]
+    assert (dead.headers["dlq_error_code"], dead.headers["dlq_service"]) == ("invalid_json", "prospecting")
+
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    assert kcat, "kcat is needed to read the deal-won topic as a non-Python client (make test installs it)"
+    kcat_command = [kcat, "-b", pipeline.kafka_bootstrap_servers, "-C", "-t", pipeline.topic(Topic.DEALS_WON)]
+    finished = await asyncio.to_thread(
+        subprocess.run,
+        [*kcat_command, "-e", "-q", "-f", "%k\t%h\t%s\n"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    output = finished.stdout
+    rows = [row.split("\t") for row in output.splitlines() if row]
+    assert sorted(row[0] for row in rows) == ["lead-acme-001", "lead-globex-002", "lead-initech-003"]
+    for key, headers, value in rows:
+        assert "ce_type=io.dealflow.deal.won.v1" in headers
+        assert "ce_specversion=1.0" in headers
+        assert json.loads(value)["deal_id"] == key

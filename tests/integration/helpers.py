@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from cli.kafka_io import SeenEvent, all_topics, wait_for
+from shared.settings import Settings
+from shared.stage import StageDefinition, StageService
+
+
+@asynccontextmanager
+async def running(definition: StageDefinition, settings: Settings) -> AsyncIterator[StageService]:
+    """A stage service consuming from the real broker in this process, until the block ends."""
+    service = StageService(definition, settings)
+    async with service.build_app():
+        yield service
+
+
+async def events_when(
+    settings: Settings, done: Callable[[list[SeenEvent]], bool], timeout: float = 60
+) -> list[SeenEvent]:
+    events = await wait_for(settings, all_topics(settings), done, timeout=timeout, interval=0.5)
+    assert done(events), f"timed out; saw {[(e.type, e.key) for e in events]}"
+    return events
+
+
+def of_type(events: list[SeenEvent], event_type: str) -> list[SeenEvent]:
+    return [event for event in events if event.type == event_type]

@@ -1,0 +1,157 @@
+"""The stage runtime on the real Kafka broker and database server: delivery, dead letters, outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from cli.kafka_io import publish
+from contracts import Topic, dead_letter_topic
+from contracts.events import DiscoveryCallLogged, LeadCaptured, ProposalAccepted
+from services.proposal.service import definition as proposal
+from services.prospecting.service import definition as prospecting
+from services.qualification.service import definition as qualification
+from shared.envelope import KafkaRecord, encode
+from shared.mongo import make_client, service_database
+from shared.settings import Settings
+from shared.store import Aggregate, AggregateStore
+from tests.integration.helpers import events_when, of_type, running
+
+pytestmark = pytest.mark.integration
+
+GOOD_LEAD = LeadCaptured(
+    lead_id="lead-good",
+    email="jana@acme-robotics.de",
+    title="CTO",
+    company_name="Acme Robotics",
+    country="DE",
+    employees=250,
+    industry="software",
+)
+INVALID_LEAD = LeadCaptured(lead_id="lead-invalid", email="not-an-email", company_name="X")
+
+
+def lead_record(settings: Settings, lead: LeadCaptured, event_id: str) -> KafkaRecord:
+    return encode(lead, topic=settings.topic(Topic.LEADS), source="/test", event_id=event_id)
+
+
+def raw_lead(settings: Settings, value: bytes, **headers: str) -> KafkaRecord:
+    base = lead_record(settings, GOOD_LEAD, "raw").headers
+    return KafkaRecord(topic=settings.topic(Topic.LEADS), key=b"raw", value=value, headers=base | headers)
+
+
+async def test_bad_records_are_dead_lettered_and_good_ones_still_flow(settings: Settings) -> None:
+    records = [
+        raw_lead(settings, b'{"lead_id": "broken", "email": ', ce_id="bad-json"),
+        raw_lead(settings, b"{}", ce_id="bad-type", ce_type="io.dealflow.no_such_event.v1"),
+        lead_record(settings, GOOD_LEAD, "lead-1"),
+        lead_record(settings, GOOD_LEAD, "lead-1"),  # the same event redelivered
+        lead_record(settings, GOOD_LEAD, "lead-1-resent"),  # the same lead sent again by its source
+        lead_record(settings, INVALID_LEAD, "lead-2"),
+    ]
+    async with running(prospecting(), settings) as service:
+        await publish(settings, records)
+        events = await events_when(
+            settings,
+            lambda seen: (
+                len(of_type(seen, "lead.rejected.v1")) == 1
+                and sum("dlq_error_code" in event.headers for event in seen) == 2
+            ),
+        )
+        await asyncio.sleep(1)  # anything emitted twice would show up by now
+        events = await events_when(settings, lambda seen: True)
+
+    prospects = of_type(events, "prospect.identified.v1")
+    assert [event.key for event in prospects] == ["lead-good"]
+    assert [event.key for event in of_type(events, "lead.rejected.v1")] == ["lead-invalid"]
+    dead = sorted((e for e in events if "dlq_error_code" in e.headers), key=lambda e: e.headers["ce_id"])
+    assert [event.headers["dlq_error_code"] for event in dead] == ["invalid_json", "unknown_event_type"]
+    assert dead[0].topic == settings.topic(dead_letter_topic("prospecting"))
+    assert dead[0].headers["dlq_source_topic"] == settings.topic(Topic.LEADS)
+    assert dead[0].headers["dlq_source_offset"].isdigit()
+    assert service.counters["duplicates_absorbed"] == 1
+    assert service.counters["dead_lettered"] == 2
+
+
+async def test_events_left_in_the_outbox_by_a_crash_are_published_at_start(settings: Settings) -> None:
+    pending = lead_record(settings, GOOD_LEAD, "left-behind")
+    pending = KafkaRecord(
+        topic=settings.topic(Topic.PROSPECTS), key=pending.key, value=pending.value, headers=pending.headers
+    )
+    client = make_client(settings, app_name="test")
+    store = AggregateStore(service_database(client, settings, "prospecting")["aggregates"])
+    stored = Aggregate(id="lead-good").changed(
+        applied_event_id="x",
+        state={"lead_id": "lead-good", "outcome": "prospect"},
+        parked=(),
+        outbox=(pending,),
+    )
+    await store.save(Aggregate(id="lead-good"), stored)
+
+    async with running(prospecting(), settings):
+        events = await events_when(
+            settings, lambda seen: any(e.headers.get("ce_id") == "left-behind" for e in seen)
+        )
+
+    assert len([e for e in events if e.headers.get("ce_id") == "left-behind"]) == 1
+    assert (await store.load("lead-good")).outbox == ()
+    await client.close()
+
+
+async def test_an_activity_that_arrives_before_its_prospect_is_held_then_applied(settings: Settings) -> None:
+    call = DiscoveryCallLogged.model_validate(
+        {
+            "deal_id": "lead-good",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "answers": {"budget": True, "authority": True, "need": True, "timeline": True},
+            "estimated_amount": {"amount_minor": 500000, "currency": "EUR"},
+        }
+    )
+    async with running(qualification(), settings), running(prospecting(), settings):
+        await publish(settings, [encode(call, topic=settings.topic(Topic.ACTIVITIES), source="/test")])
+        await asyncio.sleep(2)
+        await publish(settings, [lead_record(settings, GOOD_LEAD, "lead-1")])
+        events = await events_when(settings, lambda seen: bool(of_type(seen, "lead.qualified.v1")))
+
+    [qualified] = of_type(events, "lead.qualified.v1")
+    assert qualified.key == "lead-good"
+    assert qualified.data is not None
+    assert qualified.data["amount"] == {"amount_minor": 500000, "currency": "EUR"}
+    assert qualified.headers["ce_source"] == "/dealflow/qualification"
+
+
+async def test_a_rule_break_is_answered_with_a_rejection_and_changes_nothing(settings: Settings) -> None:
+    accepted = ProposalAccepted(deal_id="lead-good", occurred_at=datetime.now(UTC))
+    call = DiscoveryCallLogged.model_validate(
+        {
+            "deal_id": "lead-good",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "answers": {"budget": True, "authority": True, "need": True, "timeline": True},
+            "estimated_amount": {"amount_minor": 100, "currency": "EUR"},
+        }
+    )
+    async with (
+        running(prospecting(), settings),
+        running(qualification(), settings),
+        running(proposal(), settings),
+    ):
+        await publish(
+            settings,
+            [
+                lead_record(settings, GOOD_LEAD, "lead-1"),
+                encode(call, topic=settings.topic(Topic.ACTIVITIES), source="/test"),
+                encode(accepted, topic=settings.topic(Topic.ACTIVITIES), source="/test", event_id="accept-1"),
+            ],
+        )
+        events = await events_when(settings, lambda seen: bool(of_type(seen, "activity.rejected.v1")))
+
+    [rejected] = of_type(events, "activity.rejected.v1")
+    assert rejected.data is not None
+    assert rejected.data["reason"]["code"] == "no_quote"
+    assert rejected.data["activity_event_id"] == "accept-1"
+    stages = [json.dumps(e.data) for e in of_type(events, "deal.stage_changed.v1")]
+    assert len(stages) == 1
+    assert '"presentation"' in stages[0]
