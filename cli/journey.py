@@ -42,7 +42,19 @@ def summary(event: SeenEvent) -> str:
             return f"time to value {int(str(data.get('time_to_value_seconds', 0))) // 86400} days"
         case "activity.rejected.v1":
             reason = data.get("reason", {})
-            return f"{data.get('activity_type')}: {reason.get('code')} ({reason.get('message')})"
+            activity = str(data.get("activity_type", "")).removeprefix("io.dealflow.activity.")
+            return f"{activity} refused: {reason.get('code')} ({reason.get('message')})"
+        case "activity.discovery_call_logged.v1":
+            met = [name for name, value in data.get("answers", {}).items() if value is True]
+            return f"{data.get('framework', 'BANT')}: {', '.join(met) or 'nothing'} confirmed"
+        case "activity.demo_held.v1":
+            return f"attendees: {', '.join(data.get('attendees', [])) or '-'}"
+        case "activity.proposal_sent.v1":
+            return f"{len(data.get('lines', []))} quote lines in {data.get('currency')}"
+        case "activity.payment_received.v1":
+            return _money(data.get("amount"))
+        case "activity.deal_lost_reported.v1" | "activity.onboarding_task_completed.v1":
+            return str(data.get("reason_code") or data.get("task"))
         case _:
             return ""
 
@@ -53,5 +65,8 @@ def line(event: SeenEvent) -> str:
 
 
 def journey(events: Iterable[SeenEvent], deal_id: str) -> list[SeenEvent]:
-    """The deal's events in the order they happened (CloudEvents time, then offset)."""
-    return sorted((e for e in events if e.key == deal_id), key=lambda e: (e.time, e.topic, e.offset))
+    """The deal's events in the order they happened: CloudEvents time, then the stage's own sequence."""
+    return sorted(
+        (e for e in events if e.key == deal_id),
+        key=lambda e: (e.time, e.headers.get("ce_sequence", ""), e.topic, e.offset),
+    )

@@ -214,6 +214,7 @@ class StageService:
                 )
                 state, more = self._apply(state, parked_envelope, now)
                 events.extend(more)
+        version = aggregate.version + 1
         records = tuple(
             encode(
                 event,
@@ -221,6 +222,8 @@ class StageService:
                 source=self.source,
                 event_id=derived_event_id(envelope.id, index),
                 time=now,
+                # CloudEvents' sequence extension: orders a deal's events from this stage, gaps show loss.
+                extra_headers={"ce_sequence": f"{version:010d}.{index:04d}"},
             )
             for index, event in enumerate(events)
         )

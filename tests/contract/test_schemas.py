@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from contracts import Topic
 from contracts.events import EVENT_TYPES
 from contracts.export import SCHEMA_DIR, render, schemas
 from shared.envelope import encode
@@ -53,3 +54,14 @@ def test_no_service_imports_another_services_code() -> None:
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_readme_documents_every_topic_and_event_type() -> None:
+    readme = (REPO / "README.md").read_text()
+
+    missing_topics = [str(topic) for topic in Topic if f"dealflow.{topic}" not in readme]
+    missing_types = [
+        t.removeprefix("io.dealflow.") for t in EVENT_TYPES if t.removeprefix("io.dealflow.") not in readme
+    ]
+    assert missing_topics == []
+    assert missing_types == []
