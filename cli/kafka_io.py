@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class SeenEvent:
     key: str
     headers: dict[str, str]
     data: dict[str, Any] | None
+    value: bytes = field(repr=False, default=b"")
 
     @property
     def type(self) -> str:
@@ -109,6 +110,7 @@ def _seen(record: Any) -> SeenEvent:
         key=(record.key or b"").decode(errors="replace"),
         headers=headers,
         data=data if isinstance(data, dict) else None,
+        value=record.value or b"",
     )
 
 

@@ -10,10 +10,11 @@ from typing import Annotated
 
 import typer
 
-from cli import demo
+from cli import deadletters, demo
 from cli.journey import journey as deal_journey
 from cli.journey import line
 from cli.kafka_io import all_topics, events_from_file, follow, publish, read_all, records_for
+from contracts.topics import STAGE_SERVICES
 from shared.settings import Settings
 
 app = typer.Typer(help="Drive and inspect a dealflow pipeline.", no_args_is_help=True)
@@ -63,6 +64,40 @@ def show_journey(deal_id: Annotated[str, typer.Argument(help="the deal's (or lea
     typer.echo(deal_id)
     for event in events:
         typer.echo(line(event))
+
+
+deadletters_app = typer.Typer(help="Inspect and re-drive dead-lettered records.", no_args_is_help=True)
+app.add_typer(deadletters_app, name="deadletters")
+
+
+@deadletters_app.command(name="list")
+def list_dead_letters(
+    service: Annotated[list[str] | None, typer.Option(help="only this service's dead letters")] = None,
+) -> None:
+    """List dead letters: position (service:partition:offset), reason, and where they came from."""
+    settings = Settings()
+    letters = asyncio.run(deadletters.dead_letters(settings, service or STAGE_SERVICES))
+    for dead in letters:
+        headers = dead.headers
+        typer.echo(
+            f"{deadletters.position(dead):<28} {headers.get('dlq_error_code', '?'):<26} "
+            f"from {headers.get('dlq_source_topic')}[{headers.get('dlq_source_partition')}]"
+            f"@{headers.get('dlq_source_offset')}  key={dead.key}  {headers.get('dlq_error', '')[:120]}"
+        )
+    typer.echo(f"{len(letters)} dead letter(s)")
+
+
+@deadletters_app.command(name="redrive")
+def redrive_dead_letters(
+    positions: Annotated[list[str], typer.Argument(help="service:partition:offset, as `list` shows them")],
+) -> None:
+    """Publish chosen dead letters again, unchanged, to the topic they came from (after a fix)."""
+    try:
+        done = asyncio.run(deadletters.redrive(Settings(), positions))
+    except KeyError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"re-drove {len(done)} record(s): {', '.join(done)}")
 
 
 @app.command(name="demo")
