@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy, FastStream
@@ -98,6 +98,7 @@ class StageService:
         self.mongo = make_client(settings, app_name=f"dealflow-{definition.name}")
         self.store = AggregateStore(service_database(self.mongo, settings, definition.name)["aggregates"])
         self.dead_letter_topic = settings.topic(dead_letter_topic(definition.name))
+        self.cache = AggregateCache()
 
     def build_app(self) -> FastStream:
         subscriber = self.broker.subscriber(
@@ -107,6 +108,7 @@ class StageService:
             decoder=_raw_body,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
+            listener=self.cache,
         )
 
         @subscriber
@@ -127,7 +129,7 @@ class StageService:
             [self.settings.topic(topic) for topic in Topic],
             large_records=[self.dead_letter_topic],
         )
-        await self._with_retries(self.store.ensure_indexes)
+        await self._with_retries(self.store.prepare)
 
     async def _republish_pending(self) -> None:
         """Publish the events a crash left between the state write and the broker's acknowledgement."""
@@ -184,17 +186,20 @@ class StageService:
         return model is not None and model not in self.definition.handlers
 
     async def _process(self, envelope: Envelope, raw: ParkedRecord) -> None:
-        aggregate = await self.store.load(envelope.data.partition_key)
+        aggregate_id = envelope.data.partition_key
+        aggregate = self.cache.pop(aggregate_id) or await self.store.load(aggregate_id)
         if aggregate.outbox:
             await self._flush(aggregate)
             aggregate = replace(aggregate, outbox=())
         if aggregate.has_applied(envelope.id):
             self.counters["duplicates_absorbed"] += 1
             self.log.info("duplicate_absorbed")
+            self.cache.put(aggregate)
             return
         changed = self._decide(aggregate, envelope, raw)
         await self.store.save(aggregate, changed)
         await self._flush(changed)
+        self.cache.put(replace(changed, outbox=()))
 
     def _decide(self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord) -> Aggregate:
         state_model = self.definition.state_model
@@ -332,6 +337,33 @@ class StageService:
                     self.log.info("recovered", attempts=attempt)
                     self.healthy = True
                 return
+
+
+class AggregateCache(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The aggregates this consumer wrote last, so a deal's next event needs no read.
+
+    Only the consumer that owns a deal's partition writes the deal, so its own copy is current for as long
+    as it keeps the partition; the cache is emptied whenever partitions move. An entry is taken out while
+    its event is processed, so a failed write leaves nothing stale behind.
+    """
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, Aggregate] = OrderedDict()
+
+    def pop(self, aggregate_id: str) -> Aggregate | None:
+        return self._entries.pop(aggregate_id, None)
+
+    def put(self, aggregate: Aggregate) -> None:
+        self._entries[aggregate.id] = aggregate
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._entries.clear()
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._entries.clear()
 
 
 def run_stage(definition: StageDefinition, settings: Settings | None = None) -> None:

@@ -92,20 +92,28 @@ class Aggregate:
 
 @dataclass
 class AggregateStore:
-    collection: AsyncCollection[Document]
-    _indexes_ready: bool = field(default=False, init=False)
+    """Loads and saves aggregates; each save is one single-document write.
 
-    async def ensure_indexes(self) -> None:
-        if not self._indexes_ready:
+    Every write is conditional on the version that was read, so on MongoDB a writer that lost its
+    partition cannot overwrite a newer state. FerretDB checks the condition as a read then a write, not
+    atomically between writers; there the single-writer rule carries the guarantee: only the consumer
+    that owns a deal's partition writes that deal.
+    """
+
+    collection: AsyncCollection[Document]
+    _ready: bool = field(default=False, init=False)
+
+    async def prepare(self) -> None:
+        if not self._ready:
             await self.collection.create_index("has_outbox")
-            self._indexes_ready = True
+            self._ready = True
 
     async def load(self, aggregate_id: str) -> Aggregate:
         document = await self.collection.find_one({"_id": aggregate_id})
         return Aggregate(id=aggregate_id) if document is None else _from_document(document)
 
     async def save(self, previous: Aggregate, current: Aggregate) -> None:
-        """Write `current` only if the stored version is still `previous.version`."""
+        """Write `current` in place of `previous`, or raise ConcurrentWrite if `previous` is stale."""
         document = _to_document(current)
         if not previous.is_stored:
             try:
@@ -113,15 +121,16 @@ class AggregateStore:
             except DuplicateKeyError as error:
                 raise ConcurrentWrite(current.id) from error
             return
-        result = await self.collection.replace_one({"_id": current.id, "version": previous.version}, document)
+        result = await self.collection.replace_one(
+            {"_id": previous.id, "version": previous.version}, document
+        )
         if result.matched_count != 1:
             raise ConcurrentWrite(current.id)
 
     async def mark_sent(self, aggregate: Aggregate) -> None:
         # Conditional on the version: if a newer write happened meanwhile, its own outbox stays pending.
-        await self.collection.update_one(
-            {"_id": aggregate.id, "version": aggregate.version},
-            {"$set": {"outbox": [], "has_outbox": False}},
+        await self.collection.replace_one(
+            {"_id": aggregate.id, "version": aggregate.version}, _to_document(replace(aggregate, outbox=()))
         )
 
     async def with_pending_outbox(self) -> AsyncIterator[Aggregate]:

@@ -35,7 +35,8 @@ KAFKA_START_TIMEOUT=${DEALFLOW_KAFKA_START_TIMEOUT:-90}
 
 FERRETDB_BIN=$CACHE_DIR/bin/ferretdb
 # The binary alone could be a leftover of an older pinned version; the stamp names the version.
-FERRETDB_STAMP=$CACHE_DIR/bin/.ferretdb-$FERRETDB_VERSION.ok
+# The suffix names the source patches below: changing it rebuilds cached binaries.
+FERRETDB_STAMP=$CACHE_DIR/bin/.ferretdb-$FERRETDB_VERSION-idpatch2.ok
 FERRETDB_HOME=$STATE_DIR/ferretdb
 FERRETDB_DATA=$FERRETDB_HOME/data
 FERRETDB_STATE=$FERRETDB_HOME/state
@@ -256,6 +257,24 @@ fetch_ferretdb() {
   cp -R "$module_dir" "$src"
   chmod -R u+w "$src"
   printf '%s\n' "$FERRETDB_VERSION" >"$src/build/version/version.txt"
+  # FerretDB 1.24's SQLite backend writes its `_id` lookups as `sjson->'$._id'`, but indexes `_id` as
+  # `sjson->"_id"`; SQLite matches index expressions literally, so every update and delete by `_id`
+  # scans the whole collection (about 5 ms at 2,000 documents, growing linearly). `sjson->'_id'` means
+  # the same path and matches the index. Fail loudly if upstream code moved and the patch misses.
+  local id_column=$src/internal/backends/sqlite/metadata/metadata.go
+  grep -q "IDColumn = DefaultColumn + \"->'\$._id'\"" "$id_column" ||
+    die "cannot apply the _id index patch: $id_column changed upstream"
+  sed -i "s/IDColumn = DefaultColumn + \"->'\$._id'\"/IDColumn = DefaultColumn + \"->'_id'\"/" "$id_column"
+  grep -q "IDColumn = DefaultColumn + \"->'_id'\"" "$id_column" || die "the _id index patch did not apply to $id_column"
+  # Its queries push an `_id` filter down to SQLite only when `_id` is the filter's only key, so a
+  # conditional write such as {_id, version} scans the collection too. The backend contract allows a
+  # partial pushdown (the handler applies the whole filter to what comes back), so push `_id` down
+  # whenever it is there.
+  local query_go=$src/internal/backends/sqlite/collection.go
+  grep -q 'if params.Filter.Len() == 1 {' "$query_go" || die "cannot apply the _id pushdown patch: $query_go changed upstream"
+  sed -i '0,/if params.Filter.Len() == 1 {/s//if params.Filter != nil \&\& params.Filter.Has("_id") {/' "$query_go"
+  grep -q 'if params.Filter != nil && params.Filter.Has("_id") {' "$query_go" ||
+    die "the _id pushdown patch did not apply to $query_go"
   (cd "$src" && go build -buildvcs=false -trimpath -o "$FERRETDB_BIN.partial" ./cmd/ferretdb) ||
     die "building FerretDB failed (see the Go output above)"
   "$FERRETDB_BIN.partial" --version | grep -q "version: $FERRETDB_VERSION" ||
