@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 
 include deploy/local/infra.mk
 
-.PHONY: help install run stop scale status logs test check lint typecheck imports pytest unit integration e2e schemas clean
+.PHONY: help install run stop scale status logs test check lint typecheck imports pytest unit integration e2e fault schemas clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ integration: install ## only the integration tests (servers must be up: make inf
 
 e2e: install ## only the end-to-end test (servers must be up: make infra-up)
 	$(BIN)/pytest -ra tests/e2e
+
+fault: install ## only the fault suite (starts and stops the local servers it needs)
+	@bash deploy/local/with-servers.sh $(BIN)/pytest -ra tests/fault
 
 schemas: install ## regenerate contracts/schemas from the pydantic models
 	$(BIN)/python -m contracts.export

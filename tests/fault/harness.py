@@ -24,6 +24,8 @@ from shared.envelope import KafkaRecord
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
+# One line per scenario, printed at the end of the pytest run (see conftest.py).
+SCENARIO_REPORT: list[str] = []
 INFRA = REPO / "deploy" / "local" / "infra.sh"
 
 

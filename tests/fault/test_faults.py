@@ -24,14 +24,22 @@ from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
 from shared.mongo import make_client, service_database
 from shared.settings import Settings
-from tests.fault.harness import Observer, Pipeline, consumer_lag, infra, input_topics, rewind_group, stream
+from tests.fault.harness import (
+    SCENARIO_REPORT,
+    Observer,
+    Pipeline,
+    consumer_lag,
+    infra,
+    input_topics,
+    rewind_group,
+    stream,
+)
 
 pytestmark = pytest.mark.fault
 
 DEALS = 600  # about 3,000 input events
 RATE = 60  # deals per second: a 10 s stream, faults land in the middle of it
 QUIESCENCE_TIMEOUT = 240
-REPORT = Path(os.environ.get("DEALFLOW_FAULT_REPORT", "/tmp/dealflow-fault-report.txt"))
 LOCAL_SERVERS = "KAFKA_BOOTSTRAP_SERVERS" not in os.environ and "MONGODB_URI" not in os.environ
 
 
@@ -83,9 +91,7 @@ def report(scenario: str, inputs: int, result: Verification, run: Run, recovery:
         f"duplicates_absorbed_by_services={run.pipeline.log_count('duplicate_absorbed'):<4} "
         f"dead_letters={len(dead):<4} time_to_recover=" + ("-" if recovery is None else f"{recovery:.1f}s")
     )
-    print(line)
-    with REPORT.open("a") as out:
-        out.write(line + "\n")
+    SCENARIO_REPORT.append(line)
 
 
 def assert_passed(result: Verification, run: Run) -> None:
