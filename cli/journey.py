@@ -21,6 +21,8 @@ def summary(event: SeenEvent) -> str:
             return f"{data.get('email')} at {data.get('company_name') or data.get('website') or '?'}"
         case "prospect.identified.v1":
             return f"fit {data.get('fit_score')} (tier {data.get('tier')}), owner {data.get('owner')}"
+        case "lead.merged.v1":
+            return f"{data.get('lead_id')} merged in (same {data.get('matched_on')})"
         case "lead.rejected.v1":
             return ", ".join(str(reason.get("code")) for reason in data.get("reasons", []))
         case "lead.qualified.v1":

@@ -71,6 +71,8 @@ class Contact(Model):
     last_name: str | None = None
     title: str | None = None
     phone: str | None = None
+    seniority: str | None = Field(default=None, description="c_level, vp, director, manager or individual")
+    function: str | None = Field(default=None, description="sales, marketing, engineering, it, finance, ...")
 
 
 class Company(Model):
@@ -79,6 +81,17 @@ class Company(Model):
     country: str | None = Field(default=None, description="ISO 3166-1 alpha-2")
     employees: int | None = Field(default=None, ge=0)
     industry: str | None = None
+    annual_revenue: int | None = Field(default=None, ge=0, description="in whole currency units")
+    technologies: list[str] = []
+
+
+class CriterionResult(Model):
+    """How one ICP criterion scored, so reps and ops can see why a lead is (not) a fit."""
+
+    criterion: str
+    matched: bool
+    points: int = Field(ge=0)
+    detail: str
 
 
 class NextStep(Model):
@@ -136,9 +149,14 @@ class LeadCaptured(Event):
     phone: str | None = None
     company_name: str | None = None
     website: str | None = None
-    country: str | None = None
-    employees: int | None = Field(default=None, ge=0)
+    country: str | None = Field(default=None, description="ISO 3166 code or country name")
+    employees: int | str | None = Field(
+        default=None, description="a number or a band such as 51-200 or 1000+"
+    )
+    annual_revenue: int | str | None = Field(default=None, description="a number or a band such as $10M-50M")
     industry: str | None = None
+    technologies: list[str] = []
+    intent_signals: list[str] = []
     source: str = "unknown"
     marketing_consent: bool = False
 
@@ -229,8 +247,22 @@ class ProspectIdentified(Event):
     marketing_consent: bool
     fit_score: int = Field(ge=0, le=100)
     tier: FitTier
+    fit_explanation: list[CriterionResult] = []
     owner: str
     next_step: NextStep
+
+
+class LeadMerged(Event):
+    """A lead matched an existing prospect (same person or company) and was merged into it."""
+
+    TYPE = "lead.merged.v1"
+    TOPIC = Topic.PROSPECTS
+
+    deal_id: Identifier = Field(description="the existing prospect the lead was merged into")
+    lead_id: Identifier = Field(description="the lead that was merged")
+    matched_on: Literal["email", "domain", "company_name"]
+    merged_fields: dict[FieldName, str] = Field(description="what the merged lead adds or changes")
+    merged_leads: list[str] = Field(description="every lead merged into this prospect so far, oldest first")
 
 
 class LeadRejected(Event):

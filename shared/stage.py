@@ -18,10 +18,10 @@ import asyncio
 import random
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -31,6 +31,7 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from pydantic import BaseModel
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 
 from contracts import Event, Topic, dead_letter_topic, event_model
@@ -47,11 +48,26 @@ from shared.envelope import (
 )
 from shared.kafka import ensure_topics, make_broker
 from shared.logging import configure_logging
-from shared.mongo import make_client, service_database
+from shared.mongo import Document, make_client, service_database
 from shared.settings import Settings
 from shared.store import Aggregate, AggregateStore, ConcurrentWrite, ParkedRecord
 
-EventHandler = Callable[[Any, Any, datetime], Decision[Any]]
+EventHandler = Callable[..., Decision[Any]]
+
+
+class StageFacts(Protocol):
+    """The I/O a stage needs beyond its own aggregate, kept at the edge so its rules stay pure.
+
+    `gather` runs before the decision and its result is passed to the handler as a fourth argument
+    (for example: is there already a prospect with this email?); `record` runs after the decision is
+    stored and published (for example: count the lead against its owner's capacity).
+    """
+
+    async def gather(self, event: Event, now: datetime) -> object: ...
+
+    async def record(self, event: Event, emitted: Sequence[Event], now: datetime) -> None: ...
+
+
 TRANSIENT_ERRORS = (ConnectionFailure, KafkaError, ConcurrentWrite, TimeoutError)
 BACKOFF_FIRST_SECONDS = 0.2
 BACKOFF_MAX_SECONDS = 10.0
@@ -69,6 +85,7 @@ class StageDefinition:
     state_model: type[BaseModel]
     handlers: Mapping[type[Event], EventHandler]
     opening_events: frozenset[type[Event]]
+    facts: Callable[[AsyncDatabase[Document]], StageFacts] | None = None
 
     @property
     def input_topics(self) -> list[Topic]:
@@ -96,7 +113,9 @@ class StageService:
         self.healthy = True
         self.broker = make_broker(settings, client_id=f"dealflow-{definition.name}")
         self.mongo = make_client(settings, app_name=f"dealflow-{definition.name}")
-        self.store = AggregateStore(service_database(self.mongo, settings, definition.name)["aggregates"])
+        database = service_database(self.mongo, settings, definition.name)
+        self.store = AggregateStore(database["aggregates"])
+        self.facts = None if definition.facts is None else definition.facts(database)
         self.dead_letter_topic = settings.topic(dead_letter_topic(definition.name))
         self.cache = AggregateCache()
 
@@ -196,28 +215,33 @@ class StageService:
             self.log.info("duplicate_absorbed")
             self.cache.put(aggregate)
             return
-        changed = self._decide(aggregate, envelope, raw)
+        changed, emitted = await self._decide(aggregate, envelope, raw)
         await self.store.save(aggregate, changed)
         await self._flush(changed)
         self.cache.put(replace(changed, outbox=()))
+        if self.facts is not None:
+            await self.facts.record(envelope.data, emitted, self.clock())
 
-    def _decide(self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord) -> Aggregate:
+    async def _decide(
+        self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord
+    ) -> tuple[Aggregate, list[Event]]:
         state_model = self.definition.state_model
         state = None if aggregate.state is None else state_model.model_validate(aggregate.state)
         if state is None and type(envelope.data) not in self.definition.opening_events:
             self.counters["parked"] += 1
             self.log.info("event_parked_until_aggregate_opens")
-            return aggregate.changed(
+            waiting = aggregate.changed(
                 applied_event_id=envelope.id, state=None, parked=(*aggregate.parked, raw), outbox=()
             )
+            return waiting, []
         now = self.clock()
-        state, events = self._apply(state, envelope, now)
+        state, events = await self._apply(state, envelope, now)
         if aggregate.state is None and state is not None:
             for parked in aggregate.parked:
                 parked_envelope = decode(
                     parked.headers, parked.value.encode(), max_bytes=self.settings.max_event_bytes
                 )
-                state, more = self._apply(state, parked_envelope, now)
+                state, more = await self._apply(state, parked_envelope, now)
                 events.extend(more)
         version = aggregate.version + 1
         records = tuple(
@@ -232,17 +256,21 @@ class StageService:
             )
             for index, event in enumerate(events)
         )
-        return aggregate.changed(
+        changed = aggregate.changed(
             applied_event_id=envelope.id,
             state=None if state is None else state.model_dump(mode="json"),
             parked=(),
             outbox=records,
         )
+        return changed, events
 
-    def _apply(self, state: BaseModel | None, envelope: Envelope, now: datetime) -> tuple[Any, list[Event]]:
+    async def _apply(
+        self, state: BaseModel | None, envelope: Envelope, now: datetime
+    ) -> tuple[Any, list[Event]]:
         handler = self.definition.handlers[type(envelope.data)]
+        facts = () if self.facts is None else (await self.facts.gather(envelope.data, now),)
         try:
-            decision = handler(state, envelope.data, now)
+            decision = handler(state, envelope.data, now, *facts)
         except RuleBroken as rule:
             self.counters["rejected"] += 1
             self.log.info("rule_broken", code=rule.code, reason=rule.message)

@@ -1,4 +1,4 @@
-"""The prospecting playbook: the Ideal Customer Profile and routing rules, validated at start."""
+"""The prospecting playbook: the Ideal Customer Profile, deduplication and routing, validated at start."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class Criterion(Strict):
 
 class IndustryCriterion(Criterion):
     target: frozenset[str]
-    excluded: frozenset[str] = frozenset()
+    excluded: frozenset[str] = Field(default=frozenset(), description="a hard exclusion: score 0")
 
 
 class SizeCriterion(Criterion):
@@ -31,10 +31,16 @@ class SizeCriterion(Criterion):
 
 class GeographyCriterion(Criterion):
     countries: frozenset[str]
+    excluded: frozenset[str] = Field(default=frozenset(), description="a hard exclusion: score 0")
 
 
 class SeniorityCriterion(Criterion):
-    title_keywords: frozenset[str]
+    levels: frozenset[str] = Field(description="c_level, vp, director, manager, individual")
+
+
+class SignalsCriterion(Criterion):
+    technologies: frozenset[str] = frozenset()
+    intent: frozenset[str] = frozenset()
 
 
 class IdealCustomerProfile(Strict):
@@ -42,34 +48,59 @@ class IdealCustomerProfile(Strict):
     size: SizeCriterion
     geography: GeographyCriterion
     seniority: SeniorityCriterion
+    signals: SignalsCriterion
     fit_threshold: int = Field(ge=0, le=100)
     tier_a_from: int = Field(ge=0, le=100)
     tier_b_from: int = Field(ge=0, le=100)
 
     @model_validator(mode="after")
     def weights_add_up(self) -> IdealCustomerProfile:
-        total = self.industry.weight + self.size.weight + self.geography.weight + self.seniority.weight
+        weights = (self.industry, self.size, self.geography, self.seniority, self.signals)
+        total = sum(criterion.weight for criterion in weights)
         if total != 100:
             raise ValueError(f"criterion weights must add up to 100, not {total}")
         if not self.tier_b_from <= self.tier_a_from:
             raise ValueError("tier_b_from must not exceed tier_a_from")
+        if self.size.min_employees > self.size.max_employees:
+            raise ValueError("size.min_employees must not exceed size.max_employees")
         return self
+
+
+class Rep(Strict):
+    name: str
+    active: bool = True
+    capacity: int = Field(default=30, ge=0, description="new leads per routing period")
 
 
 class Team(Strict):
     name: str
-    countries: frozenset[str] = Field(description="territory; empty means every other country")
-    reps: tuple[str, ...] = Field(min_length=1)
+    countries: frozenset[str] = Field(description="territory; empty means every country no other team has")
+    reps: tuple[Rep, ...] = Field(min_length=1)
 
 
 class Routing(Strict):
     teams: tuple[Team, ...] = Field(min_length=1)
+    period_days: int = Field(default=30, ge=1, description="capacity counts reset every this many days")
     first_touch_hours: dict[str, int] = Field(description="by fit tier: A, B, C")
+
+    @model_validator(mode="after")
+    def every_tier_has_a_first_touch(self) -> Routing:
+        missing = {"A", "B", "C"} - set(self.first_touch_hours)
+        if missing:
+            raise ValueError(f"first_touch_hours lacks tiers {sorted(missing)}")
+        if sum(1 for team in self.teams if not team.countries) > 1:
+            raise ValueError("only one team may have an empty territory")
+        return self
+
+
+class Deduplication(Strict):
+    window_days: int = Field(default=90, ge=0, description="a lead matching a prospect this recent is merged")
 
 
 class ProspectingPlaybook(Strict):
     icp: IdealCustomerProfile
     routing: Routing
+    deduplication: Deduplication = Deduplication()
     free_mail_domains: frozenset[str]
 
 

@@ -1,14 +1,30 @@
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.events import Company, Contact, LeadCaptured, LeadRejected, ProspectIdentified
-from services.prospecting.config import load_playbook
-from services.prospecting.domain import Lead, normalise, on_lead_captured, route, score
+from contracts.events import Company, Contact, LeadCaptured, LeadMerged, LeadRejected, ProspectIdentified
+from services.prospecting.config import ProspectingPlaybook, load_playbook
+from services.prospecting.domain import (
+    Candidate,
+    Duplicate,
+    KnownLeads,
+    Lead,
+    assess,
+    classify_title,
+    company_key,
+    country_code,
+    normalise,
+    on_lead_captured,
+    parse_amount,
+    route,
+    score,
+)
 
 PLAYBOOK = load_playbook()
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+NOBODY = KnownLeads()
 
 
 def lead(**fields: object) -> LeadCaptured:
@@ -16,7 +32,7 @@ def lead(**fields: object) -> LeadCaptured:
         "lead_id": "lead-1",
         "email": "Jana.Novak@Acme-Robotics.DE",
         "title": "CTO",
-        "company_name": "Acme Robotics",
+        "company_name": "Acme Robotics GmbH",
         "country": "de",
         "employees": 250,
         "industry": "Software",
@@ -24,22 +40,47 @@ def lead(**fields: object) -> LeadCaptured:
     return LeadCaptured.model_validate(base | fields)
 
 
-def test_a_fitting_lead_becomes_a_tier_a_prospect_with_owner_and_next_step() -> None:
-    decision = on_lead_captured(None, lead(), NOW, PLAYBOOK)
+def test_a_fitting_lead_becomes_a_tier_a_prospect_with_owner_explanation_and_next_step() -> None:
+    decision = on_lead_captured(None, lead(), NOW, NOBODY, PLAYBOOK)
 
     [event] = decision.events
     assert isinstance(event, ProspectIdentified)
-    assert (event.fit_score, event.tier) == (100, "A")
+    assert (event.fit_score, event.tier) == (90, "A")
+    assert [(c.criterion, c.matched, c.points) for c in event.fit_explanation] == [
+        ("industry", True, 35),
+        ("size", True, 25),
+        ("geography", True, 15),
+        ("seniority", True, 15),
+        ("signals", False, 0),
+    ]
     assert event.contact.email == "jana.novak@acme-robotics.de"
-    assert event.company.domain == "acme-robotics.de"
-    assert event.company.country == "DE"
-    assert event.owner in {"anna.schmidt", "luc.martin", "sofia.rossi"}
+    assert (event.contact.seniority, event.contact.function) == ("c_level", "engineering")
+    assert (event.company.domain, event.company.country) == ("acme-robotics.de", "DE")
+    assert event.owner == "anna.schmidt"
     assert event.next_step.due_at == NOW + timedelta(hours=4)
     assert decision.state.outcome == "prospect"
 
 
+def test_signals_add_points_for_technology_and_intent() -> None:
+    fit = score(
+        Company(industry="software", employees=10, country="BR", technologies=["hubspot"]),
+        Contact(email="x@y.example"),
+        ["Demo_Request"],
+        PLAYBOOK.icp,
+    )
+
+    assert fit.score == 35 + 10
+    assert fit.explanation[-1].matched
+
+
 def test_an_invalid_lead_is_rejected_with_every_reason_and_field() -> None:
-    decision = on_lead_captured(None, lead(email="nope", company_name=None, country="Germany"), NOW, PLAYBOOK)
+    decision = on_lead_captured(
+        None,
+        lead(email="nope", company_name=None, country="Atlantis", employees="lots"),
+        NOW,
+        NOBODY,
+        PLAYBOOK,
+    )
 
     [event] = decision.events
     assert isinstance(event, LeadRejected)
@@ -47,20 +88,52 @@ def test_an_invalid_lead_is_rejected_with_every_reason_and_field() -> None:
         ("invalid_email", "email"),
         ("missing_company", "company_name"),
         ("invalid_country", "country"),
+        ("invalid_employees", "employees"),
     }
 
 
-def test_an_excluded_industry_is_not_a_fit() -> None:
-    [event] = on_lead_captured(None, lead(industry="gambling"), NOW, PLAYBOOK).events
+@pytest.mark.parametrize(("field", "value"), [("industry", "gambling"), ("country", "KP")])
+def test_a_hard_exclusion_scores_zero(field: str, value: str) -> None:
+    [event] = on_lead_captured(None, lead(**{field: value}), NOW, NOBODY, PLAYBOOK).events
 
     assert isinstance(event, LeadRejected)
     assert event.reasons[0].code == "not_a_fit"
 
 
+def test_a_duplicate_is_merged_into_the_prospect_with_what_it_adds() -> None:
+    first = assess(lead(), PLAYBOOK)
+    assert isinstance(first, Candidate)
+    duplicate = Duplicate(
+        prospect_id="lead-0", matched_on="email", prospect_fields=first.snapshot(), merged_leads=["lead-7"]
+    )
+
+    decision = on_lead_captured(
+        None, lead(phone="+49 30 1234"), NOW, KnownLeads(duplicate=duplicate), PLAYBOOK
+    )
+
+    [event] = decision.events
+    assert isinstance(event, LeadMerged)
+    assert (event.deal_id, event.lead_id, event.matched_on) == ("lead-0", "lead-1", "email")
+    assert event.merged_fields == {"contact_phone": "+49 30 1234"}
+    assert event.merged_leads == ["lead-7", "lead-1"]
+    assert decision.state == Lead(lead_id="lead-1", outcome="merged", deal_id="lead-0")
+
+
 def test_a_lead_seen_before_gets_no_second_answer() -> None:
     seen = Lead(lead_id="lead-1", outcome="prospect")
 
-    assert on_lead_captured(seen, lead(), NOW, PLAYBOOK).events == []
+    assert on_lead_captured(seen, lead(), NOW, NOBODY, PLAYBOOK).events == []
+
+
+def test_match_keys_identify_person_domain_and_company() -> None:
+    candidate = assess(lead(website="https://www.acme.example/about"), PLAYBOOK)
+
+    assert isinstance(candidate, Candidate)
+    assert candidate.match_keys == [
+        ("email", "jana.novak@acme-robotics.de"),
+        ("domain", "acme.example"),
+        ("company_name", "acme robotics"),
+    ]
 
 
 def test_free_mail_domains_are_not_company_domains() -> None:
@@ -69,37 +142,111 @@ def test_free_mail_domains_are_not_company_domains() -> None:
     assert company.domain is None
 
 
-def test_the_website_wins_over_the_email_domain() -> None:
-    _, company, _ = normalise(lead(website="https://www.acme.example/about"), PLAYBOOK.free_mail_domains)
-
-    assert company.domain == "acme.example"
-
-
-def test_score_adds_the_weights_of_the_criteria_met() -> None:
-    company = Company(industry="software", employees=10, country="BR")
-
-    fit = score(company, Contact(email="x@y.example", title="Intern"), PLAYBOOK.icp)
-
-    assert (fit.score, fit.tier) == (40, "C")
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [("de", "DE"), ("Germany", "DE"), ("DEU", "DE"), ("United Kingdom", "GB"), ("UK", "GB"), ("usa", "US")],
+)
+def test_countries_become_iso_codes(text: str, code: str) -> None:
+    assert country_code(text) == code
 
 
-def test_routing_follows_the_territory_and_is_stable() -> None:
-    emea = route("lead-9", Company(country="FR"), PLAYBOOK.routing)
-    elsewhere = route("lead-9", Company(country="BR"), PLAYBOOK.routing)
+@pytest.mark.parametrize(
+    ("value", "amount"),
+    [
+        (250, 250),
+        ("250", 250),
+        ("51-200", 125),
+        ("1,000+", 1000),
+        ("5k", 5000),
+        ("$10M", 10_000_000),
+        ("1k-5k", 3000),
+        ("€2.5m", 2_500_000),
+        ("lots", None),
+        ("200-50", None),
+    ],
+)
+def test_counts_and_bands_become_numbers(value: int | str, amount: int | None) -> None:
+    assert parse_amount(value) == amount
 
-    assert emea in PLAYBOOK.routing.teams[0].reps
-    assert elsewhere in PLAYBOOK.routing.teams[1].reps
-    assert route("lead-9", Company(country="FR"), PLAYBOOK.routing) == emea
+
+@pytest.mark.parametrize(
+    ("title", "seniority", "function"),
+    [
+        ("VP Sales", "vp", "sales"),
+        ("Vice President, Marketing", "vp", "marketing"),
+        ("Chief Financial Officer", "c_level", "finance"),
+        ("Head of Operations", "director", "operations"),
+        ("Account Manager", "manager", "sales"),
+        ("Analyst", "individual", None),
+    ],
+)
+def test_titles_give_seniority_and_function(title: str, seniority: str, function: str | None) -> None:
+    assert classify_title(title) == (seniority, function)
+
+
+def test_company_names_match_without_legal_form_and_punctuation() -> None:
+    assert company_key("ACME Robotics, GmbH") == company_key("acme robotics") == "acme robotics"
+
+
+def test_routing_goes_round_the_territory_team_in_turn() -> None:
+    loads: dict[str, int] = {}
+    owners = []
+    for _ in range(6):
+        owner = route(Company(country="FR"), PLAYBOOK.routing, loads)
+        loads[owner] = loads.get(owner, 0) + 1
+        owners.append(owner)
+
+    assert owners == ["anna.schmidt", "luc.martin", "sofia.rossi"] * 2
+    assert route(Company(country="BR"), PLAYBOOK.routing, {}) == "jordan.lee"
+
+
+def test_routing_skips_inactive_reps_and_reps_at_capacity() -> None:
+    routing = ProspectingPlaybook.model_validate(
+        PLAYBOOK.model_dump()
+        | {
+            "routing": PLAYBOOK.routing.model_dump()
+            | {
+                "teams": [
+                    {
+                        "name": "emea",
+                        "countries": ["FR"],
+                        "reps": [
+                            {"name": "full", "capacity": 2},
+                            {"name": "away", "active": False},
+                            {"name": "free", "capacity": 2},
+                        ],
+                    },
+                ]
+            }
+        }
+    ).routing
+
+    assert route(Company(country="FR"), routing, {"full": 2}) == "free"
+    assert route(Company(country="FR"), routing, {"full": 2, "free": 2}) == "unassigned:emea"
+
+
+def test_a_playbook_whose_weights_do_not_add_up_is_refused() -> None:
+    data = PLAYBOOK.model_dump()
+    data["icp"]["industry"]["weight"] = 50
+
+    with pytest.raises(ValueError, match="add up to 100"):
+        ProspectingPlaybook.model_validate(data)
 
 
 @given(
     local=st.from_regex(r"[A-Za-z0-9._%+-]{1,20}", fullmatch=True),
     domain=st.from_regex(r"[A-Za-z0-9]{1,10}\.[A-Za-z]{2,5}", fullmatch=True),
     padding=st.sampled_from(["", " ", "  \t"]),
+    employees=st.one_of(st.integers(0, 10**6), st.integers(0, 10**5).map(str)),
 )
-def test_normalising_is_idempotent_and_lowercases_emails(local: str, domain: str, padding: str) -> None:
-    first, _, _ = normalise(lead(email=f"{padding}{local}@{domain}{padding}"), PLAYBOOK.free_mail_domains)
-    again, _, _ = normalise(lead(email=first.email), PLAYBOOK.free_mail_domains)
+def test_normalising_is_idempotent(local: str, domain: str, padding: str, employees: int | str) -> None:
+    first, company, _ = normalise(
+        lead(email=f"{padding}{local}@{domain}{padding}", employees=employees), PLAYBOOK.free_mail_domains
+    )
+    again, company_again, _ = normalise(
+        lead(email=first.email, employees=company.employees, country=company.country),
+        PLAYBOOK.free_mail_domains,
+    )
 
     assert first.email == first.email.strip().lower()
-    assert again == first
+    assert (again, company_again) == (first, company)
