@@ -25,6 +25,16 @@ def summary(event: SeenEvent) -> str:
             return f"{data.get('lead_id')} merged in (same {data.get('matched_on')})"
         case "lead.rejected.v1":
             return ", ".join(str(reason.get("code")) for reason in data.get("reasons", []))
+        case "qualification.next_step_scheduled.v1":
+            step = data.get("next_step", {})
+            due = str(step.get("due_at"))[:16]
+            return f"next: {step.get('action')} by {due} ({data.get('touches_done')} touches done)"
+        case "qualification.sla_breached.v1":
+            return f"{data.get('sla')} (was due {str(data.get('due_at'))[:16]})"
+        case "lead.nurtured.v1":
+            return f"{data.get('reason')}, reopens {data.get('reopen_on')}"
+        case "activity.touch_logged.v1":
+            return f"{data.get('channel')}: {data.get('outcome')}"
         case "lead.qualified.v1":
             return f"{data.get('framework')} met, estimated {_money(data.get('amount'))}"
         case "lead.disqualified.v1":

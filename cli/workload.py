@@ -34,6 +34,7 @@ EXPECTED: dict[str, Counter[str]] = {
     "won": Counter(
         {
             "prospect.identified.v1": 1,
+            "qualification.next_step_scheduled.v1": 1,
             "lead.qualified.v1": 1,
             "deal.stage_changed.v1": 5,
             "deal.won.v1": 1,
@@ -41,9 +42,17 @@ EXPECTED: dict[str, Counter[str]] = {
         }
     ),
     "lost": Counter(
-        {"prospect.identified.v1": 1, "lead.qualified.v1": 1, "deal.stage_changed.v1": 4, "deal.lost.v1": 1}
+        {
+            "prospect.identified.v1": 1,
+            "qualification.next_step_scheduled.v1": 1,
+            "lead.qualified.v1": 1,
+            "deal.stage_changed.v1": 4,
+            "deal.lost.v1": 1,
+        }
     ),
-    "disqualified": Counter({"prospect.identified.v1": 1, "lead.disqualified.v1": 1}),
+    "disqualified": Counter(
+        {"prospect.identified.v1": 1, "qualification.next_step_scheduled.v1": 1, "lead.disqualified.v1": 1}
+    ),
     "invalid": Counter({"lead.rejected.v1": 1}),
     "not_a_fit": Counter({"lead.rejected.v1": 1}),
 }

@@ -170,16 +170,39 @@ class Activity(Event):
     activity_id: Identifier | None = None
     occurred_at: AwareDatetime
     actor: str | None = None
+    actor_role: str | None = Field(default=None, description="e.g. rep, manager; some answers need a role")
+
+
+class TouchLogged(Activity):
+    """One step of the contact cadence: a call, email or message, and what came of it."""
+
+    TYPE = "activity.touch_logged.v1"
+
+    channel: Literal["call", "email", "social", "meeting"]
+    outcome: Literal["no_answer", "voicemail", "sent", "bounced", "replied", "meeting_booked"]
+    meeting_at: AwareDatetime | None = None
 
 
 class DiscoveryCallLogged(Activity):
+    """The discovery call: the framework's answers and the needs assessment."""
+
     TYPE = "activity.discovery_call_logged.v1"
 
-    framework: Literal["BANT", "MEDDIC"] = "BANT"
+    framework: str = Field(default="BANT", description="a framework of the qualification playbook")
     answers: dict[FieldName, bool | int | str] = {}
     needs: Needs = Needs()
     estimated_amount: Money | None = None
     expected_close_date: date | None = None
+    nurture_until: date | None = Field(
+        default=None, description="criteria not met yet: nurture, not disqualify"
+    )
+
+
+class NurtureRequested(Activity):
+    TYPE = "activity.nurture_requested.v1"
+
+    reopen_on: date
+    reason: NonEmptyStr
 
 
 class DemoHeld(Activity):
@@ -294,6 +317,47 @@ class LeadQualified(Event):
     qualified_at: AwareDatetime
 
 
+class NextStepScheduled(Event):
+    """The rep's next step on a lead changed: what to do and by when."""
+
+    TYPE = "qualification.next_step_scheduled.v1"
+    TOPIC = Topic.QUALIFICATIONS
+
+    deal_id: Identifier
+    owner: str
+    next_step: NextStep
+    touches_done: int = Field(ge=0)
+    touches_planned: int = Field(ge=0)
+
+
+class SlaBreached(Event):
+    TYPE = "qualification.sla_breached.v1"
+    TOPIC = Topic.QUALIFICATIONS
+
+    deal_id: Identifier
+    owner: str
+    sla: Literal["first_touch_overdue", "qualification_overdue"]
+    due_at: AwareDatetime
+
+
+class LeadNurtured(Event):
+    TYPE = "lead.nurtured.v1"
+    TOPIC = Topic.QUALIFICATIONS
+
+    deal_id: Identifier
+    reason: str
+    reopen_on: date
+
+
+class QualificationReopened(Event):
+    TYPE = "qualification.reopened.v1"
+    TOPIC = Topic.QUALIFICATIONS
+
+    deal_id: Identifier
+    owner: str
+    reopened_at: AwareDatetime
+
+
 class LeadDisqualified(Event):
     TYPE = "lead.disqualified.v1"
     TOPIC = Topic.QUALIFICATIONS
@@ -366,6 +430,22 @@ class OnboardingCompleted(Event):
     deal_id: Identifier
     completed_at: AwareDatetime
     time_to_value_seconds: int = Field(ge=0)
+
+
+# --- time ----------------------------------------------------------------------------------------
+
+
+class DeadlineReached(Event):
+    """A stage's own deadline came due. Published by the stage service to itself, keyed by the deal, so
+    the consumer that owns the deal applies it: each deadline fires once, whatever the replicas."""
+
+    TYPE = "deadline.reached.v1"
+    TOPIC = Topic.DEADLINES
+
+    deal_id: Identifier
+    stage_service: str
+    deadline_id: str
+    due_at: AwareDatetime
 
 
 # --- rule breaks ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ class Topic(StrEnum):
     DEALS_WON = "deals.won.v1"
     ONBOARDINGS = "onboardings.v1"
     ACTIVITIES_REJECTED = "activities.rejected.v1"
+    DEADLINES = "deadlines.v1"
 
 
 def dead_letter_topic(service: str) -> str:

@@ -52,7 +52,7 @@ class Envelope:
     data: Event
 
 
-def derived_event_id(cause_id: str, index: int) -> str:
+def derived_event_id(cause_id: str, index: int | str) -> str:
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{cause_id}/{index}"))
 
 

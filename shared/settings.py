@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         description="How long a transient fault is retried in place before the record is redelivered.",
     )
 
+    timer_tick_seconds: float = Field(
+        default=1.0, gt=0, description="How often due deadlines are looked for."
+    )
+
     def topic(self, name: str) -> str:
         return f"{self.namespace}.{name}"
 

@@ -35,7 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 
 from contracts import Event, Topic, dead_letter_topic, event_model
-from contracts.events import ActivityRejected, Reason
+from contracts.events import ActivityRejected, DeadlineReached, Reason
 from shared.domain import Decision, RuleBroken
 from shared.envelope import (
     Envelope,
@@ -86,6 +86,8 @@ class StageDefinition:
     handlers: Mapping[type[Event], EventHandler]
     opening_events: frozenset[type[Event]]
     facts: Callable[[AsyncDatabase[Document]], StageFacts] | None = None
+    deadlines: Callable[[Any], Mapping[str, datetime]] | None = None
+    """The deadlines a state has pending, by id; each fires once as a DeadlineReached event."""
 
     @property
     def input_topics(self) -> list[Topic]:
@@ -139,6 +141,9 @@ class StageService:
         app = FastStream(self.broker, logger=self.log)
         app.on_startup(self._prepare)
         app.after_startup(self._republish_pending)
+        if self.definition.deadlines is not None:
+            app.after_startup(self._start_timer)
+            app.on_shutdown(self._stop_timer)
         app.after_shutdown(self._close)
         return app
 
@@ -164,6 +169,55 @@ class StageService:
     async def _close(self) -> None:
         await self.mongo.close()
 
+    # --- time ------------------------------------------------------------------------------------
+
+    async def _start_timer(self) -> None:
+        self._timer = asyncio.create_task(self._announce_due_deadlines())
+
+    async def _stop_timer(self) -> None:
+        self._timer.cancel()
+        await asyncio.gather(self._timer, return_exceptions=True)
+
+    async def _announce_due_deadlines(self) -> None:
+        """Publish a DeadlineReached for every due deadline, keyed by its deal.
+
+        The consumer that owns the deal's partition applies it, so time never creates a second writer.
+        Any replica may announce a deadline, and more than once: its event id is derived from the deal
+        and the deadline, so every copy after the first is absorbed as a duplicate.
+        """
+        announced: dict[tuple[str, str], float] = {}
+        while True:
+            await asyncio.sleep(self.settings.timer_tick_seconds)
+            now = self.clock()
+            try:
+                due = [
+                    (aggregate.id, deadline_id, due_at)
+                    async for aggregate in self.store.with_deadlines_due(now)
+                    for deadline_id, due_at in aggregate.deadlines
+                    if due_at <= now and announced.get((aggregate.id, deadline_id), 0) < time.monotonic()
+                ]
+                await self._publish([self._deadline_record(*deadline) for deadline in due])
+            except TRANSIENT_ERRORS as fault:
+                self.log.warning("deadline_scan_failed", error=repr(fault))
+                continue
+            announced = {key: until for key, until in announced.items() if until > time.monotonic()}
+            for deal_id, deadline_id, _ in due:
+                # Announce again only if it is still pending a while later (say, the first copy was lost).
+                announced[(deal_id, deadline_id)] = time.monotonic() + 30
+            self.counters["deadlines_announced"] += len(due)
+
+    def _deadline_record(self, deal_id: str, deadline_id: str, due_at: datetime) -> KafkaRecord:
+        event = DeadlineReached(
+            deal_id=deal_id, stage_service=self.definition.name, deadline_id=deadline_id, due_at=due_at
+        )
+        return encode(
+            event,
+            topic=self.settings.topic(event.TOPIC),
+            source=self.source,
+            event_id=derived_event_id(f"{self.definition.name}/{deal_id}", deadline_id),
+            time=self.clock(),
+        )
+
     # --- one record ------------------------------------------------------------------------------
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -188,6 +242,12 @@ class StageService:
                 headers=headers,
                 value=(record.value or b"").decode(),
             )
+            if (
+                isinstance(envelope.data, DeadlineReached)
+                and envelope.data.stage_service != self.definition.name
+            ):
+                self.counters["ignored"] += 1
+                return
             with structlog.contextvars.bound_contextvars(
                 event_id=envelope.id, event_type=envelope.type, deal_id=envelope.data.partition_key
             ):
@@ -256,11 +316,15 @@ class StageService:
             )
             for index, event in enumerate(events)
         )
+        pending = (
+            {} if state is None or self.definition.deadlines is None else self.definition.deadlines(state)
+        )
         changed = aggregate.changed(
             applied_event_id=envelope.id,
             state=None if state is None else state.model_dump(mode="json"),
             parked=(),
             outbox=records,
+            deadlines=tuple(sorted(pending.items())),
         )
         return changed, events
 

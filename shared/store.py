@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -64,6 +65,7 @@ class Aggregate:
     applied: tuple[str, ...] = ()
     parked: tuple[ParkedRecord, ...] = ()
     outbox: tuple[KafkaRecord, ...] = ()
+    deadlines: tuple[tuple[str, datetime], ...] = ()  # (deadline id, when it is due), from the state
 
     @property
     def is_stored(self) -> bool:
@@ -79,6 +81,7 @@ class Aggregate:
         state: dict[str, Any] | None,
         parked: tuple[ParkedRecord, ...],
         outbox: tuple[KafkaRecord, ...],
+        deadlines: tuple[tuple[str, datetime], ...] = (),
     ) -> Aggregate:
         return replace(
             self,
@@ -87,6 +90,7 @@ class Aggregate:
             applied=(*self.applied, applied_event_id)[-APPLIED_IDS_KEPT:],
             parked=parked,
             outbox=outbox,
+            deadlines=deadlines,
         )
 
 
@@ -137,6 +141,10 @@ class AggregateStore:
         async for document in self.collection.find({"has_outbox": True}):
             yield _from_document(document)
 
+    async def with_deadlines_due(self, now: datetime) -> AsyncIterator[Aggregate]:
+        async for document in self.collection.find({"next_due_at": {"$lte": now}}):
+            yield _from_document(document)
+
 
 def _to_document(aggregate: Aggregate) -> Document:
     return {
@@ -147,6 +155,9 @@ def _to_document(aggregate: Aggregate) -> Document:
         "parked": [parked.to_document() for parked in aggregate.parked],
         "outbox": [_record_to_document(record) for record in aggregate.outbox],
         "has_outbox": bool(aggregate.outbox),
+        "deadlines": [{"id": deadline_id, "due_at": due_at} for deadline_id, due_at in aggregate.deadlines],
+        # Only the earliest matters for finding due work; absent when nothing is scheduled.
+        **({"next_due_at": min(due for _, due in aggregate.deadlines)} if aggregate.deadlines else {}),
     }
 
 
@@ -158,6 +169,7 @@ def _from_document(document: Document) -> Aggregate:
         applied=tuple(document.get("applied", ())),
         parked=tuple(ParkedRecord.from_document(parked) for parked in document.get("parked", ())),
         outbox=tuple(_record_from_document(record) for record in document.get("outbox", ())),
+        deadlines=tuple((deadline["id"], deadline["due_at"]) for deadline in document.get("deadlines", ())),
     )
 
 

@@ -1,14 +1,31 @@
 """Wires the qualification rules to Kafka and MongoDB."""
 
-from contracts.events import DiscoveryCallLogged, ProspectIdentified
-from services.qualification.domain import Qualification, on_discovery_call_logged, on_prospect_identified
+from functools import partial
+
+from contracts.events import (
+    DeadlineReached,
+    DiscoveryCallLogged,
+    NurtureRequested,
+    ProspectIdentified,
+    TouchLogged,
+)
+from services.qualification import domain
+from services.qualification.config import load_playbook
 from shared.stage import StageDefinition
 
 
 def definition() -> StageDefinition:
+    playbook = load_playbook()
     return StageDefinition(
         name="qualification",
-        state_model=Qualification,
-        handlers={ProspectIdentified: on_prospect_identified, DiscoveryCallLogged: on_discovery_call_logged},
+        state_model=domain.Qualification,
+        handlers={
+            ProspectIdentified: partial(domain.on_prospect_identified, playbook=playbook),
+            TouchLogged: partial(domain.on_touch_logged, playbook=playbook),
+            DiscoveryCallLogged: partial(domain.on_discovery_call_logged, playbook=playbook),
+            NurtureRequested: partial(domain.on_nurture_requested, playbook=playbook),
+            DeadlineReached: partial(domain.on_deadline, playbook=playbook),
+        },
         opening_events=frozenset({ProspectIdentified}),
+        deadlines=partial(domain.deadlines, playbook=playbook),
     )

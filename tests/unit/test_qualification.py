@@ -1,30 +1,43 @@
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from contracts.events import (
     Company,
     Contact,
+    DeadlineReached,
     DiscoveryCallLogged,
     LeadDisqualified,
+    LeadNurtured,
     LeadQualified,
     Money,
     NextStep,
+    NextStepScheduled,
+    NurtureRequested,
     ProspectIdentified,
+    QualificationReopened,
+    SlaBreached,
+    TouchLogged,
 )
+from services.qualification.config import load_playbook
 from services.qualification.domain import (
     Qualification,
     Status,
+    deadlines,
+    on_deadline,
     on_discovery_call_logged,
+    on_nurture_requested,
     on_prospect_identified,
+    on_touch_logged,
 )
 from shared.domain import RuleBroken
 
+PLAYBOOK = load_playbook()
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 BANT_MET = {"budget": True, "authority": True, "need": True, "timeline": True}
 
 
-def opened() -> Qualification:
+def opened(tier: str = "C") -> Qualification:
     prospect = ProspectIdentified(
         deal_id="d-1",
         lead_id="d-1",
@@ -33,11 +46,17 @@ def opened() -> Qualification:
         source="web_form",
         marketing_consent=True,
         fit_score=90,
-        tier="A",
+        tier=tier,
         owner="rep",
         next_step=NextStep(action="first_touch", due_at=NOW + timedelta(hours=4)),
     )
-    return on_prospect_identified(None, prospect, NOW).state
+    return on_prospect_identified(None, prospect, NOW, PLAYBOOK).state
+
+
+def touch(outcome: str = "no_answer", **fields: object) -> TouchLogged:
+    return TouchLogged.model_validate(
+        {"deal_id": "d-1", "occurred_at": NOW.isoformat(), "channel": "call", "outcome": outcome} | fields
+    )
 
 
 def call(**fields: object) -> DiscoveryCallLogged:
@@ -46,47 +65,142 @@ def call(**fields: object) -> DiscoveryCallLogged:
     )
 
 
-def test_a_prospect_opens_a_qualification_with_a_next_step() -> None:
-    state = opened()
+def fire(state: Qualification, kind: str, at: datetime) -> tuple[Qualification, list[object]]:
+    deadline_id = f"{state.cycle}:{kind}"
+    due = deadlines(state, PLAYBOOK).get(deadline_id, at)
+    event = DeadlineReached(deal_id="d-1", stage_service="qualification", deadline_id=deadline_id, due_at=due)
+    decision = on_deadline(state, event, at, PLAYBOOK)
+    return decision.state, list(decision.events)
 
-    assert state.status is Status.OPEN
-    assert state.next_step is not None
-    assert state.next_step.action == "discovery_call"
+
+def test_a_prospect_opens_a_cadence_by_tier_and_publishes_the_next_step() -> None:
+    state = opened("C")
+
+    assert (state.status, state.touches_planned, state.cadence_days) == (Status.OPEN, 3, 10)
+    assert state.next_step == NextStep(action="touch_1", due_at=NOW + timedelta(hours=4))
+    assert set(deadlines(state, PLAYBOOK)) == {
+        "1:first_touch_overdue",
+        "1:cadence_end",
+        "1:qualification_overdue",
+    }
+
+
+def test_touches_advance_the_cadence_until_it_waits_for_a_reply() -> None:
+    state = opened("C")
+    steps = []
+    for _ in range(3):
+        decision = on_touch_logged(state, touch(), NOW, PLAYBOOK)
+        state = decision.state
+        [event] = decision.events
+        assert isinstance(event, NextStepScheduled)
+        steps.append(event.next_step.action)
+
+    assert steps == ["touch_2", "touch_3", "await_reply"]
+    assert "1:first_touch_overdue" not in deadlines(state, PLAYBOOK)
+
+
+def test_a_reply_makes_the_discovery_call_the_next_step_and_ends_the_no_response_clock() -> None:
+    meeting = NOW + timedelta(days=3)
+
+    decision = on_touch_logged(
+        opened(), touch("meeting_booked", meeting_at=meeting.isoformat()), NOW, PLAYBOOK
+    )
+
+    assert decision.state.next_step == NextStep(action="discovery_call", due_at=meeting)
+    assert "1:cadence_end" not in deadlines(decision.state, PLAYBOOK)
 
 
 def test_bant_met_with_an_amount_qualifies_the_lead() -> None:
     amount = Money(amount_minor=1_000_00, currency="EUR")
 
-    decision = on_discovery_call_logged(opened(), call(estimated_amount=amount.model_dump()), NOW)
+    decision = on_discovery_call_logged(opened(), call(estimated_amount=amount.model_dump()), NOW, PLAYBOOK)
 
     [event] = decision.events
     assert isinstance(event, LeadQualified)
     assert (event.amount, event.owner, event.framework) == (amount, "rep", "BANT")
     assert decision.state.status is Status.QUALIFIED
+    assert deadlines(decision.state, PLAYBOOK) == {}
 
 
 def test_an_unmet_criterion_disqualifies_with_a_reason_code() -> None:
-    decision = on_discovery_call_logged(opened(), call(answers=BANT_MET | {"budget": False}), NOW)
+    decision = on_discovery_call_logged(opened(), call(answers=BANT_MET | {"budget": False}), NOW, PLAYBOOK)
 
     [event] = decision.events
     assert isinstance(event, LeadDisqualified)
     assert event.reason_code == "bant_budget_not_met"
 
 
-def test_meddic_needs_all_six_criteria() -> None:
+def test_meddic_needs_its_six_required_criteria_but_not_the_optional_one() -> None:
     answers = dict.fromkeys(
         ["metrics", "economic_buyer", "decision_criteria", "decision_process", "identify_pain"], True
     )
 
-    decision = on_discovery_call_logged(opened(), call(framework="MEDDIC", answers=answers), NOW)
+    decision = on_discovery_call_logged(opened(), call(framework="MEDDIC", answers=answers), NOW, PLAYBOOK)
 
     assert decision.events[0].reason_code == "meddic_champion_not_met"  # type: ignore[attr-defined]
+
+
+def test_not_yet_means_nurture_and_the_lead_reopens_on_the_date() -> None:
+    reopen_on = date(2027, 2, 1)
+    decision = on_discovery_call_logged(
+        opened(),
+        call(answers=BANT_MET | {"timeline": False}, nurture_until=reopen_on.isoformat()),
+        NOW,
+        PLAYBOOK,
+    )
+    [nurtured] = decision.events
+    assert isinstance(nurtured, LeadNurtured)
+    assert deadlines(decision.state, PLAYBOOK) == {"1:reopen": datetime(2027, 2, 1, tzinfo=UTC)}
+
+    state, events = fire(decision.state, "reopen", datetime(2027, 2, 1, tzinfo=UTC))
+
+    assert [type(event) for event in events] == [QualificationReopened, NextStepScheduled]
+    assert (state.status, state.cycle, state.touches_done) == (Status.OPEN, 2, 0)
+    assert set(deadlines(state, PLAYBOOK)) == {
+        "2:first_touch_overdue",
+        "2:cadence_end",
+        "2:qualification_overdue",
+    }
+
+
+def test_a_nurture_request_parks_an_open_lead() -> None:
+    request = NurtureRequested(
+        deal_id="d-1", occurred_at=NOW, reopen_on=date(2027, 1, 1), reason="budget freeze"
+    )
+
+    decision = on_nurture_requested(opened(), request, NOW, PLAYBOOK)
+
+    assert decision.state.status is Status.NURTURE
+    assert decision.events[0].reason == "budget freeze"  # type: ignore[attr-defined]
+
+
+def test_each_sla_fires_once() -> None:
+    state, events = fire(opened(), "first_touch_overdue", NOW + timedelta(hours=5))
+    [breach] = events
+    assert isinstance(breach, SlaBreached)
+    assert breach.sla == "first_touch_overdue"
+
+    again, repeated = fire(state, "first_touch_overdue", NOW + timedelta(hours=6))
+
+    assert repeated == []
+    assert again == state
+
+
+def test_a_cadence_that_ends_without_a_reply_disqualifies_for_no_response() -> None:
+    state, events = fire(opened(), "cadence_end", NOW + timedelta(days=11))
+
+    [event] = events
+    assert isinstance(event, LeadDisqualified)
+    assert event.reason_code == "no_response"
+    assert state.status is Status.DISQUALIFIED
 
 
 @pytest.mark.parametrize(
     ("state_change", "activity", "code"),
     [
         ({}, {"answers": {"budgett": True}}, "unknown_framework_field"),
+        ({}, {"framework": "SPICED"}, "unknown_framework"),
+        ({}, {"actor_role": "intern"}, "answer_not_allowed"),
         ({}, {}, "missing_estimated_amount"),
         ({"status": Status.DISQUALIFIED}, {}, "qualification_closed"),
     ],
@@ -95,6 +209,6 @@ def test_rule_breaks_are_refused(
     state_change: dict[str, object], activity: dict[str, object], code: str
 ) -> None:
     with pytest.raises(RuleBroken) as caught:
-        on_discovery_call_logged(opened().model_copy(update=state_change), call(**activity), NOW)
+        on_discovery_call_logged(opened().model_copy(update=state_change), call(**activity), NOW, PLAYBOOK)
 
     assert caught.value.code == code
