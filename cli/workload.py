@@ -23,19 +23,20 @@ from contracts.events import (
     PaymentReceived,
     ProposalAccepted,
     ProposalSent,
-    QuoteLine,
+    QuoteLineRequest,
 )
 
 OUTCOMES = ("won", "lost", "disqualified", "invalid", "not_a_fit")
 WEIGHTS = (5, 2, 1, 1, 1)
 BANT_MET = {"budget": True, "authority": True, "need": True, "timeline": True}
-LINE = QuoteLine(product="dealflow-platform", quantity=3, unit_price_minor=100_000)
+LINE = QuoteLineRequest(product="dealflow-seat", quantity=3)  # 3 x 1,000.00 EUR in the price list
 EXPECTED: dict[str, Counter[str]] = {
     "won": Counter(
         {
             "prospect.identified.v1": 1,
             "qualification.next_step_scheduled.v1": 1,
             "lead.qualified.v1": 1,
+            "quote.issued.v1": 1,
             "deal.stage_changed.v1": 5,
             "deal.won.v1": 1,
             "onboarding.started.v1": 1,
@@ -46,6 +47,7 @@ EXPECTED: dict[str, Counter[str]] = {
             "prospect.identified.v1": 1,
             "qualification.next_step_scheduled.v1": 1,
             "lead.qualified.v1": 1,
+            "quote.issued.v1": 1,
             "deal.stage_changed.v1": 4,
             "deal.lost.v1": 1,
         }

@@ -105,11 +105,31 @@ class Reason(Model):
     message: str
 
 
+class QuoteLineRequest(Model):
+    """A line as a rep asks for it; the service prices it from its price list."""
+
+    product: NonEmptyStr
+    quantity: int = Field(gt=0)
+    discount_percent: int = Field(default=0, ge=0, le=100)
+
+
 class QuoteLine(Model):
+    """A priced quote line: list price from the price list, the line's discount, its net total."""
+
     product: NonEmptyStr
     quantity: int = Field(gt=0)
     unit_price_minor: int = Field(ge=0)
     discount_percent: int = Field(default=0, ge=0, le=100)
+    total_minor: int = Field(default=0, ge=0, description="quantity x unit price less the line discount")
+
+
+class Quote(Model):
+    version: int = Field(ge=1)
+    lines: list[QuoteLine]
+    discount_percent: int = Field(ge=0, le=100, description="on the whole quote, after line discounts")
+    subtotal: Money = Field(description="sum of the lines' totals")
+    total: Money = Field(description="what the customer pays")
+    list_total: Money = Field(description="the same lines at list price")
 
 
 class StageVisit(Model):
@@ -212,15 +232,64 @@ class DemoHeld(Activity):
     feedback: str | None = None
 
 
-class ProposalSent(Activity):
-    TYPE = "activity.proposal_sent.v1"
+class DemoScheduled(Activity):
+    TYPE = "activity.demo_scheduled.v1"
+
+    scheduled_for: AwareDatetime
+    attendees: list[str] = []
+
+
+class DemoNoShow(Activity):
+    TYPE = "activity.demo_no_show.v1"
+
+
+class QuotePrepared(Activity):
+    """A new quote version: lines and discounts; the service prices it and supersedes older versions."""
+
+    TYPE = "activity.quote_prepared.v1"
 
     currency: CurrencyCode
-    lines: list[QuoteLine] = Field(min_length=1)
+    lines: list[QuoteLineRequest] = Field(min_length=1)
+    discount_percent: int = Field(default=0, ge=0, le=100)
+
+
+class DiscountApproved(Activity):
+    TYPE = "activity.discount_approved.v1"
+
+    quote_version: int = Field(ge=1)
+    approver: NonEmptyStr
+
+
+class ProposalSent(Activity):
+    """A quote version goes to the customer. With `lines` instead of a version, it is prepared and sent."""
+
+    TYPE = "activity.proposal_sent.v1"
+
+    quote_version: int | None = Field(default=None, ge=1)
+    currency: CurrencyCode | None = None
+    lines: list[QuoteLineRequest] = []
+    discount_percent: int = Field(default=0, ge=0, le=100)
 
 
 class ProposalAccepted(Activity):
     TYPE = "activity.proposal_accepted.v1"
+
+    quote_version: int | None = Field(default=None, ge=1, description="default: the version last sent")
+
+
+class ObjectionRaised(Activity):
+    TYPE = "activity.objection_raised.v1"
+
+    objection_id: Identifier
+    category: Literal["price", "features", "timing", "competitor", "authority", "other"]
+    notes: str | None = None
+
+
+class ObjectionResolved(Activity):
+    TYPE = "activity.objection_resolved.v1"
+
+    objection_id: Identifier
+    resolution: str | None = None
 
 
 class ContractSigned(Activity):
@@ -382,6 +451,27 @@ class DealStageChanged(Event):
     changed_at: AwareDatetime
 
 
+class QuoteIssued(Event):
+    """A quote version was prepared (and, if its discount needs one, waits for approval) or sent."""
+
+    TYPE = "quote.issued.v1"
+    TOPIC = Topic.DEALS
+
+    deal_id: Identifier
+    quote: Quote
+    status: Literal["needs_approval", "approved", "sent"]
+    expires_at: AwareDatetime | None = None
+
+
+class QuoteExpired(Event):
+    TYPE = "quote.expired.v1"
+    TOPIC = Topic.DEALS
+
+    deal_id: Identifier
+    quote_version: int
+    expired_at: AwareDatetime
+
+
 class DealLost(Event):
     TYPE = "deal.lost.v1"
     TOPIC = Topic.DEALS
@@ -403,6 +493,7 @@ class DealWon(Event):
     customer: Company
     contact: Contact
     owner: str
+    quote_version: int | None = Field(default=None, description="the accepted quote version")
     lines: list[QuoteLine]
     amount: Money
     won_at: AwareDatetime

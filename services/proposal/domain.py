@@ -1,30 +1,47 @@
-"""Proposal and closing rules: presentation, quote, acceptance, signature, payment; won or lost."""
+"""Proposal and closing rules: demo, quotes with approvals and expiry, objections, won or lost.
+
+Stages: presentation (on qualification) -> proposal (demo held) -> negotiation (quote sent) -> closing
+(quote accepted) -> won, or lost from any open stage. The deal is won when the playbook's closing steps
+hold (accepted quote, signed contract, payment) and no objection is open.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel
 
+from contracts import Event
 from contracts.events import (
     Company,
     Contact,
     ContractSigned,
+    DeadlineReached,
     DealLost,
     DealLostReported,
     DealStageChanged,
     DealWon,
     DemoHeld,
-    Event,
+    DemoNoShow,
+    DemoScheduled,
+    DiscountApproved,
     LeadQualified,
     Money,
+    ObjectionRaised,
+    ObjectionResolved,
     PaymentReceived,
     ProposalAccepted,
     ProposalSent,
+    Quote,
+    QuoteExpired,
+    QuoteIssued,
     QuoteLine,
+    QuoteLineRequest,
+    QuotePrepared,
     StageVisit,
 )
+from services.proposal.config import ProposalPlaybook
 from shared.domain import Decision, RuleBroken
 
 
@@ -37,15 +54,29 @@ class Stage(StrEnum):
     LOST = "lost"
 
 
-WIN_PROBABILITY: dict[Stage, float] = {
-    Stage.PRESENTATION: 0.2,
-    Stage.PROPOSAL: 0.4,
-    Stage.NEGOTIATION: 0.6,
-    Stage.CLOSING: 0.8,
-    Stage.WON: 1.0,
-    Stage.LOST: 0.0,
-}
 CLOSED_STAGES = frozenset({Stage.WON, Stage.LOST})
+
+
+class QuoteStatus(StrEnum):
+    NEEDS_APPROVAL = "needs_approval"
+    APPROVED = "approved"
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    SUPERSEDED = "superseded"
+    EXPIRED = "expired"
+
+
+class QuoteVersion(BaseModel):
+    quote: Quote
+    status: QuoteStatus
+    approved_by: str | None = None
+    expires_at: datetime | None = None
+
+
+class Objection(BaseModel):
+    category: str
+    notes: str | None = None
+    open: bool = True
 
 
 class Visit(BaseModel):
@@ -61,21 +92,89 @@ class Deal(BaseModel):
     amount: Money
     stage: Stage
     history: list[Visit]
-    quote: list[QuoteLine] = []
-    quote_currency: str | None = None
-    accepted: bool = False
+    quotes: list[QuoteVersion] = []
+    accepted_version: int | None = None
     signed: bool = False
     paid_minor: int = 0
+    objections: dict[str, Objection] = {}
+    demos_scheduled: int = 0
+    demo_no_shows: int = 0
+
+    def quote(self, version: int) -> QuoteVersion:
+        if not 1 <= version <= len(self.quotes):
+            raise RuleBroken("unknown_quote_version", f"there is no quote version {version}", "quote_version")
+        return self.quotes[version - 1]
 
 
-def quote_total_minor(lines: list[QuoteLine]) -> int:
-    """Each line's price after its discount, rounded half up to the minor unit, summed."""
-    return sum(
-        (line.quantity * line.unit_price_minor * (100 - line.discount_percent) + 50) // 100 for line in lines
+def deadlines(deal: Deal) -> dict[str, datetime]:
+    """A sent quote nobody has accepted expires."""
+    return {
+        f"quote-{version.quote.version}:expires": version.expires_at
+        for version in deal.quotes
+        if version.status is QuoteStatus.SENT and version.expires_at is not None
+    }
+
+
+# --- pricing -------------------------------------------------------------------------------------
+
+
+def percent_off(amount_minor: int, percent: int) -> int:
+    """`amount` less `percent`, rounded half up to the minor unit: exact integer arithmetic, no floats."""
+    return (amount_minor * (100 - percent) + 50) // 100
+
+
+def price_quote(
+    version: int,
+    currency: str,
+    requests: list[QuoteLineRequest],
+    discount_percent: int,
+    playbook: ProposalPlaybook,
+) -> Quote:
+    lines = []
+    for index, request in enumerate(requests):
+        prices = playbook.price_list.get(request.product)
+        if prices is None:
+            raise RuleBroken(
+                "unknown_product", f"{request.product!r} is not in the price list", f"lines.{index}.product"
+            )
+        if currency not in prices:
+            raise RuleBroken(
+                "currency_not_priced", f"{request.product!r} has no {currency} price", "currency"
+            )
+        list_price = request.quantity * prices[currency]
+        lines.append(
+            QuoteLine(
+                product=request.product,
+                quantity=request.quantity,
+                unit_price_minor=prices[currency],
+                discount_percent=request.discount_percent,
+                total_minor=percent_off(list_price, request.discount_percent),
+            )
+        )
+    subtotal = sum(line.total_minor for line in lines)
+    return Quote(
+        version=version,
+        lines=lines,
+        discount_percent=discount_percent,
+        subtotal=Money(amount_minor=subtotal, currency=currency),
+        total=Money(amount_minor=percent_off(subtotal, discount_percent), currency=currency),
+        list_total=Money(
+            amount_minor=sum(line.quantity * line.unit_price_minor for line in lines), currency=currency
+        ),
     )
 
 
-def on_lead_qualified(state: Deal | None, qualified: LeadQualified, now: datetime) -> Decision[Deal]:
+def effective_discount_percent(quote: Quote) -> float:
+    list_total = quote.list_total.amount_minor
+    return 0.0 if list_total == 0 else 100 * (list_total - quote.total.amount_minor) / list_total
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+def on_lead_qualified(
+    state: Deal | None, qualified: LeadQualified, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
     if state is not None:
         return Decision(state)
     deal = Deal(
@@ -87,42 +186,117 @@ def on_lead_qualified(state: Deal | None, qualified: LeadQualified, now: datetim
         stage=Stage.PRESENTATION,
         history=[Visit(stage=Stage.PRESENTATION, entered_at=now)],
     )
-    return Decision(deal, [_stage_changed(deal.deal_id, None, Stage.PRESENTATION, now)])
+    return Decision(deal, [_stage_changed(deal.deal_id, None, Stage.PRESENTATION, now, playbook)])
 
 
-def on_demo_held(deal: Deal, demo: DemoHeld, now: datetime) -> Decision[Deal]:
+def on_demo_scheduled(
+    deal: Deal, demo: DemoScheduled, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
     _require_open(deal)
-    if deal.stage is not Stage.PRESENTATION:
-        return Decision(deal)
-    return _move(deal, Stage.PROPOSAL, now)
+    return Decision(deal.model_copy(update={"demos_scheduled": deal.demos_scheduled + 1}))
 
 
-def on_proposal_sent(deal: Deal, proposal: ProposalSent, now: datetime) -> Decision[Deal]:
+def on_demo_no_show(
+    deal: Deal, demo: DemoNoShow, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
     _require_open(deal)
-    quoted = deal.model_copy(
-        update={
-            "quote": proposal.lines,
-            "quote_currency": proposal.currency,
-            "amount": Money(amount_minor=quote_total_minor(proposal.lines), currency=proposal.currency),
-            "accepted": False,
-        }
+    return Decision(deal.model_copy(update={"demo_no_shows": deal.demo_no_shows + 1}))
+
+
+def on_demo_held(deal: Deal, demo: DemoHeld, now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
+    _require_open(deal)
+    return _move(deal, Stage.PROPOSAL, now, playbook) if deal.stage is Stage.PRESENTATION else Decision(deal)
+
+
+def on_quote_prepared(
+    deal: Deal, prepared: QuotePrepared, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    _require_open(deal)
+    return _prepare(deal, prepared.currency, prepared.lines, prepared.discount_percent, playbook)
+
+
+def on_discount_approved(
+    deal: Deal, approval: DiscountApproved, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    _require_open(deal)
+    version = deal.quote(approval.quote_version)
+    if version.status is not QuoteStatus.NEEDS_APPROVAL:
+        raise RuleBroken(
+            "nothing_to_approve", f"quote version {approval.quote_version} is {version.status.value}"
+        )
+    approved = version.model_copy(update={"status": QuoteStatus.APPROVED, "approved_by": approval.approver})
+    updated = _replace_quote(deal, approved)
+    return Decision(updated, [QuoteIssued(deal_id=deal.deal_id, quote=approved.quote, status="approved")])
+
+
+def on_proposal_sent(
+    deal: Deal, sent: ProposalSent, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    _require_open(deal)
+    events: list[Event] = []
+    if sent.lines:
+        if sent.currency is None:
+            raise RuleBroken("missing_currency", "a quote needs a currency", "currency")
+        prepared = _prepare(deal, sent.currency, sent.lines, sent.discount_percent, playbook)
+        deal, version_number = prepared.state, len(prepared.state.quotes)
+    elif sent.quote_version is not None:
+        version_number = sent.quote_version
+    else:
+        raise RuleBroken("missing_quote", "send a quote_version, or lines to quote", "quote_version")
+    version = deal.quote(version_number)
+    if version.status is QuoteStatus.NEEDS_APPROVAL:
+        raise RuleBroken(
+            "quote_not_approved",
+            f"a {effective_discount_percent(version.quote):.1f}% discount needs approval above "
+            f"{playbook.discount_approval_above_percent}%",
+            "quote_version",
+        )
+    if version.status is not QuoteStatus.APPROVED:
+        raise RuleBroken("quote_not_sendable", f"quote version {version_number} is {version.status.value}")
+    expires_at = now + timedelta(days=playbook.quote_validity_days)
+    sent_version = version.model_copy(update={"status": QuoteStatus.SENT, "expires_at": expires_at})
+    deal = _replace_quote(_supersede_sent(deal), sent_version)
+    events.append(
+        QuoteIssued(deal_id=deal.deal_id, quote=sent_version.quote, status="sent", expires_at=expires_at)
     )
-    return _move(quoted, Stage.NEGOTIATION, now) if deal.stage is not Stage.NEGOTIATION else Decision(quoted)
+    if deal.stage in (Stage.PRESENTATION, Stage.PROPOSAL):
+        moved = _move(deal, Stage.NEGOTIATION, now, playbook)
+        return Decision(moved.state, [*events, *moved.events])
+    return Decision(deal, events)
 
 
-def on_proposal_accepted(deal: Deal, accepted: ProposalAccepted, now: datetime) -> Decision[Deal]:
+def on_proposal_accepted(
+    deal: Deal, accepted: ProposalAccepted, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
     _require_open(deal)
-    if not deal.quote:
-        raise RuleBroken("no_quote", "there is no quote to accept")
-    return _close_if_done(_move(deal.model_copy(update={"accepted": True}), Stage.CLOSING, now), now)
+    was_sent = [
+        version for version in deal.quotes if version.status in (QuoteStatus.SENT, QuoteStatus.EXPIRED)
+    ]
+    number = accepted.quote_version or (was_sent[-1].quote.version if was_sent else None)
+    if number is None:
+        raise RuleBroken("no_quote", "there is no sent quote to accept")
+    version = deal.quote(number)
+    if version.status is QuoteStatus.EXPIRED:
+        raise RuleBroken("quote_expired", f"quote version {number} expired", "quote_version")
+    if version.status is not QuoteStatus.SENT:
+        raise RuleBroken(
+            "quote_not_sent", f"quote version {number} is {version.status.value}", "quote_version"
+        )
+    deal = _replace_quote(deal, version.model_copy(update={"status": QuoteStatus.ACCEPTED}))
+    deal = deal.model_copy(update={"accepted_version": number, "amount": version.quote.total})
+    return _close_if_done(_move(deal, Stage.CLOSING, now, playbook), now, playbook)
 
 
-def on_contract_signed(deal: Deal, signed: ContractSigned, now: datetime) -> Decision[Deal]:
+def on_contract_signed(
+    deal: Deal, signed: ContractSigned, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
     _require_open(deal)
-    return _close_if_done(Decision(deal.model_copy(update={"signed": True})), now)
+    return _close_if_done(Decision(deal.model_copy(update={"signed": True})), now, playbook)
 
 
-def on_payment_received(deal: Deal, payment: PaymentReceived, now: datetime) -> Decision[Deal]:
+def on_payment_received(
+    deal: Deal, payment: PaymentReceived, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
     _require_open(deal)
     if payment.amount.currency != deal.amount.currency:
         raise RuleBroken(
@@ -131,12 +305,42 @@ def on_payment_received(deal: Deal, payment: PaymentReceived, now: datetime) -> 
             "amount",
         )
     paid = deal.model_copy(update={"paid_minor": deal.paid_minor + payment.amount.amount_minor})
-    return _close_if_done(Decision(paid), now)
+    return _close_if_done(Decision(paid), now, playbook)
 
 
-def on_deal_lost_reported(deal: Deal, report: DealLostReported, now: datetime) -> Decision[Deal]:
+def on_objection_raised(
+    deal: Deal, raised: ObjectionRaised, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
     _require_open(deal)
-    moved = _move(deal, Stage.LOST, now)
+    objection = Objection(category=raised.category, notes=raised.notes)
+    return Decision(
+        deal.model_copy(update={"objections": {**deal.objections, raised.objection_id: objection}})
+    )
+
+
+def on_objection_resolved(
+    deal: Deal, resolved: ObjectionResolved, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    _require_open(deal)
+    objection = deal.objections.get(resolved.objection_id)
+    if objection is None or not objection.open:
+        raise RuleBroken("unknown_objection", f"no open objection {resolved.objection_id!r}", "objection_id")
+    closed = objection.model_copy(update={"open": False})
+    updated = deal.model_copy(update={"objections": {**deal.objections, resolved.objection_id: closed}})
+    return _close_if_done(Decision(updated), now, playbook)
+
+
+def on_deal_lost_reported(
+    deal: Deal, report: DealLostReported, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    _require_open(deal)
+    if report.reason_code not in playbook.loss_reasons:
+        raise RuleBroken("unknown_loss_reason", f"{report.reason_code!r} is not a loss reason", "reason_code")
+    if report.reason_code == "competitor" and not report.competitor:
+        raise RuleBroken(
+            "competitor_required", "a deal lost to a competitor names the competitor", "competitor"
+        )
+    moved = _move(deal, Stage.LOST, now, playbook)
     lost = DealLost(
         deal_id=deal.deal_id,
         stage=deal.stage.value,
@@ -147,11 +351,73 @@ def on_deal_lost_reported(deal: Deal, report: DealLostReported, now: datetime) -
     return Decision(moved.state, [*moved.events, lost])
 
 
-def _close_if_done(decision: Decision[Deal], now: datetime) -> Decision[Deal]:
+def on_deadline(
+    deal: Deal, deadline: DeadlineReached, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    if deadline.deadline_id not in deadlines(deal):
+        return Decision(deal)
+    version = deal.quote(int(deadline.deadline_id.removeprefix("quote-").split(":")[0]))
+    expired = _replace_quote(deal, version.model_copy(update={"status": QuoteStatus.EXPIRED}))
+    return Decision(
+        expired, [QuoteExpired(deal_id=deal.deal_id, quote_version=version.quote.version, expired_at=now)]
+    )
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _prepare(
+    deal: Deal,
+    currency: str,
+    lines: list[QuoteLineRequest],
+    discount_percent: int,
+    playbook: ProposalPlaybook,
+) -> Decision[Deal]:
+    quote = price_quote(len(deal.quotes) + 1, currency, lines, discount_percent, playbook)
+    needs_approval = effective_discount_percent(quote) > playbook.discount_approval_above_percent
+    version = QuoteVersion(
+        quote=quote, status=QuoteStatus.NEEDS_APPROVAL if needs_approval else QuoteStatus.APPROVED
+    )
+    superseded = [
+        old.model_copy(update={"status": QuoteStatus.SUPERSEDED})
+        if old.status in (QuoteStatus.NEEDS_APPROVAL, QuoteStatus.APPROVED)
+        else old
+        for old in deal.quotes
+    ]
+    updated = deal.model_copy(update={"quotes": [*superseded, version]})
+    status = "needs_approval" if needs_approval else "approved"
+    return Decision(updated, [QuoteIssued(deal_id=deal.deal_id, quote=quote, status=status)])
+
+
+def _supersede_sent(deal: Deal) -> Deal:
+    quotes = [
+        version.model_copy(update={"status": QuoteStatus.SUPERSEDED})
+        if version.status is QuoteStatus.SENT
+        else version
+        for version in deal.quotes
+    ]
+    return deal.model_copy(update={"quotes": quotes})
+
+
+def _replace_quote(deal: Deal, version: QuoteVersion) -> Deal:
+    quotes = list(deal.quotes)
+    quotes[version.quote.version - 1] = version
+    return deal.model_copy(update={"quotes": quotes})
+
+
+def _close_if_done(decision: Decision[Deal], now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
     deal = decision.state
-    if not (deal.accepted and deal.signed and deal.paid_minor >= deal.amount.amount_minor):
+    accepted = None if deal.accepted_version is None else deal.quote(deal.accepted_version)
+    due = accepted.quote.total.amount_minor if accepted else deal.amount.amount_minor
+    steps = {
+        "accepted_quote": accepted is not None,
+        "contract_signed": deal.signed,
+        "payment_received": deal.paid_minor >= due,
+    }
+    open_objections = any(objection.open for objection in deal.objections.values())
+    if open_objections or not all(steps[step] for step in playbook.closing_requires):
         return decision
-    won = _move(deal, Stage.WON, now)
+    won = _move(deal, Stage.WON, now, playbook)
     history = [
         StageVisit(
             stage=visit.stage.value,
@@ -166,7 +432,8 @@ def _close_if_done(decision: Decision[Deal], now: datetime) -> Decision[Deal]:
         customer=deal.company,
         contact=deal.contact,
         owner=deal.owner,
-        lines=deal.quote,
+        quote_version=deal.accepted_version,
+        lines=accepted.quote.lines if accepted else [],
         amount=deal.amount,
         won_at=now,
         stage_history=history,
@@ -174,19 +441,23 @@ def _close_if_done(decision: Decision[Deal], now: datetime) -> Decision[Deal]:
     return Decision(won.state, [*decision.events, *won.events, deal_won])
 
 
-def _move(deal: Deal, stage: Stage, now: datetime) -> Decision[Deal]:
+def _move(deal: Deal, stage: Stage, now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
+    if stage is deal.stage:
+        return Decision(deal)
     moved = deal.model_copy(
         update={"stage": stage, "history": [*deal.history, Visit(stage=stage, entered_at=now)]}
     )
-    return Decision(moved, [_stage_changed(deal.deal_id, deal.stage, stage, now)])
+    return Decision(moved, [_stage_changed(deal.deal_id, deal.stage, stage, now, playbook)])
 
 
-def _stage_changed(deal_id: str, previous: Stage | None, stage: Stage, now: datetime) -> Event:
+def _stage_changed(
+    deal_id: str, previous: Stage | None, stage: Stage, now: datetime, playbook: ProposalPlaybook
+) -> Event:
     return DealStageChanged(
         deal_id=deal_id,
         previous_stage=None if previous is None else previous.value,
         stage=stage.value,
-        probability=WIN_PROBABILITY[stage],
+        probability=playbook.probability(stage.value),
         changed_at=now,
     )
 

@@ -1,30 +1,51 @@
 """Wires the proposal rules to Kafka and MongoDB."""
 
+from functools import partial
+
+from contracts import Event
 from contracts.events import (
     ContractSigned,
+    DeadlineReached,
     DealLostReported,
     DemoHeld,
+    DemoNoShow,
+    DemoScheduled,
+    DiscountApproved,
     LeadQualified,
+    ObjectionRaised,
+    ObjectionResolved,
     PaymentReceived,
     ProposalAccepted,
     ProposalSent,
+    QuotePrepared,
 )
 from services.proposal import domain
-from shared.stage import StageDefinition
+from services.proposal.config import load_playbook
+from shared.stage import EventHandler, StageDefinition
 
 
 def definition() -> StageDefinition:
+    playbook = load_playbook()
+    handlers: dict[type[Event], EventHandler] = {
+        LeadQualified: domain.on_lead_qualified,
+        DemoScheduled: domain.on_demo_scheduled,
+        DemoNoShow: domain.on_demo_no_show,
+        DemoHeld: domain.on_demo_held,
+        QuotePrepared: domain.on_quote_prepared,
+        DiscountApproved: domain.on_discount_approved,
+        ProposalSent: domain.on_proposal_sent,
+        ProposalAccepted: domain.on_proposal_accepted,
+        ContractSigned: domain.on_contract_signed,
+        PaymentReceived: domain.on_payment_received,
+        ObjectionRaised: domain.on_objection_raised,
+        ObjectionResolved: domain.on_objection_resolved,
+        DealLostReported: domain.on_deal_lost_reported,
+        DeadlineReached: domain.on_deadline,
+    }
     return StageDefinition(
         name="proposal",
         state_model=domain.Deal,
-        handlers={
-            LeadQualified: domain.on_lead_qualified,
-            DemoHeld: domain.on_demo_held,
-            ProposalSent: domain.on_proposal_sent,
-            ProposalAccepted: domain.on_proposal_accepted,
-            ContractSigned: domain.on_contract_signed,
-            PaymentReceived: domain.on_payment_received,
-            DealLostReported: domain.on_deal_lost_reported,
-        },
+        handlers={event: partial(handler, playbook=playbook) for event, handler in handlers.items()},
         opening_events=frozenset({LeadQualified}),
+        deadlines=domain.deadlines,
     )
