@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cli.journey import journey, line
@@ -13,6 +14,7 @@ from shared.envelope import KafkaRecord
 from shared.settings import Settings
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "demo"
+STORY_STARTS = datetime(2026, 11, 1, tzinfo=UTC)
 MALFORMED_LEAD = b'{"lead_id": "lead-broken-001", "email": '
 
 
@@ -55,7 +57,11 @@ def malformed_record(settings: Settings) -> KafkaRecord:
 
 async def run_demo(settings: Settings, *, timeout: float, sample_dir: Path = SAMPLE_DIR) -> DemoOutcome:
     leads = records_for(settings, events_from_file(sample_dir / "leads.jsonl"))
-    activities = records_for(settings, events_from_file(sample_dir / "activities.jsonl"))
+    # The story is written from 1 November 2026; replay it as if it started today.
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    activities = records_for(
+        settings, events_from_file(sample_dir / "activities.jsonl", today - STORY_STARTS)
+    )
     # A malformed record goes first to show it cannot block the good leads behind it. Activities go out
     # with their leads, not after them: the services hold early ones until the deal exists.
     await publish(settings, [malformed_record(settings), *leads, *activities])

@@ -50,6 +50,15 @@ def summary(event: SeenEvent) -> str:
             return f"{len(data.get('plan', []))} tasks: " + ", ".join(
                 str(t.get("task")) for t in data.get("plan", [])
             )
+        case "upsell.identified.v1":
+            return f"offer {data.get('product')} as {data.get('expansion_deal_id')}: {data.get('reason')}"
+        case "deal.expansion_opened.v1":
+            return f"expansion of {data.get('original_deal_id')}: {data.get('product')}"
+        case "onboarding.at_risk.v1":
+            return f"{data.get('task')} overdue ({data.get('owner_role')})"
+        case "quote.issued.v1":
+            quote = data.get("quote", {})
+            return f"v{quote.get('version')} {data.get('status')}, total {_money(quote.get('total'))}"
         case "onboarding.completed.v1":
             return f"time to value {int(str(data.get('time_to_value_seconds', 0))) // 86400} days"
         case "activity.rejected.v1":
@@ -77,8 +86,8 @@ def line(event: SeenEvent) -> str:
 
 
 def journey(events: Iterable[SeenEvent], deal_id: str) -> list[SeenEvent]:
-    """The deal's events in the order they happened: CloudEvents time, then the stage's own sequence."""
+    """The deal's events, and its expansion deals' openings, in order: time, then the stage's sequence."""
     return sorted(
-        (e for e in events if e.key == deal_id),
+        (e for e in events if e.key == deal_id or (e.data or {}).get("original_deal_id") == deal_id),
         key=lambda e: (e.time, e.headers.get("ce_sequence", ""), e.topic, e.offset),
     )

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,14 @@ class SeenEvent:
         return self.headers.get("ce_id", "")
 
 
-def events_from_file(path: Path) -> Iterator[tuple[Event, str | None]]:
-    """Events from a JSON Lines file: `{"type": "lead.captured.v1", "id": "optional", "data": {...}}`."""
+SHIFTED_TIMES = ("occurred_at", "meeting_at", "scheduled_for", "due_at")
+
+
+def events_from_file(path: Path, time_shift: timedelta = timedelta(0)) -> Iterator[tuple[Event, str | None]]:
+    """Events from a JSON Lines file: `{"type": "lead.captured.v1", "id": "optional", "data": {...}}`.
+
+    `time_shift` moves the activities' timestamps, so a scripted story can be replayed as if it were now.
+    """
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -56,7 +63,11 @@ def events_from_file(path: Path) -> Iterator[tuple[Event, str | None]]:
         model = event_model(event_type)
         if model is None:
             raise ValueError(f"{path}:{number}: unknown event type {item['type']!r}")
-        yield model.model_validate(item["data"]), item.get("id")
+        data = dict(item["data"])
+        for name in SHIFTED_TIMES:
+            if isinstance(data.get(name), str):
+                data[name] = (datetime.fromisoformat(data[name]) + time_shift).isoformat()
+        yield model.model_validate(data), item.get("id")
 
 
 def records_for(settings: Settings, events: Iterable[tuple[Event, str | None]]) -> list[KafkaRecord]:

@@ -153,6 +153,11 @@ class OnboardingTask(Model):
     required: bool = True
 
 
+class CheckIn(Model):
+    name: str
+    due_at: AwareDatetime
+
+
 # --- inbound: leads and sales activities published by upstream systems ----------------------------
 
 
@@ -318,6 +323,29 @@ class OnboardingTaskCompleted(Activity):
     task: NonEmptyStr
 
 
+class OnboardingTaskSkipped(Activity):
+    TYPE = "activity.onboarding_task_skipped.v1"
+
+    task: NonEmptyStr
+    reason: NonEmptyStr
+
+
+class OnboardingTaskRescheduled(Activity):
+    TYPE = "activity.onboarding_task_rescheduled.v1"
+
+    task: NonEmptyStr
+    due_at: AwareDatetime
+
+
+class UsageReported(Activity):
+    """A usage or seat signal from the product, for expansion rules."""
+
+    TYPE = "activity.usage_reported.v1"
+
+    seats_used: int = Field(ge=0)
+    seats_purchased: int = Field(ge=1)
+
+
 # --- prospecting ---------------------------------------------------------------------------------
 
 
@@ -384,6 +412,7 @@ class LeadQualified(Event):
     amount: Money
     expected_close_date: date | None = None
     qualified_at: AwareDatetime
+    expansion_of: str | None = Field(default=None, description="the original deal, for an expansion deal")
 
 
 class NextStepScheduled(Event):
@@ -425,6 +454,20 @@ class QualificationReopened(Event):
     deal_id: Identifier
     owner: str
     reopened_at: AwareDatetime
+
+
+class ExpansionDealOpened(Event):
+    """Qualification opened an expansion deal for an existing customer, linked to the original deal."""
+
+    TYPE = "deal.expansion_opened.v1"
+    TOPIC = Topic.QUALIFICATIONS
+
+    deal_id: Identifier
+    original_deal_id: Identifier
+    customer: Company
+    owner: str
+    product: str
+    reason: str
 
 
 class LeadDisqualified(Event):
@@ -510,8 +553,21 @@ class OnboardingStarted(Event):
     deal_id: Identifier
     customer: Company
     owner: str
+    template: str | None = None
     plan: list[OnboardingTask]
     started_at: AwareDatetime
+
+
+class OnboardingAtRisk(Event):
+    """A task is overdue: raised once per task."""
+
+    TYPE = "onboarding.at_risk.v1"
+    TOPIC = Topic.ONBOARDINGS
+
+    deal_id: Identifier
+    task: str
+    owner_role: str
+    due_at: AwareDatetime
 
 
 class OnboardingCompleted(Event):
@@ -520,7 +576,37 @@ class OnboardingCompleted(Event):
 
     deal_id: Identifier
     completed_at: AwareDatetime
-    time_to_value_seconds: int = Field(ge=0)
+    time_to_value_seconds: int = Field(ge=0, description="from won to go-live")
+    on_time_ratio: float | None = Field(
+        default=None, ge=0, le=1, description="tasks completed by their due date"
+    )
+    check_ins: list[CheckIn] = Field(default=[], description="follow-ups scheduled after go-live")
+
+
+class CheckInDue(Event):
+    TYPE = "onboarding.check_in_due.v1"
+    TOPIC = Topic.ONBOARDINGS
+
+    deal_id: Identifier
+    check_in: str
+    due_at: AwareDatetime
+    owner: str
+
+
+class UpsellIdentified(Event):
+    """An expansion opportunity for an existing customer; qualification opens it as a new deal."""
+
+    TYPE = "upsell.identified.v1"
+    TOPIC = Topic.ONBOARDINGS
+    KEY_FIELD = "expansion_deal_id"
+
+    expansion_deal_id: Identifier
+    original_deal_id: Identifier
+    customer: Company
+    contact: Contact
+    owner: str
+    product: str
+    reason: str
 
 
 # --- time ----------------------------------------------------------------------------------------

@@ -1,14 +1,35 @@
 """Wires the onboarding rules to Kafka and MongoDB."""
 
-from contracts.events import DealWon, OnboardingTaskCompleted
-from services.onboarding.domain import Onboarding, on_deal_won, on_task_completed
-from shared.stage import StageDefinition
+from functools import partial
+
+from contracts import Event
+from contracts.events import (
+    DeadlineReached,
+    DealWon,
+    OnboardingTaskCompleted,
+    OnboardingTaskRescheduled,
+    OnboardingTaskSkipped,
+    UsageReported,
+)
+from services.onboarding import domain
+from services.onboarding.config import load_playbook
+from shared.stage import EventHandler, StageDefinition
 
 
 def definition() -> StageDefinition:
+    playbook = load_playbook()
+    handlers: dict[type[Event], EventHandler] = {
+        DealWon: domain.on_deal_won,
+        OnboardingTaskCompleted: domain.on_task_completed,
+        OnboardingTaskSkipped: domain.on_task_skipped,
+        OnboardingTaskRescheduled: domain.on_task_rescheduled,
+        UsageReported: domain.on_usage_reported,
+        DeadlineReached: domain.on_deadline,
+    }
     return StageDefinition(
         name="onboarding",
-        state_model=Onboarding,
-        handlers={DealWon: on_deal_won, OnboardingTaskCompleted: on_task_completed},
+        state_model=domain.Onboarding,
+        handlers={event: partial(handler, playbook=playbook) for event, handler in handlers.items()},
         opening_events=frozenset({DealWon}),
+        deadlines=domain.deadlines,
     )

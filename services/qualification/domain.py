@@ -20,6 +20,7 @@ from contracts.events import (
     Contact,
     DeadlineReached,
     DiscoveryCallLogged,
+    ExpansionDealOpened,
     LeadDisqualified,
     LeadNurtured,
     LeadQualified,
@@ -30,6 +31,7 @@ from contracts.events import (
     QualificationReopened,
     SlaBreached,
     TouchLogged,
+    UpsellIdentified,
 )
 from services.qualification.config import QualificationPlaybook
 from shared.domain import Decision, RuleBroken
@@ -65,6 +67,7 @@ class Qualification(BaseModel):
     next_step: NextStep | None
     breached: list[str] = []
     reopen_on: date | None = None
+    expansion_of: str | None = None  # the original deal, when this is an expansion deal
 
 
 def deadlines(state: Qualification, playbook: QualificationPlaybook) -> dict[str, datetime]:
@@ -102,6 +105,39 @@ def on_prospect_identified(
         next_step=NextStep(action="touch_1", due_at=prospect.next_step.due_at),
     )
     return Decision(opened, [_next_step_event(opened)])
+
+
+def on_upsell_identified(
+    state: Qualification | None, upsell: UpsellIdentified, now: datetime, playbook: QualificationPlaybook
+) -> Decision[Qualification]:
+    """An existing customer's next deal: opened like a tier A prospect, linked to the original deal."""
+    if state is not None:
+        return Decision(state)
+    cadence = playbook.cadence_by_tier["A"]
+    first_touch = now + timedelta(days=1)
+    opened = Qualification(
+        deal_id=upsell.expansion_deal_id,
+        owner=upsell.owner,
+        contact=upsell.contact,
+        company=upsell.customer,
+        tier="A",
+        status=Status.OPEN,
+        opened_at=now,
+        first_touch_due=first_touch,
+        touches_planned=cadence.touches,
+        cadence_days=cadence.days,
+        next_step=NextStep(action="touch_1", due_at=first_touch),
+        expansion_of=upsell.original_deal_id,
+    )
+    expansion = ExpansionDealOpened(
+        deal_id=upsell.expansion_deal_id,
+        original_deal_id=upsell.original_deal_id,
+        customer=upsell.customer,
+        owner=upsell.owner,
+        product=upsell.product,
+        reason=upsell.reason,
+    )
+    return Decision(opened, [expansion, _next_step_event(opened)])
 
 
 def on_touch_logged(
@@ -174,6 +210,7 @@ def on_discovery_call_logged(
         amount=call.estimated_amount,
         expected_close_date=call.expected_close_date,
         qualified_at=now,
+        expansion_of=state.expansion_of,
     )
     return Decision(closed.model_copy(update={"status": Status.QUALIFIED}), [qualified])
 

@@ -8,6 +8,7 @@ from contracts.events import (
     NurtureRequested,
     ProspectIdentified,
     TouchLogged,
+    UpsellIdentified,
 )
 from services.qualification import domain
 from services.qualification.config import load_playbook
@@ -25,7 +26,8 @@ def definition() -> StageDefinition:
             DiscoveryCallLogged: partial(domain.on_discovery_call_logged, playbook=playbook),
             NurtureRequested: partial(domain.on_nurture_requested, playbook=playbook),
             DeadlineReached: partial(domain.on_deadline, playbook=playbook),
+            UpsellIdentified: partial(domain.on_upsell_identified, playbook=playbook),
         },
-        opening_events=frozenset({ProspectIdentified}),
+        opening_events=frozenset({ProspectIdentified, UpsellIdentified}),
         deadlines=partial(domain.deadlines, playbook=playbook),
     )
