@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 
 include deploy/local/infra.mk
 
-.PHONY: help install run stop scale status logs test check lint typecheck imports pytest unit integration e2e fault schemas clean
+.PHONY: help install run stop scale status logs test check lint typecheck imports pytest unit integration e2e fault bench schemas clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,11 @@ e2e: install ## only the end-to-end test (servers must be up: make infra-up)
 
 fault: install ## only the fault suite (starts and stops the local servers it needs)
 	@bash deploy/local/with-servers.sh $(BIN)/pytest -ra tests/fault
+
+BENCH_COUNT ?= 20000
+BENCH_RATE ?= 200
+bench: install ## measure every stage against Kafka and database baselines (BENCH_COUNT=, BENCH_RATE=)
+	@bash deploy/local/with-servers.sh $(BIN)/dealflow bench --count $(BENCH_COUNT) --rate $(BENCH_RATE)
 
 schemas: install ## regenerate contracts/schemas from the pydantic models
 	$(BIN)/python -m contracts.export

@@ -33,6 +33,7 @@ class SeenEvent:
     headers: dict[str, str]
     data: dict[str, Any] | None
     value: bytes = field(repr=False, default=b"")
+    timestamp_ms: int = 0
 
     @property
     def type(self) -> str:
@@ -122,6 +123,7 @@ def _seen(record: Any) -> SeenEvent:
         headers=headers,
         data=data if isinstance(data, dict) else None,
         value=record.value or b"",
+        timestamp_ms=record.timestamp,
     )
 
 

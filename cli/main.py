@@ -100,6 +100,24 @@ def redrive_dead_letters(
     typer.echo(f"re-drove {len(done)} record(s): {', '.join(done)}")
 
 
+@app.command(name="bench")
+def run_bench(
+    count: Annotated[int, typer.Option(help="events per stage run and for the baselines")] = 20_000,
+    rate: Annotated[
+        float, typer.Option(help="leads per second offered in the steady end-to-end run")
+    ] = 200.0,
+) -> None:
+    """Measure each stage and the pipeline against plain Kafka and database baselines (bench/results.json)."""
+    from cli import bench
+
+    report = bench.main(count, rate)
+    typer.echo(bench.table(report))
+    problems = bench.counts_add_up(report)
+    if problems:
+        typer.echo("counts do not add up: " + "; ".join(problems), err=True)
+        raise typer.Exit(1)
+
+
 @app.command(name="demo")
 def run_demo(
     timeout: Annotated[float, typer.Option(help="seconds to wait for every outcome")] = 120.0,

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         description="How long a transient fault is retried in place before the record is redelivered.",
     )
 
+    batch_max_records: int = Field(
+        default=500, ge=1, description="Records applied per bulk write and commit."
+    )
+    batch_wait_ms: int = Field(default=20, ge=0, description="How long a poll waits to fill a batch.")
     timer_tick_seconds: float = Field(
         default=1.0, gt=0, description="How often due deadlines are looked for."
     )

@@ -21,6 +21,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -130,13 +131,15 @@ class StageService:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             listener=self.cache,
+            batch=True,
+            max_records=self.settings.batch_max_records,
+            batch_timeout_ms=self.settings.batch_wait_ms,
         )
 
         @subscriber
         async def consume(message: KafkaMessage) -> None:
-            record = message.raw_message
-            assert isinstance(record, ConsumerRecord)
-            await self.handle_record(record)
+            records = message.raw_message
+            await self.handle_batch(records if isinstance(records, tuple) else (records,))
 
         app = FastStream(self.broker, logger=self.log)
         app.on_startup(self._prepare)
@@ -220,67 +223,106 @@ class StageService:
 
     # --- one record ------------------------------------------------------------------------------
 
-    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        self.counters["consumed"] += 1
+    async def handle_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Apply a batch of records in order: one bulk write, one round of publishing, one commit."""
+        accepted: list[Accepted] = []
+        for record in records:
+            self.counters["consumed"] += 1
+            try:
+                item = self._accept(record)
+            except PoisonMessage as poison:
+                await self._with_retries(partial(self._dead_letter, record, poison.code, poison.detail))
+                continue
+            if item is not None:
+                accepted.append(item)
+        if not accepted:
+            return
+        try:
+            await self._with_retries(partial(self._process, accepted))
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:
+            # Find the record that breaks: one at a time, each failure is dead-lettered on its own.
+            self.log.exception("batch_failed_retrying_one_by_one", records=len(accepted))
+            for item in accepted:
+                await self._process_alone(item)
+
+    async def _process_alone(self, item: Accepted) -> None:
         with structlog.contextvars.bound_contextvars(
-            topic=record.topic, partition=record.partition, offset=record.offset
+            topic=item.record.topic,
+            partition=item.record.partition,
+            offset=item.record.offset,
+            event_id=item.envelope.id,
+            deal_id=item.envelope.data.partition_key,
         ):
             try:
-                headers = decode_headers(record.headers)
-                if self._belongs_to_another_stage(headers.get("ce_type")):
-                    self.counters["ignored"] += 1
-                    return
-                envelope = decode(headers, record.value, max_bytes=self.settings.max_event_bytes)
-            except PoisonMessage as poison:
-                code, detail = poison.code, poison.detail
-                await self._with_retries(lambda: self._dead_letter(record, code, detail))
-                return
-            parked = ParkedRecord(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                headers=headers,
-                value=(record.value or b"").decode(),
-            )
-            if (
-                isinstance(envelope.data, DeadlineReached)
-                and envelope.data.stage_service != self.definition.name
-            ):
-                self.counters["ignored"] += 1
-                return
-            with structlog.contextvars.bound_contextvars(
-                event_id=envelope.id, event_type=envelope.type, deal_id=envelope.data.partition_key
-            ):
-                try:
-                    await self._with_retries(lambda: self._process(envelope, parked))
-                except TRANSIENT_ERRORS:
-                    raise
-                except Exception as bug:  # a bug on one message must not stop the partition
-                    self.log.exception("processing_failed")
-                    detail = f"{type(bug).__name__}: {bug}"
-                    await self._with_retries(lambda: self._dead_letter(record, "processing_error", detail))
+                await self._with_retries(partial(self._process, [item]))
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as bug:  # a bug on one message must not stop the partition
+                self.log.exception("processing_failed")
+                detail = f"{type(bug).__name__}: {bug}"
+                await self._with_retries(partial(self._dead_letter, item.record, "processing_error", detail))
+
+    def _accept(self, record: ConsumerRecord[bytes, bytes]) -> Accepted | None:
+        """The record decoded, or None when it is another stage's; raises PoisonMessage for bad input."""
+        headers = decode_headers(record.headers)
+        if self._belongs_to_another_stage(headers.get("ce_type")):
+            self.counters["ignored"] += 1
+            return None
+        envelope = decode(headers, record.value, max_bytes=self.settings.max_event_bytes)
+        if isinstance(envelope.data, DeadlineReached) and envelope.data.stage_service != self.definition.name:
+            self.counters["ignored"] += 1
+            return None
+        parked = ParkedRecord(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            headers=headers,
+            value=(record.value or b"").decode(),
+        )
+        return Accepted(record, envelope, parked)
 
     def _belongs_to_another_stage(self, event_type: str | None) -> bool:
         model = event_model(event_type or "")
         return model is not None and model not in self.definition.handlers
 
-    async def _process(self, envelope: Envelope, raw: ParkedRecord) -> None:
-        aggregate_id = envelope.data.partition_key
-        aggregate = self.cache.pop(aggregate_id) or await self.store.load(aggregate_id)
-        if aggregate.outbox:
-            await self._flush(aggregate)
-            aggregate = replace(aggregate, outbox=())
-        if aggregate.has_applied(envelope.id):
-            self.counters["duplicates_absorbed"] += 1
-            self.log.info("duplicate_absorbed")
-            self.cache.put(aggregate)
-            return
-        changed, emitted = await self._decide(aggregate, envelope, raw)
-        await self.store.save(aggregate, changed)
-        await self._flush(changed)
-        self.cache.put(replace(changed, outbox=()))
+    async def _process(self, items: Sequence[Accepted]) -> None:
+        """Apply the items to their aggregates in memory, then write, publish and mark sent in bulk.
+
+        Safe to run again after any failure: applied event ids make a second pass skip what the first
+        stored, and it publishes whatever the first left in an outbox.
+        """
+        ids = list(dict.fromkeys(item.envelope.data.partition_key for item in items))
+        stored = {aggregate_id: self.cache.pop(aggregate_id) for aggregate_id in ids}
+        missing = [aggregate_id for aggregate_id, aggregate in stored.items() if aggregate is None]
+        for aggregate in await asyncio.gather(*(self.store.load(aggregate_id) for aggregate_id in missing)):
+            stored[aggregate.id] = aggregate
+        before: dict[str, Aggregate] = {key: value for key, value in stored.items() if value is not None}
+        current = dict(before)
+        outcomes: list[tuple[Event, list[Event]]] = []
+        for item in items:
+            aggregate = current[item.envelope.data.partition_key]
+            if aggregate.has_applied(item.envelope.id):
+                self.counters["duplicates_absorbed"] += 1
+                self.log.info("duplicate_absorbed", event_id=item.envelope.id)
+                continue
+            changed, emitted = await self._decide(aggregate, item.envelope, item.parked)
+            # Events a crash left unpublished stay in the outbox until this batch publishes them too.
+            current[aggregate.id] = replace(changed, outbox=(*aggregate.outbox, *changed.outbox))
+            outcomes.append((item.envelope.data, emitted))
+        await self.store.save_all(
+            [(before[key], current[key]) for key in ids if current[key] is not before[key]]
+        )
+        pending = [current[key] for key in ids if current[key].outbox]
+        await self._publish([record for aggregate in pending for record in aggregate.outbox])
+        await self.store.mark_all_sent(pending)
+        self.counters["emitted"] += sum(len(aggregate.outbox) for aggregate in pending)
+        for key in ids:
+            self.cache.put(replace(current[key], outbox=()))
         if self.facts is not None:
-            await self.facts.record(envelope.data, emitted, self.clock())
+            for event, emitted in outcomes:
+                await self.facts.record(event, emitted, self.clock())
 
     async def _decide(
         self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord
@@ -429,6 +471,15 @@ class StageService:
                     self.log.info("recovered", attempts=attempt)
                     self.healthy = True
                 return
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An inbound record this stage handles, decoded."""
+
+    record: ConsumerRecord[bytes, bytes]
+    envelope: Envelope
+    parked: ParkedRecord
 
 
 class AggregateCache(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -8,13 +8,14 @@ atomic), so the state and the events it causes are stored together or not at all
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from shared.envelope import KafkaRecord
 from shared.mongo import Document
@@ -116,20 +117,34 @@ class AggregateStore:
         document = await self.collection.find_one({"_id": aggregate_id})
         return Aggregate(id=aggregate_id) if document is None else _from_document(document)
 
-    async def save(self, previous: Aggregate, current: Aggregate) -> None:
-        """Write `current` in place of `previous`, or raise ConcurrentWrite if `previous` is stale."""
-        document = _to_document(current)
-        if not previous.is_stored:
+    async def save_all(self, changes: Sequence[tuple[Aggregate, Aggregate]]) -> None:
+        """Save many aggregates; raise ConcurrentWrite if any of them was stale.
+
+        New aggregates go in one insert; changed ones are replaced one command each, concurrently:
+        FerretDB 1.24 keeps every statement of a multi-statement update open until the command ends,
+        so a large bulk update exhausts its connection pool and hangs.
+        """
+        new = [_to_document(current) for previous, current in changes if not previous.is_stored]
+        replaced = [(previous, current) for previous, current in changes if previous.is_stored]
+        if new:
             try:
-                await self.collection.insert_one(document)
-            except DuplicateKeyError as error:
-                raise ConcurrentWrite(current.id) from error
-            return
-        result = await self.collection.replace_one(
-            {"_id": previous.id, "version": previous.version}, document
+                await self.collection.insert_many(new, ordered=False)
+            except BulkWriteError as error:
+                raise ConcurrentWrite(str(error.details.get("writeErrors", [])[:1])) from error
+        results = await asyncio.gather(
+            *(
+                self.collection.replace_one(
+                    {"_id": previous.id, "version": previous.version}, _to_document(current)
+                )
+                for previous, current in replaced
+            )
         )
-        if result.matched_count != 1:
-            raise ConcurrentWrite(current.id)
+        stale = sum(1 for result in results if result.matched_count != 1)
+        if stale:
+            raise ConcurrentWrite(f"{stale} of {len(replaced)} aggregates changed meanwhile")
+
+    async def mark_all_sent(self, aggregates: Sequence[Aggregate]) -> None:
+        await asyncio.gather(*(self.mark_sent(aggregate) for aggregate in aggregates))
 
     async def mark_sent(self, aggregate: Aggregate) -> None:
         # Conditional on the version: if a newer write happened meanwhile, its own outbox stays pending.

@@ -89,7 +89,7 @@ async def test_events_left_in_the_outbox_by_a_crash_are_published_at_start(setti
         parked=(),
         outbox=(pending,),
     )
-    await store.save(Aggregate(id="lead-good"), stored)
+    await store.save_all([(Aggregate(id="lead-good"), stored)])
 
     async with running(prospecting(), settings):
         events = await events_when(
