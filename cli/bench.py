@@ -42,6 +42,7 @@ from contracts.events import (
 )
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
+from shared.kafka import ensure_topics
 from shared.mongo import make_client
 from shared.settings import Settings
 
@@ -92,7 +93,7 @@ async def kafka_baseline(settings: Settings, count: int) -> Result:
                 for record in records:
                     futures.append(
                         await producer.send(
-                            target, value=record.value, key=record.key, headers=record.headers
+                            target, value=record.value, key=record.key, headers=list(record.headers)
                         )
                     )
                 done += len(records)
@@ -253,6 +254,9 @@ async def _count_outputs(
 async def stage_alone(settings: Settings, service: str, count: int, log_dir: Path) -> Result:
     """Input topic pre-filled with `count` events; time from the service's start to its last output."""
     inputs = _stage_inputs(service, count)
+    await ensure_topics(
+        settings, [settings.topic(topic) for topic in Topic]
+    )  # so the count sees every output
     await publish(settings, records_for(settings, ((event, None) for event in inputs)))
     processes = ServiceProcesses(settings, log_dir)
     started = time.perf_counter()
