@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import ReplaceOne
 
-from cli.kafka_io import SeenEvent, _partitions, _seen, publish, records_for
+from cli.kafka_io import SeenEvent, existing_partitions, publish, records_for, seen_event
 from cli.workload import scripted_deals
 from contracts import Event, Topic
 from contracts.events import (
@@ -229,7 +229,7 @@ async def _count_outputs(
     settings: Settings, topics: Iterable[str], wanted: Callable[[SeenEvent], bool], count: int, timeout: float
 ) -> tuple[list[float], list[SeenEvent]]:
     """Follow the topics until `count` matching events arrived; their arrival times and the events."""
-    partitions = await _partitions(settings, list(topics))
+    partitions = await existing_partitions(settings, list(topics))
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     arrivals: list[float] = []
@@ -242,7 +242,7 @@ async def _count_outputs(
             for records in (await consumer.getmany(timeout_ms=200, max_records=2000)).values():
                 now = time.perf_counter()
                 for record in records:
-                    event = _seen(record)
+                    event = seen_event(record)
                     if wanted(event):
                         arrivals.append(now)
                         events.append(event)

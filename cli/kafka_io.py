@@ -106,7 +106,7 @@ async def publish(settings: Settings, records: Iterable[KafkaRecord]) -> int:
         await producer.stop()
 
 
-def _seen(record: Any) -> SeenEvent:
+def seen_event(record: Any) -> SeenEvent:
     try:
         headers = decode_headers(record.headers)
     except Exception:
@@ -127,7 +127,7 @@ def _seen(record: Any) -> SeenEvent:
     )
 
 
-async def _partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
+async def existing_partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
     """The partitions of those topics that exist (asking creates nothing)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
@@ -145,7 +145,7 @@ async def _partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPa
 
 async def read_all(settings: Settings, topics: Iterable[str]) -> list[SeenEvent]:
     """Every record now in the topics, read from the start without joining a consumer group."""
-    partitions = await _partitions(settings, topics)
+    partitions = await existing_partitions(settings, topics)
     if not partitions:
         return []
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
@@ -159,7 +159,7 @@ async def read_all(settings: Settings, topics: Iterable[str]) -> list[SeenEvent]
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
             for tp, records in batches.items():
-                seen.extend(_seen(record) for record in records)
+                seen.extend(seen_event(record) for record in records)
                 if records and records[-1].offset + 1 >= end[tp]:
                     remaining.discard(tp)
             for tp in list(remaining):
@@ -183,7 +183,7 @@ async def follow(
     await consumer.start()
     try:
         async for record in consumer:
-            yield _seen(record)
+            yield seen_event(record)
     finally:
         await consumer.stop()
 

@@ -13,11 +13,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from cli.kafka_io import CLI_SOURCE, SeenEvent, _partitions, _seen, all_topics, records_for
+from cli.kafka_io import (
+    CLI_SOURCE,
+    SeenEvent,
+    all_topics,
+    existing_partitions,
+    publish,
+    records_for,
+    seen_event,
+)
 from cli.workload import ScriptedDeal
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
@@ -101,7 +109,7 @@ class Observer:
                     batches = await consumer.getmany(timeout_ms=500)
                     now = time.monotonic()
                     self.seen.extend(
-                        (now, _seen(record)) for records in batches.values() for record in records
+                        (now, seen_event(record)) for records in batches.values() for record in records
                     )
             finally:
                 await consumer.stop()
@@ -130,30 +138,11 @@ class Observer:
 async def publish_resiliently(settings: Settings, records: list[KafkaRecord]) -> None:
     """Publish, retrying the whole batch while the broker is away: copies are absorbed downstream."""
     while True:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            max_request_size=8 * 1024 * 1024,
-            request_timeout_ms=5000,
-        )
         try:
-            await producer.start()
-            futures = [
-                await producer.send(
-                    record.topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=[(name, value.encode()) for name, value in record.headers.items()],
-                )
-                for record in records
-            ]
-            await asyncio.gather(*futures)
+            await publish(settings, records)
             return
         except KafkaError:
             await asyncio.sleep(1)
-        finally:
-            await producer.stop()
 
 
 async def stream(
@@ -195,7 +184,7 @@ async def consumer_lag(settings: Settings, service: str, topics: list[str]) -> i
         committed = await admin.list_consumer_group_offsets(settings.consumer_group(service))
     finally:
         await admin.close()
-    partitions = await _partitions(settings, topics)
+    partitions = await existing_partitions(settings, topics)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await consumer.start()
     try:
@@ -207,7 +196,7 @@ async def consumer_lag(settings: Settings, service: str, topics: list[str]) -> i
 
 async def rewind_group(settings: Settings, service: str, topics: list[str]) -> None:
     """Move a stopped service's committed offsets back to the start of its input topics (full replay)."""
-    partitions = await _partitions(settings, topics)
+    partitions = await existing_partitions(settings, topics)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.consumer_group(service),

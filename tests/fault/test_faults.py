@@ -120,34 +120,19 @@ async def test_kill_9_of_each_service_in_turn(run: Run) -> None:
 
 
 @pytest.mark.skipif(
-    not LOCAL_SERVERS, reason="restarts the local broker; servers named by the environment are not ours"
+    not LOCAL_SERVERS, reason="restarts the local servers; servers named by the environment are not ours"
 )
-async def test_kafka_broker_stopped_and_restarted(run: Run) -> None:
+@pytest.mark.parametrize(("server", "scenario"), [("kafka", "kafka"), ("ferretdb", "database")])
+async def test_server_stopped_and_restarted(run: Run, server: str, scenario: str) -> None:
     streaming = asyncio.create_task(stream(run.settings, run.deals, deals_per_second=RATE))
     await asyncio.sleep(4)
-    await infra("down", "kafka")
+    await infra("down", server)
     await asyncio.sleep(5)
-    await infra("up", "kafka")
+    await infra("up", server)
     restarted = time.monotonic()
     inputs = await streaming
     result = await quiescent(run)
-    report("kafka stopped + restarted", inputs, result, run, _since(run, restarted))
-    assert_passed(result, run)
-
-
-@pytest.mark.skipif(
-    not LOCAL_SERVERS, reason="restarts the local database; servers named by the environment are not ours"
-)
-async def test_database_stopped_and_restarted(run: Run) -> None:
-    streaming = asyncio.create_task(stream(run.settings, run.deals, deals_per_second=RATE))
-    await asyncio.sleep(4)
-    await infra("down", "ferretdb")
-    await asyncio.sleep(5)
-    await infra("up", "ferretdb")
-    restarted = time.monotonic()
-    inputs = await streaming
-    result = await quiescent(run)
-    report("database stopped + restarted", inputs, result, run, _since(run, restarted))
+    report(f"{scenario} stopped + restarted", inputs, result, run, _since(run, restarted))
     assert_passed(result, run)
 
 
