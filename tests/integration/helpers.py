@@ -3,10 +3,21 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from cli.kafka_io import SeenEvent, all_topics, wait_for
 from shared.settings import Settings
 from shared.stage import StageDefinition, StageService
+
+
+class Clock:
+    """A clock the test moves by hand; a service reads it for `now` and to find due deadlines."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 @asynccontextmanager

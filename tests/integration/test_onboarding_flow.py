@@ -23,18 +23,10 @@ from services.qualification.service import definition as qualification
 from shared.envelope import encode
 from shared.settings import Settings
 from shared.stage import StageService
-from tests.integration.helpers import events_when
+from tests.integration.helpers import Clock, events_when
 
 pytestmark = pytest.mark.integration
 WON_AT = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def won(deal_id: str, *products: str) -> DealWon:

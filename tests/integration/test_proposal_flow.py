@@ -36,20 +36,12 @@ from services.proposal.service import definition as proposal
 from shared.envelope import encode
 from shared.settings import Settings
 from shared.stage import StageService
-from tests.integration.helpers import events_when, of_type
+from tests.integration.helpers import Clock, events_when, of_type
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 LINES = [{"product": "dealflow-platform", "quantity": 10}, {"product": "onboarding-package", "quantity": 1}]
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def qualified(deal_id: str) -> LeadQualified:

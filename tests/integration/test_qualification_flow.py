@@ -24,21 +24,11 @@ from shared.envelope import encode
 from shared.mongo import make_client, service_database
 from shared.settings import Settings
 from shared.stage import StageService
-from tests.integration.helpers import events_when
+from tests.integration.helpers import Clock, events_when
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 BANT_MET = {"budget": True, "authority": True, "need": True, "timeline": True}
-
-
-class Clock:
-    """A clock the test moves by hand; the service reads it for `now` and to find due deadlines."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def prospect(deal_id: str, tier: str = "A") -> ProspectIdentified:
