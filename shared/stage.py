@@ -74,6 +74,13 @@ BACKOFF_FIRST_SECONDS = 0.2
 BACKOFF_MAX_SECONDS = 10.0
 
 
+def with_playbook(
+    handlers: Mapping[type[Event], EventHandler], playbook: object
+) -> dict[type[Event], EventHandler]:
+    """The handlers, each given the stage's playbook (its validated configuration)."""
+    return {event_type: partial(handler, playbook=playbook) for event_type, handler in handlers.items()}
+
+
 @dataclass(frozen=True)
 class StageDefinition:
     """What makes one stage: its name, its state, and a pure handler per inbound event type.

@@ -1,7 +1,5 @@
 """Wires the onboarding rules to Kafka and MongoDB."""
 
-from functools import partial
-
 from contracts import Event
 from contracts.events import (
     DeadlineReached,
@@ -13,7 +11,7 @@ from contracts.events import (
 )
 from services.onboarding import domain
 from services.onboarding.config import load_playbook
-from shared.stage import EventHandler, StageDefinition
+from shared.stage import EventHandler, StageDefinition, with_playbook
 
 
 def definition() -> StageDefinition:
@@ -29,7 +27,7 @@ def definition() -> StageDefinition:
     return StageDefinition(
         name="onboarding",
         state_model=domain.Onboarding,
-        handlers={event: partial(handler, playbook=playbook) for event, handler in handlers.items()},
+        handlers=with_playbook(handlers, playbook),
         opening_events=frozenset({DealWon}),
         deadlines=domain.deadlines,
     )

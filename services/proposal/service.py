@@ -1,7 +1,5 @@
 """Wires the proposal rules to Kafka and MongoDB."""
 
-from functools import partial
-
 from contracts import Event
 from contracts.events import (
     ContractSigned,
@@ -21,7 +19,7 @@ from contracts.events import (
 )
 from services.proposal import domain
 from services.proposal.config import load_playbook
-from shared.stage import EventHandler, StageDefinition
+from shared.stage import EventHandler, StageDefinition, with_playbook
 
 
 def definition() -> StageDefinition:
@@ -45,7 +43,7 @@ def definition() -> StageDefinition:
     return StageDefinition(
         name="proposal",
         state_model=domain.Deal,
-        handlers={event: partial(handler, playbook=playbook) for event, handler in handlers.items()},
+        handlers=with_playbook(handlers, playbook),
         opening_events=frozenset({LeadQualified}),
         deadlines=domain.deadlines,
     )

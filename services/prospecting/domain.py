@@ -235,24 +235,8 @@ def normalise(lead: LeadCaptured, free_mail_domains: frozenset[str]) -> tuple[Co
                 code="invalid_country", field="country", message=f"{lead.country!r} is not a known country"
             )
         )
-    employees = parse_amount(lead.employees)
-    if lead.employees not in (None, "") and employees is None:
-        problems.append(
-            Reason(
-                code="invalid_employees",
-                field="employees",
-                message=f"{lead.employees!r} is not a count or band",
-            )
-        )
-    revenue = parse_amount(lead.annual_revenue)
-    if lead.annual_revenue not in (None, "") and revenue is None:
-        problems.append(
-            Reason(
-                code="invalid_revenue",
-                field="annual_revenue",
-                message=f"{lead.annual_revenue!r} is not an amount or band",
-            )
-        )
+    employees = _amount(lead.employees, "employees", "invalid_employees", "a count or band", problems)
+    revenue = _amount(lead.annual_revenue, "annual_revenue", "invalid_revenue", "an amount or band", problems)
     seniority, function = classify_title(lead.title)
     contact = Contact(
         email=email,
@@ -407,6 +391,15 @@ def company_key(name: str) -> str:
     """A company name reduced to what identifies it: `Acme Robotics GmbH` and `acme robotics` match."""
     words = re.sub(r"[^a-z0-9 ]+", " ", name.lower()).split()
     return " ".join(word for word in words if word not in LEGAL_SUFFIXES)
+
+
+def _amount(
+    value: int | str | None, field: str, code: str, expected: str, problems: list[Reason]
+) -> int | None:
+    amount = parse_amount(value)
+    if value not in (None, "") and amount is None:
+        problems.append(Reason(code=code, field=field, message=f"{value!r} is not {expected}"))
+    return amount
 
 
 def _clean(text: str | None) -> str | None:

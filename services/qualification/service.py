@@ -12,7 +12,7 @@ from contracts.events import (
 )
 from services.qualification import domain
 from services.qualification.config import load_playbook
-from shared.stage import StageDefinition
+from shared.stage import StageDefinition, with_playbook
 
 
 def definition() -> StageDefinition:
@@ -20,14 +20,17 @@ def definition() -> StageDefinition:
     return StageDefinition(
         name="qualification",
         state_model=domain.Qualification,
-        handlers={
-            ProspectIdentified: partial(domain.on_prospect_identified, playbook=playbook),
-            TouchLogged: partial(domain.on_touch_logged, playbook=playbook),
-            DiscoveryCallLogged: partial(domain.on_discovery_call_logged, playbook=playbook),
-            NurtureRequested: partial(domain.on_nurture_requested, playbook=playbook),
-            DeadlineReached: partial(domain.on_deadline, playbook=playbook),
-            UpsellIdentified: partial(domain.on_upsell_identified, playbook=playbook),
-        },
+        handlers=with_playbook(
+            {
+                ProspectIdentified: domain.on_prospect_identified,
+                TouchLogged: domain.on_touch_logged,
+                DiscoveryCallLogged: domain.on_discovery_call_logged,
+                NurtureRequested: domain.on_nurture_requested,
+                DeadlineReached: domain.on_deadline,
+                UpsellIdentified: domain.on_upsell_identified,
+            },
+            playbook,
+        ),
         opening_events=frozenset({ProspectIdentified, UpsellIdentified}),
         deadlines=partial(domain.deadlines, playbook=playbook),
     )

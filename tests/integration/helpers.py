@@ -5,7 +5,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from cli.kafka_io import SeenEvent, all_topics, wait_for
+from cli.kafka_io import SeenEvent, all_topics, publish, wait_for
+from contracts import Event
+from shared.envelope import encode
 from shared.settings import Settings
 from shared.stage import StageDefinition, StageService
 
@@ -38,3 +40,18 @@ async def events_when(
 
 def of_type(events: list[SeenEvent], event_type: str) -> list[SeenEvent]:
     return [event for event in events if event.type == event_type]
+
+
+async def send(settings: Settings, *events: Event, event_id: str | None = None) -> None:
+    """Publish events as an upstream system would, each to its contract's topic."""
+    await publish(
+        settings,
+        [
+            encode(event, topic=settings.topic(event.TOPIC), source="/test", event_id=event_id)
+            for event in events
+        ],
+    )
+
+
+def by(events: list[SeenEvent], key: str, event_type: str) -> list[SeenEvent]:
+    return [event for event in events if event.key == key and event.type == event_type]

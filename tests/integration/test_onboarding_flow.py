@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cli.kafka_io import SeenEvent, publish
-from contracts import Event
 from contracts.events import (
     Company,
     Contact,
@@ -20,10 +18,9 @@ from contracts.events import (
 )
 from services.onboarding.service import definition as onboarding
 from services.qualification.service import definition as qualification
-from shared.envelope import encode
 from shared.settings import Settings
 from shared.stage import StageService
-from tests.integration.helpers import Clock, events_when
+from tests.integration.helpers import Clock, by, events_when, send
 
 pytestmark = pytest.mark.integration
 WON_AT = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)
@@ -44,20 +41,6 @@ def won(deal_id: str, *products: str) -> DealWon:
 
 def done(deal_id: str, task: str, day: int) -> OnboardingTaskCompleted:
     return OnboardingTaskCompleted(deal_id=deal_id, task=task, occurred_at=WON_AT + timedelta(days=day))
-
-
-async def send(settings: Settings, *events: Event, event_id: str | None = None) -> None:
-    await publish(
-        settings,
-        [
-            encode(event, topic=settings.topic(event.TOPIC), source="/test", event_id=event_id)
-            for event in events
-        ],
-    )
-
-
-def by(events: list[SeenEvent], key: str, event_type: str) -> list[SeenEvent]:
-    return [event for event in events if event.key == key and event.type == event_type]
 
 
 async def test_on_time_at_risk_duplicates_and_an_expansion_deal_opened_in_qualification(

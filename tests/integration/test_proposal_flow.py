@@ -14,7 +14,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
 
-from cli.kafka_io import SeenEvent, publish
 from contracts import Event, Topic
 from contracts.events import (
     Company,
@@ -33,10 +32,9 @@ from contracts.events import (
     QuotePrepared,
 )
 from services.proposal.service import definition as proposal
-from shared.envelope import encode
 from shared.settings import Settings
 from shared.stage import StageService
-from tests.integration.helpers import Clock, events_when, of_type
+from tests.integration.helpers import Clock, by, events_when, of_type, send
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -59,16 +57,6 @@ def qualified(deal_id: str) -> LeadQualified:
 
 def act(model: type, deal_id: str, **fields: object) -> Event:
     return model.model_validate({"deal_id": deal_id, "occurred_at": T0.isoformat()} | fields)  # type: ignore[no-any-return]
-
-
-async def send(settings: Settings, *events: Event) -> None:
-    await publish(
-        settings, [encode(event, topic=settings.topic(event.TOPIC), source="/test") for event in events]
-    )
-
-
-def by(events: list[SeenEvent], deal_id: str, event_type: str) -> list[SeenEvent]:
-    return [event for event in events if event.key == deal_id and event.type == event_type]
 
 
 async def test_won_lost_expired_and_blocked_deals(settings: Settings) -> None:

@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cli.kafka_io import SeenEvent, publish
-from contracts import Event
+from cli.kafka_io import SeenEvent
 from contracts.events import (
     Company,
     Contact,
@@ -20,11 +19,10 @@ from contracts.events import (
     TouchLogged,
 )
 from services.qualification.service import definition as qualification
-from shared.envelope import encode
 from shared.mongo import make_client, service_database
 from shared.settings import Settings
 from shared.stage import StageService
-from tests.integration.helpers import Clock, events_when
+from tests.integration.helpers import Clock, events_when, send
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -43,12 +41,6 @@ def prospect(deal_id: str, tier: str = "A") -> ProspectIdentified:
         tier=tier,
         owner="anna.schmidt",
         next_step=NextStep(action="first_touch", due_at=T0 + timedelta(hours=4)),
-    )
-
-
-async def send(settings: Settings, *events: Event) -> None:
-    await publish(
-        settings, [encode(event, topic=settings.topic(event.TOPIC), source="/test") for event in events]
     )
 
 
