@@ -180,13 +180,28 @@ PARTIES: tuple[Party, ...] = (
         name="lead-sources",
         description="Upstream systems that capture leads: web forms, enrichment tools, CRMs, SDR teams.",
         sends=frozenset({LeadCaptured}),
+        receives=frozenset({LeadRejected}),
     ),
     Party(
         name="sales-tools",
         description="Reps, CRMs, call and email tools, CPQ, e-signature, billing, customer success tools "
-        "and the product, which log sales activities and act on next steps, SLAs and rejections.",
+        "and the product: they log sales activities and act on next steps, deadlines and rejections.",
         sends=_every_activity(),
-        receives=frozenset({NextStepScheduled, SlaBreached, QuoteIssued, OnboardingAtRisk, ActivityRejected}),
+        receives=frozenset(
+            {
+                LeadMerged,
+                NextStepScheduled,
+                SlaBreached,
+                LeadNurtured,
+                QualificationReopened,
+                ExpansionDealOpened,
+                QuoteIssued,
+                QuoteExpired,
+                OnboardingAtRisk,
+                CheckInDue,
+                ActivityRejected,
+            }
+        ),
     ),
     Party(
         name="integrators",
