@@ -10,10 +10,11 @@ from typing import Annotated
 
 import typer
 
-from cli import deadletters, demo
+from cli import deadletters, demo, docs
 from cli.journey import journey as deal_journey
 from cli.journey import line
 from cli.kafka_io import all_topics, events_from_file, follow, publish, read_all, records_for
+from contracts.asyncapi_html import asyncapi_page
 from contracts.topics import STAGE_SERVICES
 from shared.settings import Settings
 
@@ -116,6 +117,24 @@ def run_bench(
     if problems:
         typer.echo("counts do not add up: " + "; ".join(problems), err=True)
         raise typer.Exit(1)
+
+
+@app.command(name="docs")
+def show_docs(
+    port: Annotated[int, typer.Option(help="port to serve the page on, on 127.0.0.1")] = 8090,
+    output: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="write the page to this file instead of serving it")
+    ] = None,
+) -> None:
+    """The AsyncAPI document of every topic and event as an HTML page: served, or written to a file."""
+    if output is not None:
+        output.write_text(asyncapi_page())
+        typer.echo(f"wrote {output}")
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        docs.serve(
+            port, lambda address: typer.echo(f"serving {address} and {address}asyncapi.yaml (Ctrl-C to stop)")
+        )
 
 
 @app.command(name="demo")
