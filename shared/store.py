@@ -67,6 +67,7 @@ class Aggregate:
     parked: tuple[ParkedRecord, ...] = ()
     outbox: tuple[KafkaRecord, ...] = ()
     deadlines: tuple[tuple[str, datetime], ...] = ()  # (deadline id, when it is due), from the state
+    trace: dict[str, str] = field(default_factory=dict)  # the deal's trace context, from its first event
 
     @property
     def is_stored(self) -> bool:
@@ -83,6 +84,7 @@ class Aggregate:
         parked: tuple[ParkedRecord, ...],
         outbox: tuple[KafkaRecord, ...],
         deadlines: tuple[tuple[str, datetime], ...] = (),
+        trace: dict[str, str] | None = None,
     ) -> Aggregate:
         return replace(
             self,
@@ -92,6 +94,7 @@ class Aggregate:
             parked=parked,
             outbox=outbox,
             deadlines=deadlines,
+            trace=self.trace if trace is None else trace,
         )
 
 
@@ -152,6 +155,9 @@ class AggregateStore:
             {"_id": aggregate.id, "version": aggregate.version}, _to_document(replace(aggregate, outbox=()))
         )
 
+    async def pending_outbox_count(self) -> int:
+        return await self.collection.count_documents({"has_outbox": True})
+
     async def with_pending_outbox(self) -> AsyncIterator[Aggregate]:
         async for document in self.collection.find({"has_outbox": True}):
             yield _from_document(document)
@@ -171,6 +177,7 @@ def _to_document(aggregate: Aggregate) -> Document:
         "outbox": [_record_to_document(record) for record in aggregate.outbox],
         "has_outbox": bool(aggregate.outbox),
         "deadlines": [{"id": deadline_id, "due_at": due_at} for deadline_id, due_at in aggregate.deadlines],
+        "trace": aggregate.trace,
         # Only the earliest matters for finding due work; absent when nothing is scheduled.
         **({"next_due_at": min(due for _, due in aggregate.deadlines)} if aggregate.deadlines else {}),
     }
@@ -185,6 +192,7 @@ def _from_document(document: Document) -> Aggregate:
         parked=tuple(ParkedRecord.from_document(parked) for parked in document.get("parked", ())),
         outbox=tuple(_record_from_document(record) for record in document.get("outbox", ())),
         deadlines=tuple((deadline["id"], deadline["due_at"]) for deadline in document.get("deadlines", ())),
+        trace=document.get("trace") or {},
     )
 
 

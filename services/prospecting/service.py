@@ -113,6 +113,7 @@ def definition() -> StageDefinition:
     playbook = load_playbook()
     return StageDefinition(
         name="prospecting",
+        http_port=8081,
         state_model=Lead,
         handlers={LeadCaptured: partial(on_lead_captured, playbook=playbook)},
         opening_events=frozenset({LeadCaptured}),
