@@ -40,7 +40,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 
 from contracts import Event, Topic, dead_letter_topic, event_model
-from contracts.events import ActivityRejected, DeadlineReached, Reason
+from contracts.events import (
+    ActivityRejected,
+    DeadlineReached,
+    ErasureRequested,
+    PersonalDataErased,
+    Reason,
+)
 from shared.domain import Decision, RuleBroken
 from shared.envelope import (
     Envelope,
@@ -56,6 +62,7 @@ from shared.logging import configure_logging
 from shared.metrics import StageMetrics, known_type
 from shared.mongo import Document, make_client, service_database
 from shared.operations import operations_routes
+from shared.privacy import anonymise, subject_key
 from shared.settings import Settings
 from shared.store import Aggregate, AggregateStore, ConcurrentWrite, ParkedRecord
 from shared.tracing import current_trace_headers, extract, make_tracer
@@ -74,6 +81,10 @@ class StageFacts(Protocol):
     async def gather(self, event: Event, now: datetime) -> object: ...
 
     async def record(self, event: Event, emitted: Sequence[Event], now: datetime) -> None: ...
+
+    async def erase(self, email: str) -> int:
+        """Anonymise what these facts hold about the person with this email; how many records did."""
+        ...
 
 
 TRANSIENT_ERRORS = (ConnectionFailure, KafkaError, ConcurrentWrite, TimeoutError)
@@ -161,6 +172,20 @@ class StageService:
         async def consume(message: KafkaMessage) -> None:
             records = message.raw_message
             await self.handle_batch(records if isinstance(records, tuple) else (records,))
+
+        privacy = self.broker.subscriber(
+            self.settings.topic(Topic.PRIVACY),
+            # A group of its own: erasure requests are keyed by request, not by deal, so they cannot share
+            # the co-partitioned assignment of the stage's inputs.
+            group_id=f"{self.settings.consumer_group(self.definition.name)}.privacy",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw_body,
+            auto_offset_reset="earliest",
+        )
+
+        @privacy
+        async def erase(message: KafkaMessage) -> None:
+            await self.handle_privacy_record(message.raw_message)
 
         own_routes = [] if self.definition.http_routes is None else self.definition.http_routes(self.database)
         self.app = app = AsgiFastStream(
@@ -266,6 +291,61 @@ class StageService:
             event_id=derived_event_id(f"{self.definition.name}/{deal_id}", deadline_id),
             time=self.clock(),
         )
+
+    # --- personal data ---------------------------------------------------------------------------
+
+    async def handle_privacy_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            headers = decode_headers(record.headers)
+            if headers.get("ce_type") != ErasureRequested.TYPE:
+                return  # the other services' confirmations share the topic
+            envelope = decode(headers, record.value, max_bytes=self.settings.max_event_bytes)
+        except PoisonMessage as poison:
+            await self._with_retries(partial(self._dead_letter, record, poison.code, poison.detail))
+            return
+        await self._with_retries(partial(self._erase, envelope))
+
+    async def _erase(self, envelope: Envelope) -> None:
+        """Anonymise every aggregate and fact holding the person's data, then confirm.
+
+        Each write is conditional on the version read, so a deal its consumer changed meanwhile is a
+        ConcurrentWrite: the whole erasure is retried, and it is idempotent.
+        """
+        request = envelope.data
+        assert isinstance(request, ErasureRequested)
+        holding = [aggregate async for aggregate in self.store.with_subject(subject_key(request.email))]
+        for aggregate in holding:
+            self.cache.pop(aggregate.id)
+            anonymised = replace(
+                aggregate,
+                version=aggregate.version + 1,
+                state=anonymise(aggregate.state, request.email),
+                parked=tuple(
+                    replace(parked, value=anonymise(parked.value, request.email))
+                    for parked in aggregate.parked
+                ),
+            )
+            await self.store.save_all([(aggregate, anonymised)])
+        facts = 0 if self.facts is None else await self.facts.erase(request.email)
+        now = self.clock()
+        confirmation = PersonalDataErased(
+            request_id=request.request_id,
+            service=self.definition.name,
+            records_anonymised=len(holding) + facts,
+            erased_at=now,
+        )
+        await self._publish(
+            [
+                encode(
+                    confirmation,
+                    topic=self.settings.topic(confirmation.TOPIC),
+                    source=self.source,
+                    event_id=derived_event_id(envelope.id, self.definition.name),
+                    time=now,
+                )
+            ]
+        )
+        self.log.info("personal_data_erased", request_id=request.request_id, records=len(holding) + facts)
 
     # --- one record ------------------------------------------------------------------------------
 

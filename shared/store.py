@@ -19,6 +19,7 @@ from pymongo.errors import BulkWriteError
 
 from shared.envelope import KafkaRecord
 from shared.mongo import Document
+from shared.privacy import subject_keys
 
 # Redeliveries and replays of a deal's recent events are recognised by id; a deal sees far fewer events.
 APPLIED_IDS_KEPT = 500
@@ -114,6 +115,7 @@ class AggregateStore:
     async def prepare(self) -> None:
         if not self._ready:
             await self.collection.create_index("has_outbox")
+            await self.collection.create_index("subjects")
             self._ready = True
 
     async def load(self, aggregate_id: str) -> Aggregate:
@@ -155,6 +157,11 @@ class AggregateStore:
             {"_id": aggregate.id, "version": aggregate.version}, _to_document(replace(aggregate, outbox=()))
         )
 
+    async def with_subject(self, key: str) -> AsyncIterator[Aggregate]:
+        """The aggregates holding personal data of the person with this subject key."""
+        async for document in self.collection.find({"subjects": key}):
+            yield _from_document(document)
+
     async def pending_outbox_count(self) -> int:
         return await self.collection.count_documents({"has_outbox": True})
 
@@ -178,6 +185,8 @@ def _to_document(aggregate: Aggregate) -> Document:
         "has_outbox": bool(aggregate.outbox),
         "deadlines": [{"id": deadline_id, "due_at": due_at} for deadline_id, due_at in aggregate.deadlines],
         "trace": aggregate.trace,
+        # Whose personal data this holds, hashed, so an erasure request finds it without a scan.
+        "subjects": subject_keys(aggregate.state),
         # Only the earliest matters for finding due work; absent when nothing is scheduled.
         **({"next_due_at": min(due for _, due in aggregate.deadlines)} if aggregate.deadlines else {}),
     }

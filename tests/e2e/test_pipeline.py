@@ -135,3 +135,26 @@ async def test_sample_leads_travel_from_capture_to_won_and_onboarding(pipeline: 
         metrics = (await client.get(f"http://127.0.0.1:{HTTP_PORTS['proposal']}/metrics")).text
     won_produced = 'dealflow_events_produced_total{service="proposal",type="io.dealflow.deal.won.v1"} 3.0'
     assert won_produced in metrics
+
+    # Right to erasure: every service anonymises the person and confirms (`dealflow erase` waits for all).
+    erase = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli.main",
+        "erase",
+        "jana.novak@acme-robotics.de",
+        "--request-id",
+        "erasure-e2e",
+        env=os.environ
+        | {
+            "KAFKA_BOOTSTRAP_SERVERS": pipeline.kafka_bootstrap_servers,
+            "DEALFLOW_NAMESPACE": pipeline.namespace,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    answer = (await asyncio.wait_for(erase.communicate(), 90))[0].decode()
+    assert erase.returncode == 0, answer
+    for service in STAGE_SERVICES:
+        assert f"{service} " in answer
+    assert "0 record(s)" not in answer, answer  # each stage held Jana's deal
