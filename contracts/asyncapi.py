@@ -343,25 +343,13 @@ def _by_topic(events: Iterable[type[Event]]) -> dict[Topic, list[type[Event]]]:
 
 
 def _operation(party: Party, action: str, channel: str, messages: list[str]) -> Document:
-    operation: Document = {
+    return {
         "action": action,
         "channel": {"$ref": f"#/channels/{channel}"},
         "summary": f"{party.name} {action}s {', '.join(messages)}",
         "messages": [{"$ref": f"#/channels/{channel}/messages/{message}"} for message in messages],
         "tags": [{"$ref": f"#/components/tags/{party.name}"}],
     }
-    if party.is_stage_service and action == "receive":
-        operation["bindings"] = {
-            "kafka": {
-                "groupId": {
-                    "type": "string",
-                    "description": f"`<namespace>.{party.name}`",
-                    "examples": [f"{DEFAULT_NAMESPACE}.{party.name}"],
-                },
-                "bindingVersion": KAFKA_BINDING_VERSION,
-            }
-        }
-    return operation
 
 
 class _Dumper(yaml.SafeDumper):

@@ -26,6 +26,7 @@ from contracts.events import (
     DemoScheduled,
     DiscountApproved,
     DiscoveryCallLogged,
+    ErasureRequested,
     Event,
     ExpansionDealOpened,
     LeadCaptured,
@@ -45,6 +46,7 @@ from contracts.events import (
     OnboardingTaskRescheduled,
     OnboardingTaskSkipped,
     PaymentReceived,
+    PersonalDataErased,
     ProposalAccepted,
     ProposalSent,
     ProspectIdentified,
@@ -79,146 +81,145 @@ class Party:
         return self.name in STAGE_SERVICES
 
 
+def _events(*models: type[Event]) -> frozenset[type[Event]]:
+    return frozenset(models)
+
+
 def _every_activity() -> frozenset[type[Event]]:
     # Activities are logged outside dealflow by definition, so a new activity type is theirs to send.
     return frozenset(model for model in EVENT_TYPES.values() if issubclass(model, Activity))
 
 
+# The shared stage runtime answers erasure requests in every stage service, besides its handlers.
+_ERASURE_RECEIVED = _events(ErasureRequested)
+_ERASURE_CONFIRMED = _events(PersonalDataErased)
+
 PARTIES: tuple[Party, ...] = (
     Party(
         name="prospecting",
         description="Validates, deduplicates, scores and routes every captured lead.",
-        sends=frozenset({ProspectIdentified, LeadMerged, LeadRejected}),
-        receives=frozenset({LeadCaptured}),
+        sends=_events(ProspectIdentified, LeadMerged, LeadRejected) | _ERASURE_CONFIRMED,
+        receives=_events(LeadCaptured) | _ERASURE_RECEIVED,
     ),
     Party(
         name="qualification",
         description="Works the contact cadence, qualifies with BANT or MEDDIC, opens expansion deals.",
-        sends=frozenset(
-            {
-                NextStepScheduled,
-                SlaBreached,
-                LeadQualified,
-                LeadDisqualified,
-                LeadNurtured,
-                QualificationReopened,
-                ExpansionDealOpened,
-                ActivityRejected,
-                DeadlineReached,
-            }
-        ),
-        receives=frozenset(
-            {
-                ProspectIdentified,
-                UpsellIdentified,
-                TouchLogged,
-                DiscoveryCallLogged,
-                NurtureRequested,
-                DeadlineReached,
-            }
-        ),
+        sends=_events(
+            NextStepScheduled,
+            SlaBreached,
+            LeadQualified,
+            LeadDisqualified,
+            LeadNurtured,
+            QualificationReopened,
+            ExpansionDealOpened,
+            ActivityRejected,
+            DeadlineReached,
+        )
+        | _ERASURE_CONFIRMED,
+        receives=_events(
+            ProspectIdentified,
+            UpsellIdentified,
+            TouchLogged,
+            DiscoveryCallLogged,
+            NurtureRequested,
+            DeadlineReached,
+        )
+        | _ERASURE_RECEIVED,
     ),
     Party(
         name="proposal",
         description="Takes a qualified deal through demo, quotes, objections and closing to won or lost.",
-        sends=frozenset(
-            {
-                DealStageChanged,
-                QuoteIssued,
-                QuoteExpired,
-                DealLost,
-                DealWon,
-                ActivityRejected,
-                DeadlineReached,
-            }
-        ),
-        receives=frozenset(
-            {
-                LeadQualified,
-                DemoScheduled,
-                DemoNoShow,
-                DemoHeld,
-                QuotePrepared,
-                DiscountApproved,
-                ProposalSent,
-                ProposalAccepted,
-                ContractSigned,
-                PaymentReceived,
-                ObjectionRaised,
-                ObjectionResolved,
-                DealLostReported,
-                DeadlineReached,
-            }
-        ),
+        sends=_events(
+            DealStageChanged, QuoteIssued, QuoteExpired, DealLost, DealWon, ActivityRejected, DeadlineReached
+        )
+        | _ERASURE_CONFIRMED,
+        receives=_events(
+            LeadQualified,
+            DemoScheduled,
+            DemoNoShow,
+            DemoHeld,
+            QuotePrepared,
+            DiscountApproved,
+            ProposalSent,
+            ProposalAccepted,
+            ContractSigned,
+            PaymentReceived,
+            ObjectionRaised,
+            ObjectionResolved,
+            DealLostReported,
+            DeadlineReached,
+        )
+        | _ERASURE_RECEIVED,
     ),
     Party(
         name="onboarding",
         description="Turns a won deal into an onboarding plan, tracks time to value, finds expansion.",
-        sends=frozenset(
-            {
-                OnboardingStarted,
-                OnboardingAtRisk,
-                OnboardingCompleted,
-                CheckInDue,
-                UpsellIdentified,
-                ActivityRejected,
-                DeadlineReached,
-            }
-        ),
-        receives=frozenset(
-            {
-                DealWon,
-                OnboardingTaskCompleted,
-                OnboardingTaskSkipped,
-                OnboardingTaskRescheduled,
-                UsageReported,
-                DeadlineReached,
-            }
-        ),
+        sends=_events(
+            OnboardingStarted,
+            OnboardingAtRisk,
+            OnboardingCompleted,
+            CheckInDue,
+            UpsellIdentified,
+            ActivityRejected,
+            DeadlineReached,
+        )
+        | _ERASURE_CONFIRMED,
+        receives=_events(
+            DealWon,
+            OnboardingTaskCompleted,
+            OnboardingTaskSkipped,
+            OnboardingTaskRescheduled,
+            UsageReported,
+            DeadlineReached,
+        )
+        | _ERASURE_RECEIVED,
     ),
     Party(
         name="lead-sources",
         description="Upstream systems that capture leads: web forms, enrichment tools, CRMs, SDR teams.",
-        sends=frozenset({LeadCaptured}),
-        receives=frozenset({LeadRejected}),
+        sends=_events(LeadCaptured),
+        receives=_events(LeadRejected),
     ),
     Party(
         name="sales-tools",
         description="Reps, CRMs, call and email tools, CPQ, e-signature, billing, customer success tools "
         "and the product: they log sales activities and act on next steps, deadlines and rejections.",
         sends=_every_activity(),
-        receives=frozenset(
-            {
-                LeadMerged,
-                NextStepScheduled,
-                SlaBreached,
-                LeadNurtured,
-                QualificationReopened,
-                ExpansionDealOpened,
-                QuoteIssued,
-                QuoteExpired,
-                OnboardingAtRisk,
-                CheckInDue,
-                ActivityRejected,
-            }
+        receives=_events(
+            LeadMerged,
+            NextStepScheduled,
+            SlaBreached,
+            LeadNurtured,
+            QualificationReopened,
+            ExpansionDealOpened,
+            QuoteIssued,
+            QuoteExpired,
+            OnboardingAtRisk,
+            CheckInDue,
+            ActivityRejected,
         ),
     ),
     Party(
         name="integrators",
         description="Billing, provisioning, forecasting and data teams building on the deal lifecycle.",
-        receives=frozenset(
-            {
-                LeadQualified,
-                LeadDisqualified,
-                DealStageChanged,
-                QuoteIssued,
-                DealLost,
-                DealWon,
-                OnboardingStarted,
-                OnboardingCompleted,
-                CheckInDue,
-            }
+        receives=_events(
+            LeadQualified,
+            LeadDisqualified,
+            DealStageChanged,
+            QuoteIssued,
+            DealLost,
+            DealWon,
+            OnboardingStarted,
+            OnboardingCompleted,
+            CheckInDue,
         ),
+    ),
+    Party(
+        name="privacy-officers",
+        description="Data protection staff: `dealflow erase` files an erasure request and waits for every "
+        "service's confirmation.",
+        sends=_events(ErasureRequested),
+        receives=_events(PersonalDataErased),
     ),
     Party(
         name="ops",

@@ -24,7 +24,14 @@ from contracts.asyncapi import (
     message_id,
     render,
 )
-from contracts.events import EVENT_TYPES, ActivityRejected, DeadlineReached, Event
+from contracts.events import (
+    EVENT_TYPES,
+    ActivityRejected,
+    DeadlineReached,
+    ErasureRequested,
+    Event,
+    PersonalDataErased,
+)
 from contracts.flows import PARTIES, party
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import REQUIRED_ATTRIBUTES, encode
@@ -273,7 +280,8 @@ def test_every_stage_service_is_a_declared_party() -> None:
 
 @pytest.mark.parametrize("service", STAGE_SERVICES)
 def test_each_stage_service_receives_exactly_what_it_declares(service: str) -> None:
-    handled = set(_service_definition(service).handlers)
+    # The stage runtime answers erasure requests itself, in every stage service.
+    handled = set(_service_definition(service).handlers) | {ErasureRequested}
 
     assert set(party(service).receives) == handled, (
         f"declare what {service} handles in contracts/flows.py, then run `make schemas`"
@@ -283,7 +291,9 @@ def test_each_stage_service_receives_exactly_what_it_declares(service: str) -> N
 @pytest.mark.parametrize("service", STAGE_SERVICES)
 def test_each_stage_service_sends_exactly_what_it_declares(service: str) -> None:
     constructed, breaks_rules = _constructed_in(service)
-    # The stage runtime emits these for the service: rule breaks as rejections, deadlines as events.
+    # The stage runtime emits these for the service: rule breaks as rejections, deadlines as events,
+    # and the confirmation of every erasure request.
+    constructed.add(PersonalDataErased)
     if breaks_rules:
         constructed.add(ActivityRejected)
     if _service_definition(service).deadlines is not None:

@@ -51,7 +51,7 @@ async def test_emitted_events_and_dead_letters_conform_to_the_asyncapi_document(
     emitted = [event for event in events if event.headers.get("ce_source") == "/dealflow/prospecting"]
     dead = [event for event in events if "dlq_error_code" in event.headers]
     assert {event.type for event in emitted} == {"prospect.identified.v1", "lead.rejected.v1"}
-    assert all("ce_sequence" in event.headers for event in emitted)
+    assert all({"ce_sequence", "traceparent"} <= set(event.headers) for event in emitted)
     assert len(dead) == 1
     for event in [*emitted, *dead]:
         problems = record_problems(
