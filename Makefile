@@ -90,6 +90,7 @@ bench: install ## measure every stage against Kafka and database baselines (BENC
 schemas: install ## regenerate contracts/schemas and contracts/asyncapi.yaml from the pydantic models
 	$(BIN)/python -m contracts.export
 	$(BIN)/python -m contracts.asyncapi
+	node $(ASYNCAPI_TOOLS)/validate.mjs contracts/asyncapi.yaml >/dev/null
 
 clean: stop ## stop everything and delete local data and the virtualenv (downloads stay cached)
 	@$(MAKE) --no-print-directory infra-clean
