@@ -1,6 +1,7 @@
 // Validates AsyncAPI documents with the official AsyncAPI parser, independently of dealflow's code.
 // Usage: node validate.mjs FILE... Prints one JSON line per diagnostic and one verdict line per file on
-// stdout, errors and warnings readably on stderr; exits 1 if any file has an error or a warning. Several files share one start of Node and the parser.
+// stdout, errors and warnings readably on stderr; exits 1 if any file has an error or a warning.
+// Several files share one start of Node and the parser.
 import { Parser, fromFile } from '@asyncapi/parser';
 
 const files = process.argv.slice(2);
