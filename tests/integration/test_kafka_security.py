@@ -14,10 +14,12 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from cli.kafka_io import publish, read_all
 from contracts import Topic
-from contracts.events import LeadCaptured
+from contracts.events import Company, Contact, DealWon, LeadCaptured, Money
 from shared.envelope import encode
 from shared.kafka import client_options, ensure_topics, make_broker
 from shared.settings import Settings
@@ -230,3 +232,43 @@ async def test_a_wrong_password_is_refused_by_the_broker(
     assert "SaslAuthenticationFailed" in caplog.text
     assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in caplog.text
     assert "not-the-password" not in caplog.text
+
+
+async def test_the_integrators_example_consumer_reads_with_the_same_variables(
+    scram_broker: ScramBroker, authenticated: Settings
+) -> None:
+    settings = authenticated
+    won = DealWon(
+        deal_id="deal-scram",
+        customer=Company(name="Scram Corp"),
+        contact=Contact(email="buyer@scram.example"),
+        owner="anna.schmidt",
+        lines=[],
+        amount=Money(amount_minor=120_000, currency="EUR"),
+        won_at=datetime(2026, 1, 5, tzinfo=UTC),
+        stage_history=[],
+    )
+    await publish(settings, [encode(won, topic=settings.topic(Topic.DEALS_WON), source="/dealflow/proposal")])
+    environment = os.environ | {
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": USER,
+        "KAFKA_SASL_PASSWORD": PASSWORD,
+    }
+
+    example = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            str(REPO / "contracts" / "examples" / "deal_won_consumer.py"),
+            *("--bootstrap", scram_broker.bootstrap_servers, "--topic", settings.topic(Topic.DEALS_WON)),
+            *("--group", f"{settings.namespace}.billing", "--limit", "1"),
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert "won deal-scram: Scram Corp pays 1200.00 EUR" in example.stdout
