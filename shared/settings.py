@@ -19,7 +19,10 @@ class Settings(BaseSettings):
     `SecretStr`, so printing or logging the settings shows `**********` instead.
     """
 
-    model_config = SettingsConfigDict(env_prefix="DEALFLOW_", extra="ignore", populate_by_name=True)
+    # A refused setting is reported by name, never with the values read, which include the secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="DEALFLOW_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     kafka_security_protocol: KafkaSecurityProtocol = Field(

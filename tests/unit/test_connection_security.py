@@ -133,11 +133,16 @@ def test_ssl_alone_encrypts_without_sasl(
 def test_incomplete_security_settings_stop_the_process(
     clean_environment: pytest.MonkeyPatch, environment: dict[str, str], complaint: str
 ) -> None:
+    clean_environment.setenv("MONGODB_URI", "mongodb://dealflow:mongo-pa55@db1/")
     for name, value in environment.items():
         clean_environment.setenv(name, value)
 
-    with pytest.raises(ValidationError, match=complaint):
+    with pytest.raises(ValidationError, match=complaint) as refused:
         Settings()
+
+    # The error is printed when the process stops: it must not show the secrets it was given.
+    assert "mongo-pa55" not in str(refused.value)
+    assert "KAFKA_SASL_PASSWORD': 'p'" not in str(refused.value)
 
 
 def test_secrets_never_show_when_settings_are_printed(clean_environment: pytest.MonkeyPatch) -> None:
