@@ -42,7 +42,7 @@ from contracts.events import (
 )
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
-from shared.kafka import ensure_topics
+from shared.kafka import client_options, ensure_topics
 from shared.mongo import make_client
 from shared.settings import Settings
 
@@ -74,15 +74,13 @@ async def kafka_baseline(settings: Settings, count: int) -> Result:
     await publish(settings, [KafkaRecord(source, r.key, r.value, r.headers) for r in leads])
     consumer = AIOKafkaConsumer(
         source,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         group_id=f"{settings.namespace}.baseline",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_poll_records=500,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
     await consumer.start()
     await producer.start()
     try:
@@ -191,7 +189,7 @@ class ServiceProcesses:
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self.env = os.environ | {
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MONGODB_URI": settings.mongodb_uri,
+            "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
             "DEALFLOW_NAMESPACE": settings.namespace,
             "DEALFLOW_PARTITIONS": str(settings.partitions),
             "DEALFLOW_LOG_LEVEL": "WARNING",
@@ -230,7 +228,7 @@ async def _count_outputs(
 ) -> tuple[list[float], list[SeenEvent]]:
     """Follow the topics until `count` matching events arrived; their arrival times and the events."""
     partitions = await existing_partitions(settings, list(topics))
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     arrivals: list[float] = []
     events: list[SeenEvent] = []
@@ -364,7 +362,7 @@ def machine(settings: Settings) -> dict[str, Any]:
         "cpu": model,
         "python": platform.python_version(),
         "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
-        "mongodb_uri": settings.mongodb_uri.split("@")[-1],
+        "mongodb_uri": settings.mongodb_uri.get_secret_value().split("@")[-1],
         "partitions": settings.partitions,
         "batch_max_records": settings.batch_max_records,
     }

@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from contracts import Event, Topic, dead_letter_topic, event_model
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord, decode_headers, encode
+from shared.kafka import client_options
 from shared.settings import Settings
 
 CLI_SOURCE = "/dealflow/cli"
@@ -80,7 +81,7 @@ def records_for(settings: Settings, events: Iterable[tuple[Event, str | None]]) 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         acks="all",
         enable_idempotence=True,
         max_request_size=8 * 1024 * 1024,
@@ -129,7 +130,7 @@ def seen_event(record: Any) -> SeenEvent:
 
 async def existing_partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
     """The partitions of those topics that exist (asking creates nothing)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -148,7 +149,7 @@ async def read_all(settings: Settings, topics: Iterable[str]) -> list[SeenEvent]
     partitions = await existing_partitions(settings, topics)
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -175,7 +176,7 @@ async def follow(
 ) -> AsyncIterator[SeenEvent]:
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         group_id=None,

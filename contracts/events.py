@@ -18,6 +18,14 @@ from contracts.topics import Topic
 EVENT_TYPE_PREFIX = "io.dealflow."
 EVENT_TYPES: dict[str, type[Event]] = {}
 
+# Size limits. A record is already capped as a whole (DEALFLOW_MAX_EVENT_BYTES); these keep each field sane
+# too, so no single value can bloat a document, a log line or a downstream system. Upstream input gets
+# the tighter text limit, so any message that quotes an input value still fits the general one.
+MAX_TEXT_LENGTH = 4000
+MAX_INPUT_TEXT_LENGTH = 1000
+MAX_INPUT_ITEMS = 100
+MAX_MINOR_UNITS = 10**15
+
 NonEmptyStr = Annotated[str, Field(min_length=1, max_length=500)]
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 # Document databases refuse keys with dots or a leading dollar, so free-form keys are plain identifiers.
@@ -27,7 +35,16 @@ CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217
 
 class Model(BaseModel):
     # Unknown fields are ignored so producers can add optional fields without breaking consumers.
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # A validation error names the field and the rule, never the value, which may be personal data.
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", str_max_length=MAX_TEXT_LENGTH, hide_input_in_errors=True
+    )
+
+
+class Inbound(Model):
+    """A model of what upstream systems send: every text within the input limit."""
+
+    model_config = ConfigDict(str_max_length=MAX_INPUT_TEXT_LENGTH)
 
 
 class Event(Model):
@@ -61,7 +78,7 @@ def event_model(event_type: str) -> type[Event] | None:
 class Money(Model):
     """An amount in the currency's minor unit (cents for EUR/USD); never a float."""
 
-    amount_minor: int = Field(ge=0)
+    amount_minor: int = Field(ge=0, le=MAX_MINOR_UNITS)
     currency: CurrencyCode
 
 
@@ -105,11 +122,11 @@ class Reason(Model):
     message: str
 
 
-class QuoteLineRequest(Model):
+class QuoteLineRequest(Inbound):
     """A line as a rep asks for it; the service prices it from its price list."""
 
     product: NonEmptyStr
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, le=1_000_000)
     discount_percent: int = Field(default=0, ge=0, le=100)
 
 
@@ -139,11 +156,11 @@ class StageVisit(Model):
     seconds: int = Field(ge=0)
 
 
-class Needs(Model):
-    pains: list[str] = []
-    requirements: list[str] = []
-    stakeholders: list[str] = []
-    success_criteria: list[str] = []
+class Needs(Inbound):
+    pains: list[str] = Field(default=[], max_length=MAX_INPUT_ITEMS)
+    requirements: list[str] = Field(default=[], max_length=MAX_INPUT_ITEMS)
+    stakeholders: list[str] = Field(default=[], max_length=MAX_INPUT_ITEMS)
+    success_criteria: list[str] = Field(default=[], max_length=MAX_INPUT_ITEMS)
 
 
 class OnboardingTask(Model):
@@ -161,7 +178,7 @@ class CheckIn(Model):
 # --- inbound: leads and sales activities published by upstream systems ----------------------------
 
 
-class LeadCaptured(Event):
+class LeadCaptured(Event, Inbound):
     TYPE = "lead.captured.v1"
     TOPIC = Topic.LEADS
     KEY_FIELD = "lead_id"
@@ -180,13 +197,13 @@ class LeadCaptured(Event):
     )
     annual_revenue: int | str | None = Field(default=None, description="a number or a band such as $10M-50M")
     industry: str | None = None
-    technologies: list[str] = []
-    intent_signals: list[str] = []
+    technologies: list[str] = Field(default=[], max_length=MAX_INPUT_ITEMS)
+    intent_signals: list[str] = Field(default=[], max_length=MAX_INPUT_ITEMS)
     source: str = "unknown"
     marketing_consent: bool = False
 
 
-class Activity(Event):
+class Activity(Event, Inbound):
     """A sales activity about one deal, logged by a rep or a system."""
 
     TOPIC = Topic.ACTIVITIES
@@ -214,7 +231,7 @@ class DiscoveryCallLogged(Activity):
     TYPE = "activity.discovery_call_logged.v1"
 
     framework: str = Field(default="BANT", description="a framework of the qualification playbook")
-    answers: dict[FieldName, bool | int | str] = {}
+    answers: dict[FieldName, bool | int | str] = Field(default={}, max_length=MAX_INPUT_ITEMS)
     needs: Needs = Needs()
     estimated_amount: Money | None = None
     expected_close_date: date | None = None
@@ -233,7 +250,7 @@ class NurtureRequested(Activity):
 class DemoHeld(Activity):
     TYPE = "activity.demo_held.v1"
 
-    attendees: list[str] = []
+    attendees: list[str] = Field(default=[], max_length=MAX_INPUT_ITEMS)
     feedback: str | None = None
 
 
@@ -241,7 +258,7 @@ class DemoScheduled(Activity):
     TYPE = "activity.demo_scheduled.v1"
 
     scheduled_for: AwareDatetime
-    attendees: list[str] = []
+    attendees: list[str] = Field(default=[], max_length=MAX_INPUT_ITEMS)
 
 
 class DemoNoShow(Activity):
@@ -254,7 +271,7 @@ class QuotePrepared(Activity):
     TYPE = "activity.quote_prepared.v1"
 
     currency: CurrencyCode
-    lines: list[QuoteLineRequest] = Field(min_length=1)
+    lines: list[QuoteLineRequest] = Field(min_length=1, max_length=MAX_INPUT_ITEMS)
     discount_percent: int = Field(default=0, ge=0, le=100)
 
 
@@ -272,7 +289,7 @@ class ProposalSent(Activity):
 
     quote_version: int | None = Field(default=None, ge=1)
     currency: CurrencyCode | None = None
-    lines: list[QuoteLineRequest] = []
+    lines: list[QuoteLineRequest] = Field(default=[], max_length=MAX_INPUT_ITEMS)
     discount_percent: int = Field(default=0, ge=0, le=100)
 
 
@@ -342,8 +359,8 @@ class UsageReported(Activity):
 
     TYPE = "activity.usage_reported.v1"
 
-    seats_used: int = Field(ge=0)
-    seats_purchased: int = Field(ge=1)
+    seats_used: int = Field(ge=0, le=10_000_000)
+    seats_purchased: int = Field(ge=1, le=10_000_000)
 
 
 # --- prospecting ---------------------------------------------------------------------------------

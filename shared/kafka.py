@@ -1,24 +1,83 @@
-"""Kafka plumbing every service shares: the broker factory and topic creation."""
+"""Kafka plumbing every service shares: connection security, the broker factory and topic creation.
+
+Every Kafka client dealflow creates, FastStream's broker or a raw aiokafka producer, consumer or admin
+client, connects with `kafka_security` (through `make_broker` or `client_options`), so TLS and SASL
+settings apply to all of them alike.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.helpers import create_ssl_context
 from faststream.kafka import KafkaBroker
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-from shared.settings import Settings
+from shared.settings import KafkaSaslMechanism, Settings
+
+SASL_SECURITY: dict[KafkaSaslMechanism, type[SASLPlaintext | SASLScram256 | SASLScram512]] = {
+    "SCRAM-SHA-512": SASLScram512,
+    "SCRAM-SHA-256": SASLScram256,
+    "PLAIN": SASLPlaintext,
+}
 
 # Dead letters keep the original bytes, so their topic must accept a record as large as any input.
 RECORD_OVERHEAD_BYTES = 64 * 1024
+
+
+def kafka_security(settings: Settings) -> BaseSecurity | None:
+    """The TLS and SASL settings as FastStream's security object; None for a plaintext connection.
+
+    Built once here so the broker and the raw aiokafka clients (see `client_options`) cannot disagree.
+    """
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        key_password = settings.kafka_ssl_key_password
+        ssl_context = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+            password=None if key_password is None else key_password.get_secret_value(),
+        )
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=ssl_context, use_ssl=True)
+    username, password = settings.kafka_sasl_username, settings.kafka_sasl_password
+    if username is None or password is None:  # the settings refuse this already; mypy cannot know
+        raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs a SASL user name and password")
+    return SASL_SECURITY[settings.kafka_sasl_mechanism](
+        username,
+        password.get_secret_value(),
+        ssl_context=ssl_context,
+        use_ssl=ssl_context is not None,
+    )
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments that connect an aiokafka producer, consumer or admin client to the brokers.
+
+    FastStream's own mapping turns the security object into aiokafka's `security_protocol`,
+    `sasl_mechanism`, `sasl_plain_username`, `sasl_plain_password` and `ssl_context`, exactly as the
+    broker gets them.
+    """
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **parse_security(kafka_security(settings)),
+    }
 
 
 def make_broker(settings: Settings, *, client_id: str, logger: logging.Logger | None = None) -> KafkaBroker:
     """A broker whose producer waits for every in-sync replica and never writes a record twice."""
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
+        security=kafka_security(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -38,9 +97,7 @@ async def ensure_topics(
     """
     wanted = set(names) | set(large_records)
     large = set(large_records)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="dealflow-admin"
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings), client_id="dealflow-admin")
     await admin.start()
     try:
         missing = wanted - set(await admin.list_topics())

@@ -17,12 +17,21 @@ Document = dict[str, Any]
 
 
 def make_client(settings: Settings, *, app_name: str) -> AsyncMongoClient[Document]:
+    """A client for `MONGODB_URI`, which carries the credentials and TLS options (`tls=true`, `tlsCAFile`).
+
+    `MONGODB_TLS_CA_FILE` is the same as `tls=true&tlsCAFile=...` in the URI, for deployments that mount
+    the CA file and keep the URI short.
+    """
+    tls: dict[str, Any] = {}
+    if settings.mongodb_tls_ca_file is not None:
+        tls = {"tls": True, "tlsCAFile": str(settings.mongodb_tls_ca_file)}
     return AsyncMongoClient(
-        settings.mongodb_uri,
+        settings.mongodb_uri.get_secret_value(),
         appname=app_name,
         tz_aware=True,
         serverSelectionTimeoutMS=5_000,
         connectTimeoutMS=5_000,
+        **tls,
     )
 
 

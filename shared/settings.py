@@ -2,23 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 
 class Settings(BaseSettings):
     """Where the servers are and how this deployment names its topics and databases.
 
-    The unprefixed names (`KAFKA_BOOTSTRAP_SERVERS`, `MONGODB_URI`) are the ones ops already use for
-    other tools; everything specific to dealflow starts with `DEALFLOW_`.
+    The unprefixed names (`KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_SASL_*`, `MONGODB_URI`, ...) are the ones ops
+    already use for other tools; everything specific to dealflow starts with `DEALFLOW_`. Secrets are
+    `SecretStr`, so printing or logging the settings shows `**********` instead.
     """
 
-    model_config = SettingsConfigDict(env_prefix="DEALFLOW_", extra="ignore", populate_by_name=True)
+    # A refused setting is reported by name, never with the values read, which include the secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="DEALFLOW_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
-    mongodb_uri: str = Field(default="mongodb://127.0.0.1:27017/", validation_alias="MONGODB_URI")
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        default="SCRAM-SHA-512", validation_alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(default=None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(default=None, validation_alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_cafile: FilePath | None = Field(
+        default=None,
+        validation_alias="KAFKA_SSL_CAFILE",
+        description="CA certificates (PEM) that signed the brokers' certificates; default: the system's",
+    )
+    kafka_ssl_certfile: FilePath | None = Field(
+        default=None, validation_alias="KAFKA_SSL_CERTFILE", description="client certificate (PEM), for mTLS"
+    )
+    kafka_ssl_keyfile: FilePath | None = Field(
+        default=None, validation_alias="KAFKA_SSL_KEYFILE", description="the client certificate's key (PEM)"
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, validation_alias="KAFKA_SSL_KEY_PASSWORD")
+    # The URI may carry a user and password (mongodb://user:pass@host/?tls=true), so it is a secret too.
+    mongodb_uri: SecretStr = Field(
+        default=SecretStr("mongodb://127.0.0.1:27017/"), validation_alias="MONGODB_URI"
+    )
+    mongodb_tls_ca_file: FilePath | None = Field(
+        default=None,
+        validation_alias="MONGODB_TLS_CA_FILE",
+        description="turns TLS on with this CA file (PEM); the same as tls=true&tlsCAFile= in the URI",
+    )
     namespace: str = Field(
         default="dealflow",
         pattern=r"^[a-z][a-z0-9_-]{0,30}$",
@@ -55,6 +90,29 @@ class Settings(BaseSettings):
         default="none",
         description="Where spans go; `otlp` reads the standard OTEL_EXPORTER_OTLP_* variables.",
     )
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        """Refuse to start half-configured rather than connect with less security than ops asked for."""
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        tls = self.kafka_security_protocol.endswith("SSL")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME "
+                "and KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(
+                "KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD are set but KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol} does not authenticate: use SASL_SSL or SASL_PLAINTEXT"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not tls and any(tls_files):
+            raise ValueError(
+                "KAFKA_SSL_* files are set but KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol} does not use TLS: use SSL or SASL_SSL"
+            )
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.namespace}.{name}"

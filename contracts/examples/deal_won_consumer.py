@@ -3,6 +3,9 @@
     pip install aiokafka
     python contracts/examples/deal_won_consumer.py --bootstrap 127.0.0.1:9092 --group billing
 
+A secured cluster is reached with the same variables as dealflow's own services: KAFKA_SECURITY_PROTOCOL
+(SASL_SSL, ...), KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SSL_CAFILE.
+
 Uses only aiokafka and the published contract (no dealflow code): CloudEvents attributes are in the
 `ce_*` headers, the JSON value is the event's data (contracts/schemas/deal.won.v1.json), the key is the
 deal id. Offsets are committed after each event is handled, so a crash means redelivery: deduplicate by
@@ -14,8 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.helpers import create_ssl_context
 
 
 def handle(headers: dict[str, str], deal: dict) -> None:  # type: ignore[type-arg]
@@ -28,10 +34,24 @@ def handle(headers: dict[str, str], deal: dict) -> None:  # type: ignore[type-ar
     )
 
 
+def security_from_environment() -> dict[str, Any]:
+    """aiokafka's TLS and SASL options from the environment; none for a plaintext cluster."""
+    protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(cafile=os.environ.get("KAFKA_SSL_CAFILE"))
+    if protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = os.environ.get("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+        options["sasl_plain_username"] = os.environ["KAFKA_SASL_USERNAME"]
+        options["sasl_plain_password"] = os.environ["KAFKA_SASL_PASSWORD"]
+    return options
+
+
 async def consume(bootstrap: str, topic: str, group: str, limit: int | None) -> None:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
+        **security_from_environment(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

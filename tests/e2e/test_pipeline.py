@@ -42,7 +42,7 @@ HTTP_PORTS = {service: free_port() for service in STAGE_SERVICES}
 def pipeline(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     env = os.environ | {
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "MONGODB_URI": settings.mongodb_uri,
+        "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
         "DEALFLOW_NAMESPACE": settings.namespace,
         "DEALFLOW_PARTITIONS": str(settings.partitions),
     }

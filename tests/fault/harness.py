@@ -29,6 +29,7 @@ from cli.kafka_io import (
 from cli.workload import ScriptedDeal
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
+from shared.kafka import client_options
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ class Pipeline:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.env = os.environ | {
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MONGODB_URI": settings.mongodb_uri,
+            "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
             "DEALFLOW_NAMESPACE": settings.namespace,
             "DEALFLOW_PARTITIONS": str(settings.partitions),
             "DEALFLOW_RETRY_BUDGET_SECONDS": "20",
@@ -95,7 +96,7 @@ class Observer:
     async def __aenter__(self) -> Observer:
         consumer = AIOKafkaConsumer(
             *all_topics(self.settings),
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
@@ -178,14 +179,14 @@ async def infra(action: str, server: str) -> None:
 
 async def consumer_lag(settings: Settings, service: str, topics: list[str]) -> int:
     """Records in the service's input topics that its consumer group has not committed yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(settings.consumer_group(service))
     finally:
         await admin.close()
     partitions = await existing_partitions(settings, topics)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await consumer.start()
     try:
         ends = await consumer.end_offsets(partitions)
@@ -198,7 +199,7 @@ async def rewind_group(settings: Settings, service: str, topics: list[str]) -> N
     """Move a stopped service's committed offsets back to the start of its input topics (full replay)."""
     partitions = await existing_partitions(settings, topics)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         group_id=settings.consumer_group(service),
         enable_auto_commit=False,
     )

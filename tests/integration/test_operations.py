@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from cli.kafka_io import publish
 from contracts import Topic
@@ -92,7 +93,7 @@ async def test_endpoints_report_health_readiness_and_what_was_processed(settings
 
 
 async def test_readiness_fails_with_the_reason_when_the_database_is_unreachable(settings: Settings) -> None:
-    unreachable = settings.model_copy(update={"mongodb_uri": "mongodb://127.0.0.1:9/"})
+    unreachable = settings.model_copy(update={"mongodb_uri": SecretStr("mongodb://127.0.0.1:9/")})
     service = StageService(prospecting(), unreachable)
     service.build_app()  # not started: it would wait for the database
     async with http_client(service) as client:

@@ -32,6 +32,7 @@ from contracts.events import (
     QuotePrepared,
 )
 from services.proposal.service import definition as proposal
+from shared.kafka import client_options
 from shared.settings import Settings
 from shared.stage import StageService
 from tests.integration.helpers import Clock, by, events_when, of_type, send
@@ -140,7 +141,7 @@ async def test_integrators_read_deal_won_with_a_generic_cloudevents_parser(setti
 
     consumer = AIOKafkaConsumer(
         settings.topic(Topic.DEALS_WON),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         auto_offset_reset="earliest",
         group_id=None,
     )

@@ -32,6 +32,7 @@ GOOD_LEAD = LeadCaptured(
     industry="software",
 )
 INVALID_LEAD = LeadCaptured(lead_id="lead-invalid", email="not-an-email", company_name="X")
+OVERSIZED_NAME_LEAD = json.dumps({"lead_id": "lead-long", "email": "a@b.example", "last_name": "N" * 1001})
 
 
 def lead_record(settings: Settings, lead: LeadCaptured, event_id: str) -> KafkaRecord:
@@ -47,6 +48,7 @@ async def test_bad_records_are_dead_lettered_and_good_ones_still_flow(settings: 
     records = [
         raw_lead(settings, b'{"lead_id": "broken", "email": ', ce_id="bad-json"),
         raw_lead(settings, b"{}", ce_id="bad-type", ce_type="io.dealflow.no_such_event.v1"),
+        raw_lead(settings, OVERSIZED_NAME_LEAD.encode(), ce_id="bad-size"),
         lead_record(settings, GOOD_LEAD, "lead-1"),
         lead_record(settings, GOOD_LEAD, "lead-1"),  # the same event redelivered
         lead_record(settings, GOOD_LEAD, "lead-1-resent"),  # the same lead sent again by its source
@@ -58,7 +60,7 @@ async def test_bad_records_are_dead_lettered_and_good_ones_still_flow(settings: 
             settings,
             lambda seen: (
                 len(of_type(seen, "lead.rejected.v1")) == 1
-                and sum("dlq_error_code" in event.headers for event in seen) == 2
+                and sum("dlq_error_code" in event.headers for event in seen) == 3
             ),
         )
         await asyncio.sleep(1)  # anything emitted twice would show up by now
@@ -68,12 +70,18 @@ async def test_bad_records_are_dead_lettered_and_good_ones_still_flow(settings: 
     assert [event.key for event in prospects] == ["lead-good"]
     assert [event.key for event in of_type(events, "lead.rejected.v1")] == ["lead-invalid"]
     dead = sorted((e for e in events if "dlq_error_code" in e.headers), key=lambda e: e.headers["ce_id"])
-    assert [event.headers["dlq_error_code"] for event in dead] == ["invalid_json", "unknown_event_type"]
+    assert [event.headers["dlq_error_code"] for event in dead] == [
+        "invalid_json",
+        "schema_violation",
+        "unknown_event_type",
+    ]
+    # The reason names the field and the limit, never the value (it may be personal data).
+    assert dead[1].headers["dlq_error"] == "last_name: String should have at most 1000 characters"
     assert dead[0].topic == settings.topic(dead_letter_topic("prospecting"))
     assert dead[0].headers["dlq_source_topic"] == settings.topic(Topic.LEADS)
     assert dead[0].headers["dlq_source_offset"].isdigit()
     assert service.metrics.total("dealflow_duplicates_absorbed") == 1
-    assert service.metrics.total("dealflow_events_dead_lettered") == 2
+    assert service.metrics.total("dealflow_events_dead_lettered") == 3
 
 
 async def test_events_left_in_the_outbox_by_a_crash_are_published_at_start(settings: Settings) -> None:
