@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from contracts import Event, Topic, dead_letter_topic, event_model
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord, decode_headers, encode
+from shared.kafka import kafka_client_options
 from shared.settings import Settings
 
 CLI_SOURCE = "/dealflow/cli"
@@ -84,6 +85,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         max_request_size=8 * 1024 * 1024,
+        **kafka_client_options(settings),
     )
 
 
@@ -129,7 +131,9 @@ def seen_event(record: Any) -> SeenEvent:
 
 async def existing_partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
     """The partitions of those topics that exist (asking creates nothing)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_client_options(settings)
+    )
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -148,7 +152,11 @@ async def read_all(settings: Settings, topics: Iterable[str]) -> list[SeenEvent]
     partitions = await existing_partitions(settings, topics)
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        **kafka_client_options(settings),
+    )
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -179,6 +187,7 @@ async def follow(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         group_id=None,
+        **kafka_client_options(settings),
     )
     await consumer.start()
     try:

@@ -3,16 +3,51 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from faststream.kafka import KafkaBroker
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from shared.settings import Settings
 
 # Dead letters keep the original bytes, so their topic must accept a record as large as any input.
 RECORD_OVERHEAD_BYTES = 64 * 1024
+
+
+SASL_MECHANISMS: dict[str, type[SASLPlaintext | SASLScram256 | SASLScram512]] = {
+    "PLAIN": SASLPlaintext,
+    "SCRAM-SHA-256": SASLScram256,
+    "SCRAM-SHA-512": SASLScram512,
+}
+
+
+def kafka_security(settings: Settings) -> BaseSecurity | None:
+    """How to authenticate to and encrypt traffic with the brokers, from KAFKA_SECURITY_PROTOCOL and co."""
+    protocol = settings.kafka_security_protocol
+    context = ssl.create_default_context() if protocol.endswith("SSL") else None
+    if not protocol.startswith("SASL"):
+        return None if context is None else BaseSecurity(ssl_context=context)
+    if settings.kafka_sasl_username is None or settings.kafka_sasl_password is None:
+        raise ValueError(
+            f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+        )
+    mechanism = SASL_MECHANISMS[settings.kafka_sasl_mechanism]
+    return mechanism(
+        settings.kafka_sasl_username,
+        settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context,
+        use_ssl=context is not None,
+    )
+
+
+def kafka_client_options(settings: Settings) -> dict[str, Any]:
+    """The same security as keyword arguments for aiokafka's own clients (admin, producers, consumers)."""
+    return parse_security(kafka_security(settings))
 
 
 def make_broker(settings: Settings, *, client_id: str, logger: logging.Logger | None = None) -> KafkaBroker:
@@ -25,6 +60,7 @@ def make_broker(settings: Settings, *, client_id: str, logger: logging.Logger | 
         max_request_size=settings.max_event_bytes * 4 + RECORD_OVERHEAD_BYTES,
         linger_ms=2,
         logger=logger,
+        security=kafka_security(settings),
     )
 
 
@@ -39,7 +75,9 @@ async def ensure_topics(
     wanted = set(names) | set(large_records)
     large = set(large_records)
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="dealflow-admin"
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id="dealflow-admin",
+        **kafka_client_options(settings),
     )
     await admin.start()
     try:
