@@ -52,6 +52,18 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often due deadlines are looked for."
     )
 
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the health, metrics and docs endpoints; 0.0.0.0 in a container.",
+    )
+    http_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of those endpoints; unset means the service's own."
+    )
+    traces_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none",
+        description="Where spans go; `otlp` reads the standard OTEL_EXPORTER_OTLP_* variables.",
+    )
+
     def topic(self, name: str) -> str:
         return f"{self.namespace}.{name}"
 

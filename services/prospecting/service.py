@@ -23,6 +23,7 @@ from services.prospecting.domain import (
     team_for,
 )
 from shared.mongo import Document
+from shared.privacy import anonymise
 from shared.stage import StageDefinition
 
 
@@ -62,6 +63,15 @@ class ProspectingFacts:
                 await self.claims.update_one(
                     {"_id": f"{outcome.matched_on}:{key}"}, {"$set": {"merged_leads": outcome.merged_leads}}
                 )
+
+    async def erase(self, email: str) -> int:
+        """Forget the person: drop the claim on their email, anonymise the snapshots that name them."""
+        email = email.strip().lower()
+        dropped = await self.claims.delete_one({"_id": f"email:{email}"})
+        naming = [claim async for claim in self.claims.find({"fields.contact_email": email})]
+        for claim in naming:
+            await self.claims.replace_one({"_id": claim["_id"]}, anonymise(claim, email))
+        return dropped.deleted_count + len(naming)
 
     def _keys(self, event: Event) -> list[tuple[str, str]]:
         assert isinstance(event, LeadCaptured)
@@ -113,6 +123,7 @@ def definition() -> StageDefinition:
     playbook = load_playbook()
     return StageDefinition(
         name="prospecting",
+        http_port=8081,
         state_model=Lead,
         handlers={LeadCaptured: partial(on_lead_captured, playbook=playbook)},
         opening_events=frozenset({LeadCaptured}),
