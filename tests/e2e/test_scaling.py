@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -70,6 +71,7 @@ class Replicas:
         self.settings = settings
         self.log_dir = log_dir
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.http_ports: dict[int, int] = {}
         self.env = os.environ | {
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
             "MONGODB_URI": settings.mongodb_uri,
@@ -82,11 +84,12 @@ class Replicas:
         return self.log_dir / f"{SERVICE}.{replica}.log"
 
     def start(self, replica: int) -> None:
+        self.http_ports[replica] = free_port()
         with self.log(replica).open("ab") as log:
             self.processes[replica] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{SERVICE}"],
                 cwd=REPO,
-                env=self.env | {"DEALFLOW_HTTP_PORT": str(free_port())},
+                env=self.env | {"DEALFLOW_HTTP_PORT": str(self.http_ports[replica])},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -103,6 +106,17 @@ class Replicas:
             assert process.poll() is None, f"replica {replica} died: {self.tail(replica)}"
             assert time.monotonic() < deadline, f"replica {replica} not ready: {self.tail(replica)}"
             await asyncio.sleep(0.2)
+
+    async def readiness(self, replica: int, timeout: float = 20) -> tuple[int, dict[str, object]]:
+        """The replica's /readyz answer, once it says ready (the consumer learns its assignment a moment
+        after the broker reports the group stable), or its last answer when `timeout` runs out."""
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=10) as client:
+            while True:
+                response = await client.get(f"http://127.0.0.1:{self.http_ports[replica]}/readyz")
+                if response.status_code == 200 or time.monotonic() > deadline:
+                    return response.status_code, response.json()["checks"]
+                await asyncio.sleep(0.3)
 
     def tail(self, replica: int) -> str:
         return self.log(replica).read_text(errors="replace")[-3000:]
@@ -320,6 +334,10 @@ async def test_three_replicas_one_killed_one_added_lose_nothing_and_apply_nothin
             tp.partition for tp in member.partitions
         }
         assert len({tp.partition for tp in member.partitions}) == PARTITIONS // 3
+    # Each replica says the same on /readyz: ready, owning 2 partitions of each of its input topics.
+    for replica in (1, 2, 3):
+        status, checks = await replicas.readiness(replica)
+        assert (status, checks["partitions_assigned"]) == (200, len(input_topics) * PARTITIONS // 3)
 
     milestones = Milestones(asyncio.Event(), asyncio.Event())
     load = asyncio.create_task(steady_load(settings, milestones))
@@ -345,6 +363,8 @@ async def test_three_replicas_one_killed_one_added_lose_nothing_and_apply_nothin
         await asyncio.gather(load, return_exceptions=True)
     [newcomer] = [member for member in after if member.member_id not in {m.member_id for m in three}]
     assert newcomer.partitions
+    status, checks = await replicas.readiness(4)
+    assert (status, checks["partitions_assigned"]) == (200, len(newcomer.partitions))
 
     expected = {deal_id(number): expected_outputs(number) for number in range(DEALS)}
     deadline = time.monotonic() + 60
