@@ -73,14 +73,22 @@ EventHandler = Callable[..., Decision[Any]]
 class StageFacts(Protocol):
     """The I/O a stage needs beyond its own aggregate, kept at the edge so its rules stay pure.
 
-    `gather` runs before the decision and its result is passed to the handler as a fourth argument
-    (for example: is there already a prospect with this email?); `record` runs after the decision is
-    stored and published (for example: count the lead against its owner's capacity).
+    Per batch: `prefetch` reads what the batch's decisions may need (is there already a prospect with
+    this email? how many leads has each rep?); for each event, `gather` answers from memory and is passed
+    to the handler as a fourth argument, and `note` tells what the decision emitted, so the next event
+    sees it; `commit` writes what must hold before the state is saved (raising ConcurrentWrite when another
+    replica got there first: the batch is then retried); `record` writes what follows once it is published.
     """
 
-    async def gather(self, event: Event, now: datetime) -> object: ...
+    async def prefetch(self, events: Sequence[Event], now: datetime) -> None: ...
 
-    async def record(self, event: Event, emitted: Sequence[Event], now: datetime) -> None: ...
+    def gather(self, event: Event, now: datetime) -> object: ...
+
+    def note(self, event: Event, emitted: Sequence[Event]) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def record(self, now: datetime) -> None: ...
 
     async def erase(self, email: str) -> int:
         """Anonymise what these facts hold about the person with this email; how many records did."""
@@ -431,18 +439,20 @@ class StageService:
         for aggregate in await asyncio.gather(*(self.store.load(aggregate_id) for aggregate_id in missing)):
             stored[aggregate.id] = aggregate
         before: dict[str, Aggregate] = {key: value for key, value in stored.items() if value is not None}
+        if self.facts is not None:
+            await self.facts.prefetch([item.envelope.data for item in items], self.clock())
         current = dict(before)
-        outcomes: list[tuple[Event, list[Event]]] = []
         for item in items:
             aggregate = current[item.envelope.data.partition_key]
             if aggregate.has_applied(item.envelope.id):
                 self.metrics.duplicates.labels(self.definition.name, item.envelope.type).inc()
                 self.log.info("duplicate_absorbed", event_id=item.envelope.id)
                 continue
-            changed, emitted = await self._decide(aggregate, item.envelope, item.parked)
+            changed = await self._decide(aggregate, item.envelope, item.parked)
             # Events a crash left unpublished stay in the outbox until this batch publishes them too.
             current[aggregate.id] = replace(changed, outbox=(*aggregate.outbox, *changed.outbox))
-            outcomes.append((item.envelope.data, emitted))
+        if self.facts is not None:
+            await self.facts.commit()
         await self.store.save_all(
             [(before[key], current[key]) for key in ids if current[key] is not before[key]]
         )
@@ -453,12 +463,9 @@ class StageService:
         for key in ids:
             self.cache.put(replace(current[key], outbox=()))
         if self.facts is not None:
-            for event, emitted in outcomes:
-                await self.facts.record(event, emitted, self.clock())
+            await self.facts.record(self.clock())
 
-    async def _decide(
-        self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord
-    ) -> tuple[Aggregate, list[Event]]:
+    async def _decide(self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord) -> Aggregate:
         state_model = self.definition.state_model
         state = None if aggregate.state is None else state_model.model_validate(aggregate.state)
         if state is None and type(envelope.data) not in self.definition.opening_events:
@@ -467,7 +474,7 @@ class StageService:
             waiting = aggregate.changed(
                 applied_event_id=envelope.id, state=None, parked=(*aggregate.parked, raw), outbox=()
             )
-            return waiting, []
+            return waiting
         # The deal's first event starts (or continues) its trace; later events join it and link their own.
         links = (
             [Link(get_current_span(extract(envelope.trace)).get_span_context())]
@@ -511,7 +518,7 @@ class StageService:
         pending = (
             {} if state is None or self.definition.deadlines is None else self.definition.deadlines(state)
         )
-        changed = aggregate.changed(
+        return aggregate.changed(
             applied_event_id=envelope.id,
             state=None if state is None else state.model_dump(mode="json"),
             parked=(),
@@ -519,13 +526,12 @@ class StageService:
             deadlines=tuple(sorted(pending.items())),
             trace=aggregate.trace or trace,
         )
-        return changed, events
 
     async def _apply(
         self, state: BaseModel | None, envelope: Envelope, now: datetime
     ) -> tuple[Any, list[Event]]:
         handler = self.definition.handlers[type(envelope.data)]
-        facts = () if self.facts is None else (await self.facts.gather(envelope.data, now),)
+        facts = () if self.facts is None else (self.facts.gather(envelope.data, now),)
         started = time.perf_counter()
         try:
             decision = handler(state, envelope.data, now, *facts)
@@ -545,6 +551,8 @@ class StageService:
             self.metrics.handler_seconds.labels(self.definition.name, envelope.type).observe(
                 time.perf_counter() - started
             )
+        if self.facts is not None:
+            self.facts.note(envelope.data, decision.events)
         return decision.state, list(decision.events)
 
     # --- output ----------------------------------------------------------------------------------
