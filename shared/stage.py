@@ -257,8 +257,10 @@ class StageService:
         self._timer = asyncio.create_task(self._announce_due_deadlines())
 
     async def _stop_timer(self) -> None:
-        self._timer.cancel()
-        await asyncio.gather(self._timer, return_exceptions=True)
+        timer = getattr(self, "_timer", None)  # absent when the service failed before it started
+        if timer is not None:
+            timer.cancel()
+            await asyncio.gather(timer, return_exceptions=True)
 
     async def _announce_due_deadlines(self) -> None:
         """Publish a DeadlineReached for every due deadline, keyed by its deal.

@@ -2,10 +2,13 @@
 # Runs the stage services as background processes on this machine: one process per replica,
 # pid and log files under .local/, so `make stop` can end exactly what `make run` started.
 #
-#   services.sh start [SERVICE...]      start one replica of each (default: all four)
+#   services.sh start [SERVICE...]      start one replica of each (default: all of them)
 #   services.sh scale SERVICE N         run exactly N replicas of SERVICE
 #   services.sh stop [SERVICE...]       SIGTERM (graceful), then SIGKILL after a grace period
 #   services.sh status
+#
+# Each replica serves /healthz, /readyz and /metrics on its own port: the service's base port plus
+# 100 per replica after the first (qualification: 8082, 8182, 8282, ...).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -13,8 +16,20 @@ state="${DEALFLOW_STATE_DIR:-$repo/.local}"
 run_dir="$state/run"
 log_dir="$state/logs"
 python="${PYTHON:-$repo/.venv/bin/python}"
+declare -A base_port=([prospecting]=8081 [qualification]=8082 [proposal]=8083 [onboarding]=8084 [insights]=8085)
 all_services=(prospecting qualification proposal onboarding)
+# insights (read models and reports) joins the rest once its code is there.
+[[ -f "$repo/services/insights/__main__.py" ]] && all_services+=(insights)
 mkdir -p "$run_dir" "$log_dir"
+
+known() {
+  local service
+  for service in "${all_services[@]}"; do [[ "$service" == "$1" ]] && return 0; done
+  echo "unknown service '$1': use one of ${all_services[*]}" >&2
+  exit 2
+}
+
+http_port() { echo $((${base_port[$1]} + 100 * ($2 - 1))); }
 
 pid_files() { ls "$run_dir/$1".*.pid 2>/dev/null || true; }
 alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -26,9 +41,12 @@ start_replica() {
     echo "$service[$replica] already running (pid $(cat "$pid_file"))"
     return
   fi
-  (cd "$repo" && exec setsid nohup "$python" -m "services.$service" >>"$log" 2>&1 </dev/null) &
+  local port
+  port="$(http_port "$service" "$replica")"
+  (cd "$repo" && DEALFLOW_HTTP_PORT="$port" exec setsid nohup "$python" -m "services.$service" \
+    >>"$log" 2>&1 </dev/null) &
   echo $! >"$pid_file"
-  echo "$service[$replica] started (pid $!, log $log)"
+  echo "$service[$replica] started (pid $!, http://127.0.0.1:$port/readyz, log $log)"
 }
 
 stop_pid_file() {
@@ -51,6 +69,8 @@ running_count() {
 
 scale() {
   local service="$1" wanted="$2" replica pid_file
+  known "$service"
+  [[ "$wanted" =~ ^[0-9]+$ ]] || { echo "N must be a number of replicas, not '$wanted'" >&2; exit 2; }
   for replica in $(seq 1 "$wanted"); do start_replica "$service" "$replica"; done
   for pid_file in $(pid_files "$service"); do
     replica="$(basename "$pid_file" .pid)"; replica="${replica##*.}"
@@ -63,9 +83,10 @@ command="${1:-status}"; shift || true
 case "$command" in
   start)
     for service in "${@:-${all_services[@]}}"; do
+      known "$service"
       start_replica "$service" 1
     done ;;
-  scale) scale "$1" "$2" ;;
+  scale) scale "${1:?usage: $0 scale SERVICE N}" "${2:?usage: $0 scale SERVICE N}" ;;
   stop)
     for service in "${@:-${all_services[@]}}"; do
       for pid_file in $(pid_files "$service"); do stop_pid_file "$pid_file"; done
