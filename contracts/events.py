@@ -609,6 +609,28 @@ class UpsellIdentified(Event):
     reason: str
 
 
+# --- insights ------------------------------------------------------------------------------------
+
+
+class DealStalled(Event):
+    """An open deal made no progress in its stage for the playbook's number of days: raised once per stall.
+
+    Progress (a stage change, a next step, a quote) ends the stall; if the deal stalls again, a new
+    `deal.stalled` follows.
+    """
+
+    TYPE = "deal.stalled.v1"
+    TOPIC = Topic.INSIGHTS
+
+    deal_id: Identifier
+    owner: str | None = Field(description="the deal's owner, when a stage has named one")
+    stage: str
+    stalled_since: AwareDatetime = Field(description="the deal's last progress")
+    days_without_progress: int = Field(ge=0)
+    next_step: NextStep | None = Field(default=None, description="the last next step scheduled, if any")
+    detected_at: AwareDatetime
+
+
 # --- time ----------------------------------------------------------------------------------------
 
 

@@ -96,6 +96,9 @@ class StageDefinition:
     facts: Callable[[AsyncDatabase[Document]], StageFacts] | None = None
     deadlines: Callable[[Any], Mapping[str, datetime]] | None = None
     """The deadlines a state has pending, by id; each fires once as a DeadlineReached event."""
+    now_is_event_time: bool = False
+    """Handlers get the event's own time (`ce_time`) as `now`, not the clock's: a read model rebuilt by
+    replaying the topics then ends up in the same state as the one that saw the events live."""
 
     @property
     def input_topics(self) -> list[Topic]:
@@ -344,6 +347,8 @@ class StageService:
             )
             return waiting, []
         now = self.clock()
+        if self.definition.now_is_event_time and envelope.time is not None:
+            now = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
         state, events = await self._apply(state, envelope, now)
         if aggregate.state is None and state is not None:
             for parked in aggregate.parked:
