@@ -488,7 +488,7 @@ class DealStageChanged(Event):
     TOPIC = Topic.DEALS
 
     deal_id: Identifier
-    previous_stage: str | None
+    previous_stage: str | None = Field(default=None, description="none for the first stage")
     stage: str
     probability: float = Field(ge=0, le=1, description="win probability of the new stage")
     changed_at: AwareDatetime
