@@ -16,6 +16,7 @@ from contracts.events import DeadlineReached, DealStalled, NextStep
 from services.insights import domain
 from services.insights.config import DEFAULT_PLAYBOOK, InsightsPlaybook, load_playbook
 from services.insights.service import definition
+from shared.envelope import decode, encode
 from tests.insights_events import NOW, assert_report_figures, day, known_events, moved, prospect, qualified
 
 PLAYBOOK = load_playbook()
@@ -199,3 +200,11 @@ def test_owners_map_to_their_team_and_unassigned_leads_to_the_named_team() -> No
     assert PLAYBOOK.team_of("anna.schmidt") == "emea"
     assert PLAYBOOK.team_of("unassigned:americas") == "americas"
     assert PLAYBOOK.team_of("someone.new") == "no_team"
+
+
+def test_a_deals_first_stage_change_survives_the_wire() -> None:
+    # Events are sent without their null fields, so a field that may be null must not be required.
+    first = moved("deal-a", None, "presentation", day(10, 5))
+    record = encode(first, topic="t", source="/test")
+
+    assert decode(record.headers, record.value, max_bytes=1_000_000).data == first
