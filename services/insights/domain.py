@@ -91,6 +91,7 @@ class Timeline(BaseModel):
     disqualified_at: datetime | None = None
     disqualification_reason: str | None = None
     next_step: NextStep | None = None
+    next_step_at: datetime | None = None  # when it was scheduled: a later stage makes it stale
     last_progress_at: datetime | None = None
     stall_raised: str | None = None
     entries: list[Entry] = []
@@ -166,8 +167,7 @@ def on_prospect_identified(
         "owner": prospect.owner,
         "company": prospect.company.name or prospect.company.domain,
     }
-    if timeline is None or timeline.next_step is None:
-        facts["next_step"] = prospect.next_step
+    facts |= _newer_next_step(timeline, prospect.next_step, now)
     return Decision(
         _record(
             timeline, prospect.deal_id, now, "prospect.identified", detail, stage=QUALIFICATION, facts=facts
@@ -198,6 +198,21 @@ def on_expansion_opened(
     )
 
 
+def _newer_next_step(timeline: Timeline | None, step: NextStep, at: datetime) -> dict[str, object]:
+    """The next step, unless the timeline already has one scheduled later (events come in any order)."""
+    if timeline is not None and timeline.next_step_at is not None and timeline.next_step_at > at:
+        return {}
+    return {"next_step": step, "next_step_at": at}
+
+
+def current_next_step(timeline: Timeline) -> NextStep | None:
+    """The next step scheduled in the deal's current stage; one from an earlier stage no longer applies."""
+    all_stays = stays(timeline)
+    if timeline.next_step_at is None or not all_stays or timeline.next_step_at < all_stays[-1].entered_at:
+        return None
+    return timeline.next_step
+
+
 def on_next_step_scheduled(
     timeline: Timeline | None, scheduled: NextStepScheduled, now: datetime, playbook: InsightsPlaybook
 ) -> Decision[Timeline]:
@@ -211,7 +226,7 @@ def on_next_step_scheduled(
             "qualification.next_step_scheduled",
             detail,
             progress=True,
-            facts={"owner": scheduled.owner, "next_step": step},
+            facts={"owner": scheduled.owner, **_newer_next_step(timeline, step, now)},
         )
     )
 
@@ -418,7 +433,7 @@ def on_deadline(
         stage=stage,
         stalled_since=since,
         days_without_progress=days,
-        next_step=timeline.next_step,
+        next_step=current_next_step(timeline),
         detected_at=now,
     )
     updated = _record(
@@ -479,7 +494,7 @@ def card(timeline: Timeline, now: datetime, playbook: InsightsPlaybook) -> Card 
         currency=None if timeline.amount is None else timeline.amount.currency,
         in_stage_since=last.entered_at,
         days_in_stage=days_between(last.entered_at, now),
-        next_step=timeline.next_step,
+        next_step=current_next_step(timeline),
         stalled=is_stalled(timeline, now, playbook),
         days_without_progress=(
             None if timeline.last_progress_at is None else days_between(timeline.last_progress_at, now)

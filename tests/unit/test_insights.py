@@ -119,7 +119,7 @@ def test_a_deal_without_progress_for_the_stages_days_raises_deal_stalled_once() 
             stage="negotiation",
             stalled_since=since,
             days_without_progress=14,
-            next_step=NextStep(action="first_touch", due_at=NOW),
+            next_step=None,  # the prospect's first touch belonged to qualification
             detected_at=due_at + timedelta(hours=1),
         )
     ]
@@ -160,6 +160,14 @@ def test_a_deadline_the_deal_has_moved_past_changes_nothing() -> None:
     unchanged, events = reach(timeline, stale, due_at)
     assert events == []
     assert unchanged == timeline
+
+
+def test_a_stalled_qualification_names_its_latest_next_step() -> None:
+    timelines = {t.deal_id: t for t in timelines_from(known_events())}
+    (stalled_e,) = [c for c in domain.stalled(timelines.values(), NOW, PLAYBOOK) if c.deal_id == "deal-e"]
+
+    assert stalled_e.next_step == NextStep(action="touch_2", due_at=day(10, 23))
+    assert stalled_e.days_without_progress == 20.12  # since the next step of 21 October, 09:00
 
 
 def test_closed_deals_never_stall() -> None:
