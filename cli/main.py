@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,18 @@ import typer
 from cli import deadletters, demo
 from cli.journey import journey as deal_journey
 from cli.journey import line
-from cli.kafka_io import all_topics, events_from_file, follow, publish, read_all, records_for
+from cli.kafka_io import (
+    SeenEvent,
+    all_topics,
+    events_from_file,
+    follow,
+    publish,
+    read_all,
+    records_for,
+    wait_for,
+)
+from contracts import Topic
+from contracts.events import ErasureRequested
 from contracts.topics import STAGE_SERVICES
 from shared.settings import Settings
 
@@ -98,6 +110,46 @@ def redrive_dead_letters(
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from error
     typer.echo(f"re-drove {len(done)} record(s): {', '.join(done)}")
+
+
+@app.command(name="erase")
+def erase_person(
+    email: Annotated[str, typer.Argument(help="the person's email address")],
+    request_id: Annotated[str | None, typer.Option(help="your reference for the request")] = None,
+    requested_by: Annotated[str | None, typer.Option(help="who filed it, for the audit trail")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for every service's confirmation")] = 60.0,
+) -> None:
+    """Ask every service to anonymise a person's data (right to erasure), and wait until each confirms."""
+    settings = Settings()
+    request = ErasureRequested(
+        request_id=request_id or f"erasure-{uuid.uuid4().hex[:12]}", email=email, requested_by=requested_by
+    )
+    asyncio.run(publish(settings, records_for(settings, [(request, request.request_id)])))
+
+    def confirmations(events: list[SeenEvent]) -> dict[str, int]:
+        return {
+            event.data["service"]: event.data["records_anonymised"]
+            for event in events
+            if event.type == "personal_data.erased.v1"
+            and event.data is not None
+            and event.data["request_id"] == request.request_id
+        }
+
+    events = asyncio.run(
+        wait_for(
+            settings,
+            [settings.topic(Topic.PRIVACY)],
+            lambda seen: set(confirmations(seen)) >= set(STAGE_SERVICES),
+            timeout=timeout,
+        )
+    )
+    confirmed = confirmations(events)
+    for service in STAGE_SERVICES:
+        answer = f"{confirmed[service]} record(s) anonymised" if service in confirmed else "no answer yet"
+        typer.echo(f"{service:<15} {answer}")
+    if set(confirmed) < set(STAGE_SERVICES):
+        raise typer.Exit(1)
+    typer.echo(f"{request.request_id}: erased everywhere")
 
 
 @app.command(name="bench")

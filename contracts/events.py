@@ -661,3 +661,32 @@ class ActivityRejected(Event):
     activity_event_id: str
     stage_service: str
     reason: Reason
+
+
+# --- personal data -------------------------------------------------------------------------------
+
+
+class ErasureRequested(Event):
+    """A person asked to be forgotten (GDPR art. 17). Every service that holds data about them
+    anonymises it and confirms with `personal_data.erased`; keyed by the request."""
+
+    TYPE = "personal_data.erasure_requested.v1"
+    TOPIC = Topic.PRIVACY
+    KEY_FIELD = "request_id"
+
+    request_id: Identifier
+    email: str = Field(min_length=3, max_length=320, description="Whose data to erase.")
+    requested_by: str | None = Field(default=None, description="Who filed the request, for the audit trail.")
+
+
+class PersonalDataErased(Event):
+    """One service's confirmation that it anonymised everything it held about the request's person."""
+
+    TYPE = "personal_data.erased.v1"
+    TOPIC = Topic.PRIVACY
+    KEY_FIELD = "request_id"
+
+    request_id: Identifier
+    service: str
+    records_anonymised: int = Field(ge=0, description="Deals and other records that held their data.")
+    erased_at: AwareDatetime

@@ -14,6 +14,7 @@ class Topic(StrEnum):
     ACTIVITIES_REJECTED = "activities.rejected.v1"
     DEADLINES = "deadlines.v1"
     INSIGHTS = "insights.v1"
+    PRIVACY = "privacy.v1"
 
 
 def dead_letter_topic(service: str) -> str:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from contracts import Event, event_model
+from shared.tracing import trace_headers
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -50,6 +51,8 @@ class Envelope:
     time: datetime | None
     subject: str | None
     data: Event
+    trace: dict[str, str] = field(default_factory=dict)
+    """The W3C trace context it arrived with (`traceparent`, `tracestate`), if any."""
 
 
 def derived_event_id(cause_id: str, index: int | str) -> str:
@@ -130,6 +133,7 @@ def decode(headers: Mapping[str, str], value: bytes | None, *, max_bytes: int) -
         time=_parse_time(headers.get("ce_time")),
         subject=headers.get("ce_subject"),
         data=data,
+        trace=trace_headers(headers),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,6 +42,18 @@ class Settings(BaseSettings):
     batch_wait_ms: int = Field(default=20, ge=0, description="How long a poll waits to fill a batch.")
     timer_tick_seconds: float = Field(
         default=1.0, gt=0, description="How often due deadlines are looked for."
+    )
+
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the health, metrics and docs endpoints; 0.0.0.0 in a container.",
+    )
+    http_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of those endpoints; unset means the service's own."
+    )
+    traces_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none",
+        description="Where spans go; `otlp` reads the standard OTEL_EXPORTER_OTLP_* variables.",
     )
 
     def topic(self, name: str) -> str:

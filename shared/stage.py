@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -28,15 +28,25 @@ import structlog
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
-from faststream import AckPolicy, FastStream
+from faststream import AckPolicy
+from faststream._internal.basic_types import SettingField
+from faststream.asgi import AsgiFastStream
+from faststream.asgi.types import ASGIApp
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
+from opentelemetry.trace import Link, SpanKind, get_current_span
 from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 
 from contracts import Event, Topic, dead_letter_topic, event_model
-from contracts.events import ActivityRejected, DeadlineReached, Reason
+from contracts.events import (
+    ActivityRejected,
+    DeadlineReached,
+    ErasureRequested,
+    PersonalDataErased,
+    Reason,
+)
 from shared.domain import Decision, RuleBroken
 from shared.envelope import (
     Envelope,
@@ -49,9 +59,13 @@ from shared.envelope import (
 )
 from shared.kafka import ensure_topics, make_broker
 from shared.logging import configure_logging
+from shared.metrics import StageMetrics, known_type
 from shared.mongo import Document, make_client, service_database
+from shared.operations import operations_routes
+from shared.privacy import anonymise, subject_key
 from shared.settings import Settings
 from shared.store import Aggregate, AggregateStore, ConcurrentWrite, ParkedRecord
+from shared.tracing import current_trace_headers, extract, make_tracer
 
 EventHandler = Callable[..., Decision[Any]]
 
@@ -59,14 +73,26 @@ EventHandler = Callable[..., Decision[Any]]
 class StageFacts(Protocol):
     """The I/O a stage needs beyond its own aggregate, kept at the edge so its rules stay pure.
 
-    `gather` runs before the decision and its result is passed to the handler as a fourth argument
-    (for example: is there already a prospect with this email?); `record` runs after the decision is
-    stored and published (for example: count the lead against its owner's capacity).
+    Per batch: `prefetch` reads what the batch's decisions may need (is there already a prospect with
+    this email? how many leads has each rep?); for each event, `gather` answers from memory and is passed
+    to the handler as a fourth argument, and `note` tells what the decision emitted, so the next event
+    sees it; `commit` writes what must hold before the state is saved (raising ConcurrentWrite when another
+    replica got there first: the batch is then retried); `record` writes what follows once it is published.
     """
 
-    async def gather(self, event: Event, now: datetime) -> object: ...
+    async def prefetch(self, events: Sequence[Event], now: datetime) -> None: ...
 
-    async def record(self, event: Event, emitted: Sequence[Event], now: datetime) -> None: ...
+    def gather(self, event: Event, now: datetime) -> object: ...
+
+    def note(self, event: Event, emitted: Sequence[Event]) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def record(self, now: datetime) -> None: ...
+
+    async def erase(self, email: str) -> int:
+        """Anonymise what these facts hold about the person with this email; how many records did."""
+        ...
 
 
 TRANSIENT_ERRORS = (ConnectionFailure, KafkaError, ConcurrentWrite, TimeoutError)
@@ -96,6 +122,10 @@ class StageDefinition:
     facts: Callable[[AsyncDatabase[Document]], StageFacts] | None = None
     deadlines: Callable[[Any], Mapping[str, datetime]] | None = None
     """The deadlines a state has pending, by id; each fires once as a DeadlineReached event."""
+    http_port: int = 8080
+    """Where its health, metrics and docs endpoints listen unless DEALFLOW_HTTP_PORT says otherwise."""
+    http_routes: Callable[[AsyncDatabase[Document]], Sequence[tuple[str, ASGIApp]]] | None = None
+    """The stage's own HTTP pages, by exact path, served beside the operations endpoints."""
     now_is_event_time: bool = False
     """Handlers get the event's own time (`ce_time`) as `now`, not the clock's: a read model rebuilt by
     replaying the topics then ends up in the same state as the one that saw the events live."""
@@ -122,18 +152,21 @@ class StageService:
         self.clock = clock
         self.source = f"/dealflow/{definition.name}"
         self.log = configure_logging(definition.name, settings.log_level)
-        self.counters: Counter[str] = Counter()
+        self.metrics = StageMetrics(definition.name)
+        self.tracer, self.tracer_provider = make_tracer(definition.name, settings.traces_exporter)
         self.healthy = True
+        self.started = False
         self.broker = make_broker(settings, client_id=f"dealflow-{definition.name}")
         self.mongo = make_client(settings, app_name=f"dealflow-{definition.name}")
-        database = service_database(self.mongo, settings, definition.name)
-        self.store = AggregateStore(database["aggregates"])
-        self.facts = None if definition.facts is None else definition.facts(database)
+        self.database = service_database(self.mongo, settings, definition.name)
+        self.store = AggregateStore(self.database["aggregates"])
+        self.facts = None if definition.facts is None else definition.facts(self.database)
         self.dead_letter_topic = settings.topic(dead_letter_topic(definition.name))
         self.cache = AggregateCache()
 
-    def build_app(self) -> FastStream:
-        subscriber = self.broker.subscriber(
+    def build_app(self) -> AsgiFastStream:
+        """The service as an ASGI app: the Kafka consumer, plus its HTTP endpoints when served by uvicorn."""
+        self.subscriber = self.broker.subscriber(
             *(self.settings.topic(topic) for topic in self.definition.input_topics),
             group_id=self.settings.consumer_group(self.definition.name),
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -146,12 +179,29 @@ class StageService:
             batch_timeout_ms=self.settings.batch_wait_ms,
         )
 
-        @subscriber
+        @self.subscriber
         async def consume(message: KafkaMessage) -> None:
             records = message.raw_message
             await self.handle_batch(records if isinstance(records, tuple) else (records,))
 
-        app = FastStream(self.broker, logger=self.log)
+        privacy = self.broker.subscriber(
+            self.settings.topic(Topic.PRIVACY),
+            # A group of its own: erasure requests are keyed by request, not by deal, so they cannot share
+            # the co-partitioned assignment of the stage's inputs.
+            group_id=f"{self.settings.consumer_group(self.definition.name)}.privacy",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw_body,
+            auto_offset_reset="earliest",
+        )
+
+        @privacy
+        async def erase(message: KafkaMessage) -> None:
+            await self.handle_privacy_record(message.raw_message)
+
+        own_routes = [] if self.definition.http_routes is None else self.definition.http_routes(self.database)
+        self.app = app = AsgiFastStream(
+            self.broker, asgi_routes=[*operations_routes(self), *own_routes], logger=self.log
+        )
         app.on_startup(self._prepare)
         app.after_startup(self._republish_pending)
         if self.definition.deadlines is not None:
@@ -174,13 +224,35 @@ class StageService:
         async def republish() -> None:
             async for aggregate in self.store.with_pending_outbox():
                 await self._flush(aggregate)
-                self.counters["republished_after_restart"] += len(aggregate.outbox)
 
         await self._with_retries(republish)
+        self.started = True
         self.log.info("service_ready", input_topics=[str(t) for t in self.definition.input_topics])
 
     async def _close(self) -> None:
+        self.started = False
+        self.tracer_provider.shutdown()
         await self.mongo.close()
+
+    @property
+    def http_port(self) -> int:
+        return self.definition.http_port if self.settings.http_port is None else self.settings.http_port
+
+    def consumer_assignment(self) -> set[TopicPartition]:
+        consumer = getattr(self, "subscriber", None) and self.subscriber.consumer
+        return set(consumer.assignment()) if consumer is not None else set()
+
+    async def consumer_lag(self) -> dict[TopicPartition, int]:
+        """Records behind the high watermark, per assigned partition, as last fetched."""
+        consumer = getattr(self, "subscriber", None) and self.subscriber.consumer
+        if consumer is None:
+            return {}
+        lag = {}
+        for partition in consumer.assignment():
+            highwater = consumer.highwater(partition)
+            if highwater is not None:
+                lag[partition] = max(0, highwater - await consumer.position(partition))
+        return lag
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -217,7 +289,7 @@ class StageService:
             for deal_id, deadline_id, _ in due:
                 # Announce again only if it is still pending a while later (say, the first copy was lost).
                 announced[(deal_id, deadline_id)] = time.monotonic() + 30
-            self.counters["deadlines_announced"] += len(due)
+            self.metrics.deadlines_announced.labels(self.definition.name).inc(len(due))
 
     def _deadline_record(self, deal_id: str, deadline_id: str, due_at: datetime) -> KafkaRecord:
         event = DeadlineReached(
@@ -231,13 +303,69 @@ class StageService:
             time=self.clock(),
         )
 
+    # --- personal data ---------------------------------------------------------------------------
+
+    async def handle_privacy_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            headers = decode_headers(record.headers)
+            if headers.get("ce_type") != ErasureRequested.TYPE:
+                return  # the other services' confirmations share the topic
+            envelope = decode(headers, record.value, max_bytes=self.settings.max_event_bytes)
+        except PoisonMessage as poison:
+            await self._with_retries(partial(self._dead_letter, record, poison.code, poison.detail))
+            return
+        await self._with_retries(partial(self._erase, envelope))
+
+    async def _erase(self, envelope: Envelope) -> None:
+        """Anonymise every aggregate and fact holding the person's data, then confirm.
+
+        Each write is conditional on the version read, so a deal its consumer changed meanwhile is a
+        ConcurrentWrite: the whole erasure is retried, and it is idempotent.
+        """
+        request = envelope.data
+        assert isinstance(request, ErasureRequested)
+        holding = [aggregate async for aggregate in self.store.with_subject(subject_key(request.email))]
+        for aggregate in holding:
+            self.cache.pop(aggregate.id)
+            anonymised = replace(
+                aggregate,
+                version=aggregate.version + 1,
+                state=anonymise(aggregate.state, request.email),
+                parked=tuple(
+                    replace(parked, value=anonymise(parked.value, request.email))
+                    for parked in aggregate.parked
+                ),
+            )
+            await self.store.save_all([(aggregate, anonymised)])
+        facts = 0 if self.facts is None else await self.facts.erase(request.email)
+        now = self.clock()
+        confirmation = PersonalDataErased(
+            request_id=request.request_id,
+            service=self.definition.name,
+            records_anonymised=len(holding) + facts,
+            erased_at=now,
+        )
+        await self._publish(
+            [
+                encode(
+                    confirmation,
+                    topic=self.settings.topic(confirmation.TOPIC),
+                    source=self.source,
+                    event_id=derived_event_id(envelope.id, self.definition.name),
+                    time=now,
+                )
+            ]
+        )
+        self.log.info("personal_data_erased", request_id=request.request_id, records=len(holding) + facts)
+
     # --- one record ------------------------------------------------------------------------------
 
     async def handle_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Apply a batch of records in order: one bulk write, one round of publishing, one commit."""
+        started = time.perf_counter()
+        self.metrics.batch_records.labels(self.definition.name).observe(len(records))
         accepted: list[Accepted] = []
         for record in records:
-            self.counters["consumed"] += 1
             try:
                 item = self._accept(record)
             except PoisonMessage as poison:
@@ -256,6 +384,7 @@ class StageService:
             self.log.exception("batch_failed_retrying_one_by_one", records=len(accepted))
             for item in accepted:
                 await self._process_alone(item)
+        self.metrics.batch_seconds.labels(self.definition.name).observe(time.perf_counter() - started)
 
     async def _process_alone(self, item: Accepted) -> None:
         with structlog.contextvars.bound_contextvars(
@@ -276,13 +405,17 @@ class StageService:
 
     def _accept(self, record: ConsumerRecord[bytes, bytes]) -> Accepted | None:
         """The record decoded, or None when it is another stage's; raises PoisonMessage for bad input."""
+        event_type = next((value for name, value in record.headers if name == "ce_type"), b"")
+        self.metrics.consumed.labels(
+            self.definition.name, known_type(event_type.decode(errors="replace"))
+        ).inc()
         headers = decode_headers(record.headers)
         if self._belongs_to_another_stage(headers.get("ce_type")):
-            self.counters["ignored"] += 1
+            self.metrics.ignored.labels(self.definition.name).inc()
             return None
         envelope = decode(headers, record.value, max_bytes=self.settings.max_event_bytes)
         if isinstance(envelope.data, DeadlineReached) and envelope.data.stage_service != self.definition.name:
-            self.counters["ignored"] += 1
+            self.metrics.ignored.labels(self.definition.name).inc()
             return None
         parked = ParkedRecord(
             topic=record.topic,
@@ -309,54 +442,71 @@ class StageService:
         for aggregate in await asyncio.gather(*(self.store.load(aggregate_id) for aggregate_id in missing)):
             stored[aggregate.id] = aggregate
         before: dict[str, Aggregate] = {key: value for key, value in stored.items() if value is not None}
+        if self.facts is not None:
+            await self.facts.prefetch([item.envelope.data for item in items], self.clock())
         current = dict(before)
-        outcomes: list[tuple[Event, list[Event]]] = []
         for item in items:
             aggregate = current[item.envelope.data.partition_key]
             if aggregate.has_applied(item.envelope.id):
-                self.counters["duplicates_absorbed"] += 1
+                self.metrics.duplicates.labels(self.definition.name, item.envelope.type).inc()
                 self.log.info("duplicate_absorbed", event_id=item.envelope.id)
                 continue
-            changed, emitted = await self._decide(aggregate, item.envelope, item.parked)
+            changed = await self._decide(aggregate, item.envelope, item.parked)
             # Events a crash left unpublished stay in the outbox until this batch publishes them too.
             current[aggregate.id] = replace(changed, outbox=(*aggregate.outbox, *changed.outbox))
-            outcomes.append((item.envelope.data, emitted))
+        if self.facts is not None:
+            await self.facts.commit()
         await self.store.save_all(
             [(before[key], current[key]) for key in ids if current[key] is not before[key]]
         )
         pending = [current[key] for key in ids if current[key].outbox]
         await self._publish([record for aggregate in pending for record in aggregate.outbox])
         await self.store.mark_all_sent(pending)
-        self.counters["emitted"] += sum(len(aggregate.outbox) for aggregate in pending)
+        self._count_produced(record for aggregate in pending for record in aggregate.outbox)
         for key in ids:
             self.cache.put(replace(current[key], outbox=()))
         if self.facts is not None:
-            for event, emitted in outcomes:
-                await self.facts.record(event, emitted, self.clock())
+            await self.facts.record(self.clock())
 
-    async def _decide(
-        self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord
-    ) -> tuple[Aggregate, list[Event]]:
+    async def _decide(self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord) -> Aggregate:
         state_model = self.definition.state_model
         state = None if aggregate.state is None else state_model.model_validate(aggregate.state)
         if state is None and type(envelope.data) not in self.definition.opening_events:
-            self.counters["parked"] += 1
+            self.metrics.parked.labels(self.definition.name, envelope.type).inc()
             self.log.info("event_parked_until_aggregate_opens")
             waiting = aggregate.changed(
                 applied_event_id=envelope.id, state=None, parked=(*aggregate.parked, raw), outbox=()
             )
-            return waiting, []
-        now = self.clock()
-        if self.definition.now_is_event_time and envelope.time is not None:
-            now = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
-        state, events = await self._apply(state, envelope, now)
-        if aggregate.state is None and state is not None:
-            for parked in aggregate.parked:
-                parked_envelope = decode(
-                    parked.headers, parked.value.encode(), max_bytes=self.settings.max_event_bytes
-                )
-                state, more = await self._apply(state, parked_envelope, now)
-                events.extend(more)
+            return waiting
+        # The deal's first event starts (or continues) its trace; later events join it and link their own.
+        links = (
+            [Link(get_current_span(extract(envelope.trace)).get_span_context())]
+            if aggregate.trace and envelope.trace
+            else []
+        )
+        with self.tracer.start_as_current_span(
+            f"{self.definition.name} process {envelope.type}",
+            context=extract(aggregate.trace or envelope.trace),
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.message.id": envelope.id,
+                "dealflow.deal_id": aggregate.id,
+            },
+        ):
+            now = self.clock()
+            if self.definition.now_is_event_time and envelope.time is not None:
+                now = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
+            state, events = await self._apply(state, envelope, now)
+            if aggregate.state is None and state is not None:
+                for parked in aggregate.parked:
+                    parked_envelope = decode(
+                        parked.headers, parked.value.encode(), max_bytes=self.settings.max_event_bytes
+                    )
+                    state, more = await self._apply(state, parked_envelope, now)
+                    events.extend(more)
+            trace = current_trace_headers()
         version = aggregate.version + 1
         records = tuple(
             encode(
@@ -366,31 +516,32 @@ class StageService:
                 event_id=derived_event_id(envelope.id, index),
                 time=now,
                 # CloudEvents' sequence extension: orders a deal's events from this stage, gaps show loss.
-                extra_headers={"ce_sequence": f"{version:010d}.{index:04d}"},
+                extra_headers={"ce_sequence": f"{version:010d}.{index:04d}", **trace},
             )
             for index, event in enumerate(events)
         )
         pending = (
             {} if state is None or self.definition.deadlines is None else self.definition.deadlines(state)
         )
-        changed = aggregate.changed(
+        return aggregate.changed(
             applied_event_id=envelope.id,
             state=None if state is None else state.model_dump(mode="json"),
             parked=(),
             outbox=records,
             deadlines=tuple(sorted(pending.items())),
+            trace=aggregate.trace or trace,
         )
-        return changed, events
 
     async def _apply(
         self, state: BaseModel | None, envelope: Envelope, now: datetime
     ) -> tuple[Any, list[Event]]:
         handler = self.definition.handlers[type(envelope.data)]
-        facts = () if self.facts is None else (await self.facts.gather(envelope.data, now),)
+        facts = () if self.facts is None else (self.facts.gather(envelope.data, now),)
+        started = time.perf_counter()
         try:
             decision = handler(state, envelope.data, now, *facts)
         except RuleBroken as rule:
-            self.counters["rejected"] += 1
+            self.metrics.rejected.labels(self.definition.name, envelope.type, rule.code).inc()
             self.log.info("rule_broken", code=rule.code, reason=rule.message)
             return state, [
                 ActivityRejected(
@@ -401,7 +552,12 @@ class StageService:
                     reason=Reason(code=rule.code, field=rule.field, message=rule.message),
                 )
             ]
-        self.counters["applied"] += 1
+        finally:
+            self.metrics.handler_seconds.labels(self.definition.name, envelope.type).observe(
+                time.perf_counter() - started
+            )
+        if self.facts is not None:
+            self.facts.note(envelope.data, decision.events)
         return decision.state, list(decision.events)
 
     # --- output ----------------------------------------------------------------------------------
@@ -419,8 +575,14 @@ class StageService:
         if not aggregate.outbox:
             return
         await self._publish(aggregate.outbox)
-        self.counters["emitted"] += len(aggregate.outbox)
+        self._count_produced(aggregate.outbox)
         await self.store.mark_sent(aggregate)
+
+    def _count_produced(self, records: Iterable[KafkaRecord]) -> None:
+        for record in records:
+            self.metrics.produced.labels(
+                self.definition.name, known_type(record.headers.get("ce_type"))
+            ).inc()
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], code: str, detail: str) -> None:
         headers: dict[str, str] = {}
@@ -448,7 +610,9 @@ class StageService:
                 )
             ]
         )
-        self.counters["dead_lettered"] += 1
+        self.metrics.dead_lettered.labels(
+            self.definition.name, known_type(headers.get("ce_type")), code
+        ).inc()
         self.log.warning("dead_lettered", code=code, detail=detail[:300])
 
     # --- faults ----------------------------------------------------------------------------------
@@ -467,7 +631,7 @@ class StageService:
             except TRANSIENT_ERRORS as fault:
                 attempt += 1
                 self.healthy = False
-                self.counters["transient_faults"] += 1
+                self.metrics.transient_faults.labels(self.definition.name).inc()
                 if time.monotonic() >= deadline:
                     self.log.error("transient_fault_budget_exhausted", error=repr(fault), attempts=attempt)
                     raise
@@ -522,6 +686,14 @@ class AggregateCache(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def run_stage(definition: StageDefinition, settings: Settings | None = None) -> None:
-    """Entry point of `python -m services.<stage>`: run until SIGINT or SIGTERM."""
+    """Entry point of `python -m services.<stage>`: consume and serve HTTP until SIGINT or SIGTERM."""
     service = StageService(definition, settings or Settings())
-    asyncio.run(service.build_app().run())
+    app = service.build_app()
+    options: dict[str, SettingField] = {
+        "host": service.settings.http_host,
+        "port": service.http_port,
+        # Our JSON logging stays in charge, and probes every few seconds are not worth a log line each.
+        "log_config": None,
+        "access_log": "false",
+    }
+    asyncio.run(app.run(run_extra_options=options))

@@ -19,6 +19,7 @@ from pymongo.errors import BulkWriteError
 
 from shared.envelope import KafkaRecord
 from shared.mongo import Document
+from shared.privacy import subject_keys
 
 # Redeliveries and replays of a deal's recent events are recognised by id; a deal sees far fewer events.
 APPLIED_IDS_KEPT = 500
@@ -67,6 +68,7 @@ class Aggregate:
     parked: tuple[ParkedRecord, ...] = ()
     outbox: tuple[KafkaRecord, ...] = ()
     deadlines: tuple[tuple[str, datetime], ...] = ()  # (deadline id, when it is due), from the state
+    trace: dict[str, str] = field(default_factory=dict)  # the deal's trace context, from its first event
 
     @property
     def is_stored(self) -> bool:
@@ -83,6 +85,7 @@ class Aggregate:
         parked: tuple[ParkedRecord, ...],
         outbox: tuple[KafkaRecord, ...],
         deadlines: tuple[tuple[str, datetime], ...] = (),
+        trace: dict[str, str] | None = None,
     ) -> Aggregate:
         return replace(
             self,
@@ -92,6 +95,7 @@ class Aggregate:
             parked=parked,
             outbox=outbox,
             deadlines=deadlines,
+            trace=self.trace if trace is None else trace,
         )
 
 
@@ -111,6 +115,7 @@ class AggregateStore:
     async def prepare(self) -> None:
         if not self._ready:
             await self.collection.create_index("has_outbox")
+            await self.collection.create_index("subjects")
             self._ready = True
 
     async def load(self, aggregate_id: str) -> Aggregate:
@@ -152,6 +157,14 @@ class AggregateStore:
             {"_id": aggregate.id, "version": aggregate.version}, _to_document(replace(aggregate, outbox=()))
         )
 
+    async def with_subject(self, key: str) -> AsyncIterator[Aggregate]:
+        """The aggregates holding personal data of the person with this subject key."""
+        async for document in self.collection.find({"subjects": key}):
+            yield _from_document(document)
+
+    async def pending_outbox_count(self) -> int:
+        return await self.collection.count_documents({"has_outbox": True})
+
     async def with_pending_outbox(self) -> AsyncIterator[Aggregate]:
         async for document in self.collection.find({"has_outbox": True}):
             yield _from_document(document)
@@ -171,6 +184,9 @@ def _to_document(aggregate: Aggregate) -> Document:
         "outbox": [_record_to_document(record) for record in aggregate.outbox],
         "has_outbox": bool(aggregate.outbox),
         "deadlines": [{"id": deadline_id, "due_at": due_at} for deadline_id, due_at in aggregate.deadlines],
+        "trace": aggregate.trace,
+        # Whose personal data this holds, hashed, so an erasure request finds it without a scan.
+        "subjects": subject_keys(aggregate.state),
         # Only the earliest matters for finding due work; absent when nothing is scheduled.
         **({"next_due_at": min(due for _, due in aggregate.deadlines)} if aggregate.deadlines else {}),
     }
@@ -185,6 +201,7 @@ def _from_document(document: Document) -> Aggregate:
         parked=tuple(ParkedRecord.from_document(parked) for parked in document.get("parked", ())),
         outbox=tuple(_record_from_document(record) for record in document.get("outbox", ())),
         deadlines=tuple((deadline["id"], deadline["due_at"]) for deadline in document.get("deadlines", ())),
+        trace=document.get("trace") or {},
     )
 
 

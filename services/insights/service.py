@@ -22,7 +22,7 @@ from contracts.events import (
     QuoteIssued,
     SlaBreached,
 )
-from services.insights import domain
+from services.insights import api, domain
 from services.insights.config import load_playbook
 from shared.stage import EventHandler, StageDefinition, with_playbook
 
@@ -52,6 +52,8 @@ def definition() -> StageDefinition:
     }
     return StageDefinition(
         name=NAME,
+        http_port=8085,
+        http_routes=partial(api.routes, playbook=playbook),
         state_model=domain.Timeline,
         handlers=with_playbook(handlers, playbook),
         # A read model never waits: whichever event of a deal comes first opens its timeline.

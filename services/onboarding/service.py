@@ -26,6 +26,7 @@ def definition() -> StageDefinition:
     }
     return StageDefinition(
         name="onboarding",
+        http_port=8084,
         state_model=domain.Onboarding,
         handlers=with_playbook(handlers, playbook),
         opening_events=frozenset({DealWon}),

@@ -42,6 +42,7 @@ def definition() -> StageDefinition:
     }
     return StageDefinition(
         name="proposal",
+        http_port=8083,
         state_model=domain.Deal,
         handlers=with_playbook(handlers, playbook),
         opening_events=frozenset({LeadQualified}),

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
 
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from contracts import Event
-from contracts.events import LeadCaptured, LeadMerged, ProspectIdentified
+from contracts.events import LeadCaptured, LeadMerged, ProspectIdentified, Reason
 from services.prospecting.config import ProspectingPlaybook, load_playbook
 from services.prospecting.domain import (
     Candidate,
@@ -20,10 +21,11 @@ from services.prospecting.domain import (
     assess,
     on_lead_captured,
     routing_period,
-    team_for,
 )
 from shared.mongo import Document
+from shared.privacy import anonymise
 from shared.stage import StageDefinition
+from shared.store import ConcurrentWrite
 
 
 class ProspectingFacts:
@@ -31,7 +33,10 @@ class ProspectingFacts:
 
     A claim is a document whose `_id` is the match key (`email:jana@acme.de`), so the unique `_id` index
     decides, atomically, which lead becomes the prospect when two replicas race on the same person or
-    company: the other one finds the claim and merges.
+    company: the loser's insert fails, its whole batch is retried, and the retry finds the claim and merges.
+
+    A batch costs a few round trips, not a few per lead: the claims and loads it may touch are read at
+    once, each decision sees those before it in memory, and what changed is written in bulk.
     """
 
     def __init__(self, database: AsyncDatabase[Document], playbook: ProspectingPlaybook) -> None:
@@ -39,61 +44,124 @@ class ProspectingFacts:
         self.rep_loads = database["rep_loads"]
         self.playbook = playbook
         self.window = timedelta(days=playbook.deduplication.window_days)
+        self._start_batch({}, {}, 0)
 
-    async def gather(self, event: Event, now: datetime) -> KnownLeads:
-        assert isinstance(event, LeadCaptured)
-        candidate = assess(event, self.playbook)
+    def _start_batch(self, stored_claims: dict[str, Document], loads: dict[str, int], period: int) -> None:
+        self._stored = stored_claims  # as read at the start of the batch
+        self._claims = dict(stored_claims)  # as the batch's decisions so far left them
+        self._claimed: dict[str, Document] = {}  # to write before the batch's state is saved
+        self._loads = loads
+        self._period = period
+        self._load_increments: dict[str, int] = {}
+        self._merged_updates: dict[str, list[str]] = {}
+
+    async def prefetch(self, events: Sequence[Event], now: datetime) -> None:
+        keys = {
+            f"{kind}:{key}"
+            for event in events
+            if isinstance(candidate := self._candidate(event), Candidate)
+            for kind, key in candidate.match_keys
+        }
+        period = routing_period(now, self.playbook.routing)
+        load_ids = [f"{period}:{rep.name}" for team in self.playbook.routing.teams for rep in team.reps]
+        claims = {doc["_id"]: doc async for doc in self.claims.find({"_id": {"$in": sorted(keys)}})}
+        loads = {
+            doc["_id"].split(":", 1)[1]: doc["count"]
+            async for doc in self.rep_loads.find({"_id": {"$in": load_ids}})
+        }
+        self._start_batch(claims, loads, period)
+
+    def gather(self, event: Event, now: datetime) -> KnownLeads:
+        candidate = self._candidate(event)
         if not isinstance(candidate, Candidate):
             return KnownLeads()
-        duplicate = await self._claim(event.lead_id, candidate, now)
+        assert isinstance(event, LeadCaptured)
+        duplicate = self._claim(event.lead_id, candidate, now)
         if duplicate is not None:
             return KnownLeads(duplicate=duplicate)
-        return KnownLeads(rep_loads=await self._loads(candidate, now))
+        return KnownLeads(rep_loads=dict(self._loads))
 
-    async def record(self, event: Event, emitted: Sequence[Event], now: datetime) -> None:
-        period = routing_period(now, self.playbook.routing)
+    def note(self, event: Event, emitted: Sequence[Event]) -> None:
         for outcome in emitted:
             if isinstance(outcome, ProspectIdentified):
-                await self.rep_loads.update_one(
-                    {"_id": f"{period}:{outcome.owner}"}, {"$inc": {"count": 1}}, upsert=True
-                )
+                self._loads[outcome.owner] = self._loads.get(outcome.owner, 0) + 1
+                self._load_increments[outcome.owner] = self._load_increments.get(outcome.owner, 0) + 1
             if isinstance(outcome, LeadMerged):
-                key = next(key for kind, key in self._keys(event) if kind == outcome.matched_on)
-                await self.claims.update_one(
-                    {"_id": f"{outcome.matched_on}:{key}"}, {"$set": {"merged_leads": outcome.merged_leads}}
+                candidate = self._candidate(event)
+                assert isinstance(candidate, Candidate)
+                key = next(key for kind, key in candidate.match_keys if kind == outcome.matched_on)
+                claim_id = f"{outcome.matched_on}:{key}"
+                self._claims[claim_id] = {**self._claims[claim_id], "merged_leads": outcome.merged_leads}
+                self._merged_updates[claim_id] = outcome.merged_leads
+
+    async def commit(self) -> None:
+        """Write the batch's claims; if another replica claimed a key first, raise ConcurrentWrite."""
+        new = [claim for claim_id, claim in self._claimed.items() if claim_id not in self._stored]
+        if new:
+            try:
+                await self.claims.insert_many(new, ordered=False)
+            except BulkWriteError as error:
+                raise ConcurrentWrite(
+                    f"a claim was taken meanwhile: {error.details['writeErrors'][:1]}"
+                ) from error
+        await asyncio.gather(
+            *(
+                self.claims.replace_one({"_id": claim_id}, claim, upsert=True)
+                for claim_id, claim in self._claimed.items()
+                if claim_id in self._stored
+            )
+        )
+
+    async def record(self, now: datetime) -> None:
+        """After the batch is published: count each rep's new leads, remember merged leads."""
+        await asyncio.gather(
+            *(
+                self.rep_loads.update_one(
+                    {"_id": f"{self._period}:{owner}"}, {"$inc": {"count": count}}, upsert=True
                 )
+                for owner, count in self._load_increments.items()
+            ),
+            *(
+                self.claims.update_one({"_id": claim_id}, {"$set": {"merged_leads": merged}})
+                for claim_id, merged in self._merged_updates.items()
+            ),
+        )
 
-    def _keys(self, event: Event) -> list[tuple[str, str]]:
+    async def erase(self, email: str) -> int:
+        """Forget the person: drop the claim on their email, anonymise the snapshots that name them."""
+        email = email.strip().lower()
+        dropped = await self.claims.delete_one({"_id": f"email:{email}"})
+        naming = [claim async for claim in self.claims.find({"fields.contact_email": email})]
+        for claim in naming:
+            await self.claims.replace_one({"_id": claim["_id"]}, anonymise(claim, email))
+        return dropped.deleted_count + len(naming)
+
+    def _candidate(self, event: Event) -> Candidate | list[Reason]:
         assert isinstance(event, LeadCaptured)
-        candidate = assess(event, self.playbook)
-        return list(candidate.match_keys) if isinstance(candidate, Candidate) else []
+        return assess(event, self.playbook)
 
-    async def _claim(self, lead_id: str, candidate: Candidate, now: datetime) -> Duplicate | None:
+    def _claim(self, lead_id: str, candidate: Candidate, now: datetime) -> Duplicate | None:
         """Claim every match key for this lead, or find the recent prospect that holds one already."""
         fields = candidate.snapshot()
         mine: list[str] = []
         for kind, key in candidate.match_keys:
             claim_id = f"{kind}:{key}"
-            claim: Document = {
-                "_id": f"{kind}:{key}",
-                "prospect_id": lead_id,
-                "claimed_at": now,
-                "fields": fields,
-                "merged_leads": [],
-            }
-            try:
-                await self.claims.insert_one(claim)
-                mine.append(claim_id)
-                continue
-            except DuplicateKeyError:
-                held = await self.claims.find_one({"_id": claim_id})
+            held = self._claims.get(claim_id)
             if held is None or held["prospect_id"] == lead_id or held["claimed_at"] + self.window < now:
-                await self.claims.replace_one({"_id": claim_id}, claim, upsert=True)
+                self._take(
+                    {
+                        "_id": claim_id,
+                        "prospect_id": lead_id,
+                        "claimed_at": now,
+                        "fields": fields,
+                        "merged_leads": [],
+                    }
+                )
                 mine.append(claim_id)
                 continue
             # Point the keys this lead just claimed at the prospect, so later leads merge there too.
             for claimed in mine:
-                await self.claims.replace_one({"_id": claimed}, {**held, "_id": claimed})
+                self._take({**held, "_id": claimed})
             return Duplicate(
                 prospect_id=held["prospect_id"],
                 matched_on=kind,
@@ -102,17 +170,16 @@ class ProspectingFacts:
             )
         return None
 
-    async def _loads(self, candidate: Candidate, now: datetime) -> dict[str, int]:
-        period = routing_period(now, self.playbook.routing)
-        reps = [rep.name for rep in team_for(candidate.company, self.playbook.routing).reps]
-        cursor = self.rep_loads.find({"_id": {"$in": [f"{period}:{rep}" for rep in reps]}})
-        return {document["_id"].split(":", 1)[1]: document["count"] async for document in cursor}
+    def _take(self, claim: Document) -> None:
+        self._claims[claim["_id"]] = claim
+        self._claimed[claim["_id"]] = claim
 
 
 def definition() -> StageDefinition:
     playbook = load_playbook()
     return StageDefinition(
         name="prospecting",
+        http_port=8081,
         state_model=Lead,
         handlers={LeadCaptured: partial(on_lead_captured, playbook=playbook)},
         opening_events=frozenset({LeadCaptured}),

@@ -19,6 +19,7 @@ def definition() -> StageDefinition:
     playbook = load_playbook()
     return StageDefinition(
         name="qualification",
+        http_port=8082,
         state_model=domain.Qualification,
         handlers=with_playbook(
             {

@@ -7,12 +7,14 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cli import demo
@@ -20,9 +22,20 @@ from cli.kafka_io import CLI_SOURCE
 from contracts import Topic
 from contracts.topics import STAGE_SERVICES
 from shared.settings import Settings
+from shared.tracing import trace_id
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+HTTP_PORTS = {service: free_port() for service in STAGE_SERVICES}
 
 
 @pytest.fixture
@@ -37,7 +50,7 @@ def pipeline(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
         service: subprocess.Popen(
             [sys.executable, "-m", f"services.{service}"],
             cwd=REPO,
-            env=env,
+            env=env | {"DEALFLOW_HTTP_PORT": str(HTTP_PORTS[service])},
             stdout=(tmp_path / f"{service}.log").open("w"),
             stderr=subprocess.STDOUT,
         )
@@ -108,3 +121,40 @@ async def test_sample_leads_travel_from_capture_to_won_and_onboarding(pipeline: 
         assert "ce_type=io.dealflow.deal.won.v1" in headers
         assert "ce_specversion=1.0" in headers
         assert json.loads(value)["deal_id"] == key
+
+    # One trace per deal: the deal-won event continues the trace its lead started in prospecting.
+    for event in won:
+        [prospect] = [e for e in outcome.events if e.key == event.key and e.type == "prospect.identified.v1"]
+        assert trace_id(event.headers["traceparent"]) == trace_id(prospect.headers["traceparent"])
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        for service, port in HTTP_PORTS.items():
+            ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+            assert ready.status_code == 200, (service, ready.text)
+            assert ready.json()["checks"]["partitions_assigned"] > 0
+        metrics = (await client.get(f"http://127.0.0.1:{HTTP_PORTS['proposal']}/metrics")).text
+    won_produced = 'dealflow_events_produced_total{service="proposal",type="io.dealflow.deal.won.v1"} 3.0'
+    assert won_produced in metrics
+
+    # Right to erasure: every service anonymises the person and confirms (`dealflow erase` waits for all).
+    erase = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli.main",
+        "erase",
+        "jana.novak@acme-robotics.de",
+        "--request-id",
+        "erasure-e2e",
+        env=os.environ
+        | {
+            "KAFKA_BOOTSTRAP_SERVERS": pipeline.kafka_bootstrap_servers,
+            "DEALFLOW_NAMESPACE": pipeline.namespace,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    answer = (await asyncio.wait_for(erase.communicate(), 90))[0].decode()
+    assert erase.returncode == 0, answer
+    for service in STAGE_SERVICES:
+        assert f"{service} " in answer
+    assert "0 record(s)" not in answer, answer  # each stage held Jana's deal

@@ -72,8 +72,8 @@ async def test_bad_records_are_dead_lettered_and_good_ones_still_flow(settings: 
     assert dead[0].topic == settings.topic(dead_letter_topic("prospecting"))
     assert dead[0].headers["dlq_source_topic"] == settings.topic(Topic.LEADS)
     assert dead[0].headers["dlq_source_offset"].isdigit()
-    assert service.counters["duplicates_absorbed"] == 1
-    assert service.counters["dead_lettered"] == 2
+    assert service.metrics.total("dealflow_duplicates_absorbed") == 1
+    assert service.metrics.total("dealflow_events_dead_lettered") == 2
 
 
 async def test_events_left_in_the_outbox_by_a_crash_are_published_at_start(settings: Settings) -> None:

@@ -1,0 +1,78 @@
+"""The HTTP endpoints ops and orchestrators use: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from faststream.asgi import AsgiResponse, get
+from faststream.asgi.types import ASGIApp, Scope
+from prometheus_client import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from shared.stage import StageService
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+def _json(body: dict[str, Any], status: int = 200) -> AsgiResponse:
+    return AsgiResponse(json.dumps(body).encode(), status, {"Content-Type": "application/json"})
+
+
+async def readiness(service: StageService) -> dict[str, Any]:
+    """What /readyz reports: each check, and whether all of them pass."""
+    kafka, database = await asyncio.gather(
+        service.broker.ping(timeout=CHECK_TIMEOUT_SECONDS), _database_answers(service)
+    )
+    checks = {
+        "started": service.started,
+        "kafka": kafka,
+        "database": database,
+        # A replica beyond the partition count owns nothing: it is a standby, not ready to do work.
+        "partitions_assigned": len(service.consumer_assignment()),
+    }
+    return {"ready": all(checks.values()), "checks": checks}
+
+
+async def _database_answers(service: StageService) -> bool:
+    try:
+        await asyncio.wait_for(service.database.command("ping"), CHECK_TIMEOUT_SECONDS)
+    except Exception:
+        return False
+    return True
+
+
+async def refresh_gauges(service: StageService) -> None:
+    """Gauges that are read from the consumer and the database when they are scraped."""
+    metrics, name = service.metrics, service.definition.name
+    metrics.consumer_lag.clear()
+    for partition, lag in (await service.consumer_lag()).items():
+        metrics.consumer_lag.labels(name, partition.topic, str(partition.partition)).set(lag)
+    metrics.assigned_partitions.labels(name).set(len(service.consumer_assignment()))
+    try:
+        backlog = await asyncio.wait_for(service.store.pending_outbox_count(), CHECK_TIMEOUT_SECONDS)
+    except Exception:
+        return  # keep the last known value; the database check in /readyz tells why
+    metrics.outbox_backlog.labels(name).set(backlog)
+
+
+def operations_routes(service: StageService) -> list[tuple[str, ASGIApp]]:
+    @get(include_in_schema=False)
+    async def healthz(scope: Scope) -> AsgiResponse:
+        # Answering at all shows the event loop is alive; it does not depend on the servers, so an
+        # outage of Kafka or the database makes the service unready, not restarted.
+        return _json({"alive": True, "service": service.definition.name})
+
+    @get(include_in_schema=False)
+    async def readyz(scope: Scope) -> AsgiResponse:
+        report = await readiness(service)
+        service.metrics.ready.labels(service.definition.name).set(1 if report["ready"] else 0)
+        return _json(report, 200 if report["ready"] else 503)
+
+    @get(include_in_schema=False)
+    async def metrics(scope: Scope) -> AsgiResponse:
+        await refresh_gauges(service)
+        return AsgiResponse(service.metrics.exposition(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
+
+    return [("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)]
