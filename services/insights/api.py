@@ -3,6 +3,8 @@
 Each request loads the timelines from the insights database and calls the pure report functions of
 `services.insights.domain`; nothing is cached, so an answer includes every event applied so far.
 
+`GET /` is the pipeline page (page.html beside this module: no external assets; it polls the report).
+
 `GET /api/report` answers (amounts are integers in minor units; times are RFC 3339; days are floats)::
 
     {
@@ -64,11 +66,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -76,8 +79,10 @@ from services.insights import domain
 from services.insights.config import InsightsPlaybook, load_playbook
 from shared.mongo import Document
 
+PAGE_PATH = "/"
 REPORT_PATH = "/api/report"
 TIMELINE_PATH = "/api/timeline"
+PAGE = Path(__file__).with_name("page.html")
 
 
 async def load_timelines(database: AsyncDatabase[Document]) -> list[domain.Timeline]:
@@ -118,8 +123,17 @@ def app(
             }
         )
 
+    page_html = PAGE.read_text()
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(page_html, headers={"cache-control": "no-store"})
+
     return Starlette(
-        routes=[Route(REPORT_PATH, report, methods=["GET"]), Route(TIMELINE_PATH, timeline, methods=["GET"])]
+        routes=[
+            Route(PAGE_PATH, page, methods=["GET"]),
+            Route(REPORT_PATH, report, methods=["GET"]),
+            Route(TIMELINE_PATH, timeline, methods=["GET"]),
+        ]
     )
 
 
@@ -130,4 +144,4 @@ def routes(
 ) -> list[tuple[str, ASGIApp]]:
     """The insights pages for the stage runtime's `http_routes` hook: one app under each of its paths."""
     served = app(database, playbook, clock)
-    return [(REPORT_PATH, served), (TIMELINE_PATH, served)]
+    return [(PAGE_PATH, served), (REPORT_PATH, served), (TIMELINE_PATH, served)]
