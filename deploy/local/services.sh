@@ -2,7 +2,7 @@
 # Runs the stage services as background processes on this machine: one process per replica,
 # pid and log files under .local/, so `make stop` can end exactly what `make run` started.
 #
-#   services.sh start [SERVICE...]      start one replica of each (default: all four)
+#   services.sh start [SERVICE...]      start one replica of each (default: all five)
 #   services.sh scale SERVICE N         run exactly N replicas of SERVICE
 #   services.sh stop [SERVICE...]       SIGTERM (graceful), then SIGKILL after a grace period
 #   services.sh status
@@ -13,7 +13,7 @@ state="${DEALFLOW_STATE_DIR:-$repo/.local}"
 run_dir="$state/run"
 log_dir="$state/logs"
 python="${PYTHON:-$repo/.venv/bin/python}"
-all_services=(prospecting qualification proposal onboarding)
+all_services=(prospecting qualification proposal onboarding insights)
 mkdir -p "$run_dir" "$log_dir"
 
 pid_files() { ls "$run_dir/$1".*.pid 2>/dev/null || true; }
