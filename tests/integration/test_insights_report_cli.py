@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import pytest
 import uvicorn
 from typer.testing import CliRunner
@@ -103,3 +104,20 @@ def test_report_says_when_the_insights_service_cannot_be_reached() -> None:
 
     assert result.exit_code == 1
     assert "cannot read the report" in result.output
+
+
+async def test_the_timeline_api_shows_one_deal_across_its_stages(settings: Settings) -> None:
+    async with serving(settings) as url, httpx.AsyncClient(base_url=url) as client:
+        found = await client.get("/api/timeline", params={"deal_id": "deal-c"})
+        missing = await client.get("/api/timeline", params={"deal_id": "no-such-deal"})
+
+    assert found.status_code == 200
+    timeline = found.json()
+    assert timeline["stage"] == "lost"
+    assert [(stay["stage"], stay["entered_at"][:10]) for stay in timeline["stays"]] == [
+        ("qualification", "2026-10-03"),
+        ("presentation", "2026-10-13"),
+        ("lost", "2026-10-23"),
+    ]
+    assert [entry["event"] for entry in timeline["entries"]][-1] == "deal.lost"
+    assert missing.status_code == 404
