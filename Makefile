@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 INSTALLED := $(VENV)/.installed
+ASYNCAPI_TOOLS := tools/asyncapi
+ASYNCAPI_VALIDATOR := $(ASYNCAPI_TOOLS)/node_modules/.installed
 SERVICES := deploy/local/services.sh
 export PATH := $(BIN):$(PATH)
 
@@ -27,7 +29,14 @@ $(INSTALLED): pyproject.toml
 	  else echo "note: install Debian's chromium to run the insights page tests (apt-get install chromium)"; fi; }
 	touch $(INSTALLED)
 
-install: $(INSTALLED) ## create .venv and install dealflow with its tools
+# The official AsyncAPI parser (Node.js), pinned by its lock file, validates contracts/asyncapi.yaml.
+# --ignore-scripts: no dependency needs an install script; one would only send telemetry.
+$(ASYNCAPI_VALIDATOR): $(ASYNCAPI_TOOLS)/package.json $(ASYNCAPI_TOOLS)/package-lock.json
+	@command -v npm >/dev/null || { echo "install Node.js 20.17+ with npm to validate the AsyncAPI document"; exit 1; }
+	cd $(ASYNCAPI_TOOLS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(ASYNCAPI_VALIDATOR)
+
+install: $(INSTALLED) $(ASYNCAPI_VALIDATOR) ## create .venv and install dealflow with its tools
 
 run: install infra-up ## start the servers and the five services, run the demo, leave it all running
 	@bash $(SERVICES) start
@@ -83,8 +92,10 @@ BENCH_RATE ?= 200
 bench: install ## measure every stage against Kafka and database baselines (BENCH_COUNT=, BENCH_RATE=)
 	@bash deploy/local/with-servers.sh $(BIN)/dealflow bench --count $(BENCH_COUNT) --rate $(BENCH_RATE)
 
-schemas: install ## regenerate contracts/schemas from the pydantic models
+schemas: install ## regenerate contracts/schemas and contracts/asyncapi.yaml from the pydantic models
 	$(BIN)/python -m contracts.export
+	$(BIN)/python -m contracts.asyncapi
+	node $(ASYNCAPI_TOOLS)/validate.mjs contracts/asyncapi.yaml >/dev/null
 
 clean: stop ## stop everything and delete local data and the virtualenv (downloads stay cached)
 	@$(MAKE) --no-print-directory infra-clean

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli import deadletters, demo
+from cli import deadletters, demo, docs
 from cli.journey import journey as deal_journey
 from cli.journey import line
 from cli.kafka_io import (
@@ -25,6 +25,7 @@ from cli.kafka_io import (
     wait_for,
 )
 from contracts import Topic
+from contracts.asyncapi_html import asyncapi_page
 from contracts.events import ErasureRequested
 from contracts.topics import STAGE_SERVICES
 from shared.settings import Settings
@@ -209,6 +210,24 @@ def rebuild_insights() -> None:
     typer.echo(
         f"insights database dropped, {partitions} partitions rewound to offset 0; start insights to replay"
     )
+
+
+@app.command(name="docs")
+def show_docs(
+    port: Annotated[int, typer.Option(help="port to serve the page on, on 127.0.0.1")] = 8090,
+    output: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="write the page to this file instead of serving it")
+    ] = None,
+) -> None:
+    """The AsyncAPI document of every topic and event as an HTML page: served, or written to a file."""
+    if output is not None:
+        output.write_text(asyncapi_page())
+        typer.echo(f"wrote {output}")
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        docs.serve(
+            port, lambda address: typer.echo(f"serving {address} and {address}asyncapi.yaml (Ctrl-C to stop)")
+        )
 
 
 @app.command(name="demo")
