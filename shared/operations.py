@@ -1,4 +1,4 @@
-"""The HTTP endpoints ops and orchestrators use: liveness, readiness and Prometheus metrics."""
+"""The HTTP endpoints ops and orchestrators use: liveness, readiness, Prometheus metrics, event docs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from faststream.asgi import AsgiResponse, get
 from faststream.asgi.types import ASGIApp, Scope
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from contracts.asyncapi_html import asyncapi_page
 
 if TYPE_CHECKING:
     from shared.stage import StageService
@@ -75,4 +77,8 @@ def operations_routes(service: StageService) -> list[tuple[str, ASGIApp]]:
         await refresh_gauges(service)
         return AsgiResponse(service.metrics.exposition(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
-    return [("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)]
+    @get(include_in_schema=False)
+    async def asyncapi(scope: Scope) -> AsgiResponse:
+        return AsgiResponse(asyncapi_page().encode(), 200, {"Content-Type": "text/html; charset=utf-8"})
+
+    return [("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics), ("/asyncapi", asyncapi)]

@@ -60,6 +60,9 @@ async def test_endpoints_report_health_readiness_and_what_was_processed(settings
     async with service.build_app(), http_client(service) as client:
         alive = await client.get("/healthz")
         assert (alive.status_code, alive.json()["alive"]) == (200, True)
+        docs = await client.get("/asyncapi")
+        assert docs.status_code == 200
+        assert "dealflow.deals.won.v1" in docs.text or "deals.won.v1" in docs.text
         checks = (await poll(client, "/readyz", lambda answer: answer.status_code == 200)).json()["checks"]
         assert checks["kafka"] is True
         assert checks["database"] is True
