@@ -24,6 +24,9 @@ $(INSTALLED): pyproject.toml
 	@command -v kcat >/dev/null || command -v kafkacat >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq kcat >/dev/null; \
 	  else echo "note: install Debian's kcat to run the non-Python client test (apt-get install kcat)"; fi; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: install Debian's chromium to run the insights page tests (apt-get install chromium)"; fi; }
 	touch $(INSTALLED)
 
 # The official AsyncAPI parser (Node.js), pinned by its lock file, validates contracts/asyncapi.yaml.
@@ -35,10 +38,12 @@ $(ASYNCAPI_VALIDATOR): $(ASYNCAPI_TOOLS)/package.json $(ASYNCAPI_TOOLS)/package-
 
 install: $(INSTALLED) $(ASYNCAPI_VALIDATOR) ## create .venv and install dealflow with its tools
 
-run: install infra-up ## start the servers and the four services, run the demo, leave it all running
+run: install infra-up ## start the servers and the five services, run the demo, leave it all running
 	@bash $(SERVICES) start
 	@$(BIN)/dealflow demo
 	@echo
+	@echo "Pipeline page (board, funnel, forecast, time in stage; it updates as events arrive):"
+	@echo "    http://127.0.0.1:8085/    (in the terminal: dealflow report)"
 	@echo "The stack is still running: 'dealflow follow' watches events, 'dealflow journey <deal-id>' shows one deal,"
 	@echo "logs are in .local/logs/. 'make stop' ends it all."
 

@@ -171,6 +171,47 @@ def run_bench(
         raise typer.Exit(1)
 
 
+@app.command(name="report")
+def show_report(
+    url: Annotated[str, typer.Option(help="the insights service")] = "http://127.0.0.1:8085",
+    period: Annotated[str, typer.Option(help="bottlenecks of one month (YYYY-MM) or of all time")] = "all",
+) -> None:
+    """Print the funnel, forecast, bottlenecks and stalled deals from the insights service."""
+    import httpx
+    from rich.console import Console
+
+    from cli import report
+
+    try:
+        figures = report.fetch_report(url)
+    except httpx.HTTPError as error:
+        typer.echo(f"cannot read the report from {url}: {error}", err=True)
+        raise typer.Exit(1) from error
+    try:
+        report.print_report(figures, period, Console())
+    except KeyError as error:
+        typer.echo(error.args[0], err=True)
+        raise typer.Exit(1) from error
+
+
+insights_app = typer.Typer(help="The insights read model.", no_args_is_help=True)
+app.add_typer(insights_app, name="insights")
+
+
+@insights_app.command(name="rebuild")
+def rebuild_insights() -> None:
+    """Empty the insights read model and rewind its consumer group: its next start replays every topic.
+
+    Stop the insights service first.
+    """
+    from services.insights.rebuild import rebuild
+
+    partitions = asyncio.run(rebuild(Settings()))
+    typer.echo(
+        f"insights database dropped, {partitions} partitions rewound to offset 0; start insights to replay"
+    )
+
+
 @app.command(name="docs")
 def show_docs(
     port: Annotated[int, typer.Option(help="port to serve the page on, on 127.0.0.1")] = 8090,

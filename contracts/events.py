@@ -505,7 +505,7 @@ class DealStageChanged(Event):
     TOPIC = Topic.DEALS
 
     deal_id: Identifier
-    previous_stage: str | None
+    previous_stage: str | None = Field(default=None, description="none for the first stage")
     stage: str
     probability: float = Field(ge=0, le=1, description="win probability of the new stage")
     changed_at: AwareDatetime
@@ -624,6 +624,28 @@ class UpsellIdentified(Event):
     owner: str
     product: str
     reason: str
+
+
+# --- insights ------------------------------------------------------------------------------------
+
+
+class DealStalled(Event):
+    """An open deal made no progress in its stage for the playbook's number of days: raised once per stall.
+
+    Progress (a stage change, a next step, a quote) ends the stall; if the deal stalls again, a new
+    `deal.stalled` follows.
+    """
+
+    TYPE = "deal.stalled.v1"
+    TOPIC = Topic.INSIGHTS
+
+    deal_id: Identifier
+    owner: str | None = Field(description="the deal's owner, when a stage has named one")
+    stage: str
+    stalled_since: AwareDatetime = Field(description="the deal's last progress")
+    days_without_progress: int = Field(ge=0)
+    next_step: NextStep | None = Field(default=None, description="the last next step scheduled, if any")
+    detected_at: AwareDatetime
 
 
 # --- time ----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from contracts.events import (
     DealLost,
     DealLostReported,
     DealStageChanged,
+    DealStalled,
     DealWon,
     DemoHeld,
     DemoNoShow,
@@ -175,6 +176,32 @@ PARTIES: tuple[Party, ...] = (
         | _ERASURE_RECEIVED,
     ),
     Party(
+        name="insights",
+        description="Keeps every deal's timeline from the stage events (a read model, rebuilt by replay), "
+        "serves the forecast, funnel, bottlenecks and the pipeline page, and raises stalled deals.",
+        sends=_events(DealStalled, DeadlineReached) | _ERASURE_CONFIRMED,
+        receives=_events(
+            ProspectIdentified,
+            LeadMerged,
+            ExpansionDealOpened,
+            NextStepScheduled,
+            SlaBreached,
+            LeadNurtured,
+            QualificationReopened,
+            LeadQualified,
+            LeadDisqualified,
+            DealStageChanged,
+            QuoteIssued,
+            QuoteExpired,
+            DealLost,
+            DealWon,
+            OnboardingStarted,
+            OnboardingCompleted,
+            DeadlineReached,
+        )
+        | _ERASURE_RECEIVED,
+    ),
+    Party(
         name="lead-sources",
         description="Upstream systems that capture leads: web forms, enrichment tools, CRMs, SDR teams.",
         sends=_events(LeadCaptured),
@@ -197,6 +224,7 @@ PARTIES: tuple[Party, ...] = (
             OnboardingAtRisk,
             CheckInDue,
             ActivityRejected,
+            DealStalled,
         ),
     ),
     Party(

@@ -13,6 +13,7 @@ class Topic(StrEnum):
     ONBOARDINGS = "onboardings.v1"
     ACTIVITIES_REJECTED = "activities.rejected.v1"
     DEADLINES = "deadlines.v1"
+    INSIGHTS = "insights.v1"
     PRIVACY = "privacy.v1"
 
 

@@ -126,6 +126,9 @@ class StageDefinition:
     """Where its health, metrics and docs endpoints listen unless DEALFLOW_HTTP_PORT says otherwise."""
     http_routes: Callable[[AsyncDatabase[Document]], Sequence[tuple[str, ASGIApp]]] | None = None
     """The stage's own HTTP pages, by exact path, served beside the operations endpoints."""
+    now_is_event_time: bool = False
+    """Handlers get the event's own time (`ce_time`) as `now`, not the clock's: a read model rebuilt by
+    replaying the topics then ends up in the same state as the one that saw the events live."""
 
     @property
     def input_topics(self) -> list[Topic]:
@@ -495,6 +498,8 @@ class StageService:
             },
         ):
             now = self.clock()
+            if self.definition.now_is_event_time and envelope.time is not None:
+                now = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
             state, events = await self._apply(state, envelope, now)
             if aggregate.state is None and state is not None:
                 for parked in aggregate.parked:

@@ -16,6 +16,9 @@ import pytest
 
 from shared.settings import Settings
 
+# Shared expected-figure checks get pytest's detailed assertion messages too.
+pytest.register_assert_rewrite("tests.insights_events")
+
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_MONGODB = "mongodb://127.0.0.1:27017/"
 

@@ -2,7 +2,7 @@
 # Runs the stage services as background processes on this machine: one process per replica,
 # pid and log files under .local/, so `make stop` can end exactly what `make run` started.
 #
-#   services.sh start [SERVICE...]      start one replica of each (default: all of them)
+#   services.sh start [SERVICE...]      start one replica of each (default: all five)
 #   services.sh scale SERVICE N         run exactly N replicas of SERVICE
 #   services.sh stop [SERVICE...]       SIGTERM (graceful), then SIGKILL after a grace period
 #   services.sh status
@@ -17,9 +17,7 @@ run_dir="$state/run"
 log_dir="$state/logs"
 python="${PYTHON:-$repo/.venv/bin/python}"
 declare -A base_port=([prospecting]=8081 [qualification]=8082 [proposal]=8083 [onboarding]=8084 [insights]=8085)
-all_services=(prospecting qualification proposal onboarding)
-# insights (read models and reports) joins the rest once its code is there.
-[[ -f "$repo/services/insights/__main__.py" ]] && all_services+=(insights)
+all_services=(prospecting qualification proposal onboarding insights)
 mkdir -p "$run_dir" "$log_dir"
 
 known() {

@@ -1,0 +1,1 @@
+"""Insights: every deal's timeline across the stages, with forecast, bottlenecks and stalls."""

@@ -1,0 +1,65 @@
+"""The insights playbook: stage probabilities, forecast categories, currency rates, stall days, teams."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
+OPEN_STAGES = ("qualification", "presentation", "proposal", "negotiation", "closing")
+ForecastCategory = Literal["pipeline", "best_case", "commit", "closed"]
+UNKNOWN_TEAM = "no_team"
+
+
+class InsightsPlaybook(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage_probability: dict[str, Decimal] = Field(description="per open stage; won deals count as 1")
+    forecast_category: dict[str, ForecastCategory] = Field(description="per open stage")
+    reporting_currency: str = Field(pattern=r"^[A-Z]{3}$")
+    rate_to_reporting: dict[str, Decimal] = Field(description="ISO 4217 code -> value of 1 unit")
+    stall_days: dict[str, int] = Field(description="per open stage; a stage not listed never stalls")
+    teams: dict[str, list[str]] = Field(default={}, description="team -> its owners")
+    top_reasons: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def consistent(self) -> InsightsPlaybook:
+        for name, per_stage in (
+            ("stage_probability", self.stage_probability),
+            ("forecast_category", self.forecast_category),
+        ):
+            if missing := set(OPEN_STAGES) - set(per_stage):
+                raise ValueError(f"{name} lacks stages {sorted(missing)}")
+        if any(not 0 <= p <= 1 for p in self.stage_probability.values()):
+            raise ValueError("stage probabilities are between 0 and 1")
+        if "closed" in self.forecast_category.values():
+            raise ValueError("an open stage cannot be in the closed category")
+        if self.rate_to_reporting.get(self.reporting_currency) != 1:
+            raise ValueError("the reporting currency's own rate must be 1")
+        if any(rate <= 0 for rate in self.rate_to_reporting.values()):
+            raise ValueError("currency rates are positive")
+        if unknown := set(self.stall_days) - set(OPEN_STAGES):
+            raise ValueError(f"stall_days names stages that are not open stages: {sorted(unknown)}")
+        if any(days < 1 for days in self.stall_days.values()):
+            raise ValueError("stall days are at least 1")
+        owners = [owner for members in self.teams.values() for owner in members]
+        if len(owners) != len(set(owners)):
+            raise ValueError("an owner belongs to one team only")
+        return self
+
+    def team_of(self, owner: str | None) -> str:
+        if owner is None:
+            return UNKNOWN_TEAM
+        if owner.startswith("unassigned:"):
+            return owner.removeprefix("unassigned:")
+        return next((team for team, members in self.teams.items() if owner in members), UNKNOWN_TEAM)
+
+
+def load_playbook(path: Path | None = None) -> InsightsPlaybook:
+    path = path or Path(os.environ.get("DEALFLOW_INSIGHTS_PLAYBOOK", DEFAULT_PLAYBOOK))
+    return InsightsPlaybook.model_validate(yaml.safe_load(path.read_text()))

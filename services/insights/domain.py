@@ -1,0 +1,882 @@
+"""Insights rules: every deal's timeline across the stages, and the reports read from the timelines.
+
+A timeline is built from the events the stage services publish. Events of one deal arrive on several
+topics, whose relative order Kafka does not keep, so the timeline is ordered by the times the events carry
+(their own timestamp, else when they were published): the same events in any order give the same
+timeline, and so does a replay.
+
+Reports are pure functions of a list of timelines, the playbook and `now`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from itertools import pairwise
+from math import ceil
+
+from pydantic import BaseModel
+
+from contracts.events import (
+    DeadlineReached,
+    DealLost,
+    DealStageChanged,
+    DealStalled,
+    DealWon,
+    ExpansionDealOpened,
+    LeadDisqualified,
+    LeadMerged,
+    LeadNurtured,
+    LeadQualified,
+    Money,
+    NextStep,
+    NextStepScheduled,
+    OnboardingCompleted,
+    OnboardingStarted,
+    ProspectIdentified,
+    QualificationReopened,
+    QuoteExpired,
+    QuoteIssued,
+    SlaBreached,
+)
+from services.insights.config import OPEN_STAGES, ForecastCategory, InsightsPlaybook
+from shared.domain import Decision
+
+QUALIFICATION = "qualification"
+NURTURE = "nurture"
+WON = "won"
+ONBOARDING = "onboarding"
+LIVE = "live"
+LOST = "lost"
+DISQUALIFIED = "disqualified"
+FUNNEL = (*OPEN_STAGES, WON)
+BOARD_COLUMNS = (QUALIFICATION, NURTURE, *OPEN_STAGES[1:], WON, ONBOARDING, LIVE, LOST, DISQUALIFIED)
+# How far along the funnel a stage is: a deal that reached a stage has reached every earlier one, even
+# when it skipped some (a quote sent during the presentation goes straight to negotiation).
+FUNNEL_RANK = {stage: rank for rank, stage in enumerate(FUNNEL)} | {NURTURE: 0, ONBOARDING: 5, LIVE: 5}
+CLOSED_WON = frozenset({WON, ONBOARDING, LIVE})
+UNSCHEDULED = "unscheduled"
+ALL_TIME = "all"
+SECONDS_PER_DAY = 86_400
+
+
+class Visit(BaseModel):
+    stage: str
+    entered_at: datetime
+
+
+class Entry(BaseModel):
+    """One line of a deal's timeline."""
+
+    at: datetime
+    event: str
+    detail: str
+
+
+class Timeline(BaseModel):
+    deal_id: str
+    owner: str | None = None
+    company: str | None = None
+    amount: Money | None = None
+    expected_close_date: date | None = None
+    expansion_of: str | None = None
+    visits: list[Visit] = []
+    won_at: datetime | None = None
+    lost_at: datetime | None = None
+    loss_reason: str | None = None
+    competitor: str | None = None
+    disqualified_at: datetime | None = None
+    disqualification_reason: str | None = None
+    next_step: NextStep | None = None
+    next_step_at: datetime | None = None  # when it was scheduled: a later stage makes it stale
+    last_progress_at: datetime | None = None
+    stall_raised: str | None = None
+    entries: list[Entry] = []
+
+
+class Stay(BaseModel):
+    """A deal's time in one stage; `left_at` is None while it is still there."""
+
+    stage: str
+    entered_at: datetime
+    left_at: datetime | None
+
+
+def stays(timeline: Timeline) -> list[Stay]:
+    """The deal's stages in time order, a repeated stage merged into one stay."""
+    ordered = sorted(timeline.visits, key=lambda visit: visit.entered_at)
+    distinct = [
+        visit for index, visit in enumerate(ordered) if index == 0 or ordered[index - 1].stage != visit.stage
+    ]
+    return [
+        Stay(
+            stage=visit.stage,
+            entered_at=visit.entered_at,
+            left_at=distinct[index + 1].entered_at if index + 1 < len(distinct) else None,
+        )
+        for index, visit in enumerate(distinct)
+    ]
+
+
+def current_stage(timeline: Timeline) -> str | None:
+    all_stays = stays(timeline)
+    return all_stays[-1].stage if all_stays else None
+
+
+def furthest_rank(timeline: Timeline) -> int | None:
+    ranks = [FUNNEL_RANK[visit.stage] for visit in timeline.visits if visit.stage in FUNNEL_RANK]
+    return max(ranks) if ranks else None
+
+
+# --- building the timeline -------------------------------------------------------------------------
+
+
+def _record(
+    timeline: Timeline | None,
+    deal_id: str,
+    at: datetime,
+    event: str,
+    detail: str,
+    *,
+    stage: str | None = None,
+    progress: bool = False,
+    facts: Mapping[str, object] | None = None,
+) -> Timeline:
+    """The timeline with one more entry; `stage` is entered at `at`; `progress` resets the stall clock."""
+    current = timeline or Timeline(deal_id=deal_id)
+    visits = current.visits
+    if stage is not None and not any(v.stage == stage and v.entered_at == at for v in visits):
+        visits = sorted([*visits, Visit(stage=stage, entered_at=at)], key=lambda visit: visit.entered_at)
+    last_progress = current.last_progress_at
+    if progress or stage is not None:
+        last_progress = at if last_progress is None else max(last_progress, at)
+    entries = sorted([*current.entries, Entry(at=at, event=event, detail=detail)], key=lambda entry: entry.at)
+    return current.model_copy(
+        update={"visits": visits, "last_progress_at": last_progress, "entries": entries, **(facts or {})}
+    )
+
+
+def on_prospect_identified(
+    timeline: Timeline | None, prospect: ProspectIdentified, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    detail = f"prospect, tier {prospect.tier.value}, fit {prospect.fit_score}, owner {prospect.owner}"
+    facts: dict[str, object] = {
+        "owner": prospect.owner,
+        "company": prospect.company.name or prospect.company.domain,
+    }
+    facts |= _newer_next_step(timeline, prospect.next_step, now)
+    return Decision(
+        _record(
+            timeline, prospect.deal_id, now, "prospect.identified", detail, stage=QUALIFICATION, facts=facts
+        )
+    )
+
+
+def on_lead_merged(
+    timeline: Timeline | None, merged: LeadMerged, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    detail = f"lead {merged.lead_id} merged (same {merged.matched_on})"
+    return Decision(_record(timeline, merged.deal_id, now, "lead.merged", detail))
+
+
+def on_expansion_opened(
+    timeline: Timeline | None, opened: ExpansionDealOpened, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    detail = f"expansion of {opened.original_deal_id}: {opened.product} ({opened.reason})"
+    facts = {
+        "owner": opened.owner,
+        "company": opened.customer.name or opened.customer.domain,
+        "expansion_of": opened.original_deal_id,
+    }
+    return Decision(
+        _record(
+            timeline, opened.deal_id, now, "deal.expansion_opened", detail, stage=QUALIFICATION, facts=facts
+        )
+    )
+
+
+def _newer_next_step(timeline: Timeline | None, step: NextStep, at: datetime) -> dict[str, object]:
+    """The next step, unless the timeline already has one scheduled later (events come in any order)."""
+    if timeline is not None and timeline.next_step_at is not None and timeline.next_step_at > at:
+        return {}
+    return {"next_step": step, "next_step_at": at}
+
+
+def current_next_step(timeline: Timeline) -> NextStep | None:
+    """The next step scheduled in the deal's current stage; one from an earlier stage no longer applies."""
+    all_stays = stays(timeline)
+    if timeline.next_step_at is None or not all_stays or timeline.next_step_at < all_stays[-1].entered_at:
+        return None
+    return timeline.next_step
+
+
+def on_next_step_scheduled(
+    timeline: Timeline | None, scheduled: NextStepScheduled, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    step = scheduled.next_step
+    detail = f"next step {step.action} due {step.due_at.isoformat()}"
+    return Decision(
+        _record(
+            timeline,
+            scheduled.deal_id,
+            now,
+            "qualification.next_step_scheduled",
+            detail,
+            progress=True,
+            facts={"owner": scheduled.owner, **_newer_next_step(timeline, step, now)},
+        )
+    )
+
+
+def on_sla_breached(
+    timeline: Timeline | None, breach: SlaBreached, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    return Decision(_record(timeline, breach.deal_id, now, "qualification.sla_breached", breach.sla))
+
+
+def on_lead_nurtured(
+    timeline: Timeline | None, nurtured: LeadNurtured, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    detail = f"nurtured until {nurtured.reopen_on.isoformat()}: {nurtured.reason}"
+    return Decision(_record(timeline, nurtured.deal_id, now, "lead.nurtured", detail, stage=NURTURE))
+
+
+def on_qualification_reopened(
+    timeline: Timeline | None, reopened: QualificationReopened, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    return Decision(
+        _record(
+            timeline,
+            reopened.deal_id,
+            reopened.reopened_at,
+            "qualification.reopened",
+            "reopened",
+            stage=QUALIFICATION,
+            facts={"owner": reopened.owner},
+        )
+    )
+
+
+def on_lead_qualified(
+    timeline: Timeline | None, qualified: LeadQualified, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    amount = qualified.amount
+    detail = f"qualified ({qualified.framework}), {amount.amount_minor} {amount.currency} minor units"
+    facts: dict[str, object] = {
+        "owner": qualified.owner,
+        "company": qualified.company.name or qualified.company.domain,
+        "expected_close_date": qualified.expected_close_date,
+        "expansion_of": qualified.expansion_of,
+    }
+    if timeline is None or timeline.amount is None:
+        facts["amount"] = amount  # a sent quote, if one came first, is the better figure
+    return Decision(
+        _record(
+            timeline,
+            qualified.deal_id,
+            qualified.qualified_at,
+            "lead.qualified",
+            detail,
+            progress=True,
+            facts=facts,
+        )
+    )
+
+
+def on_lead_disqualified(
+    timeline: Timeline | None, disqualified: LeadDisqualified, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    return Decision(
+        _record(
+            timeline,
+            disqualified.deal_id,
+            disqualified.disqualified_at,
+            "lead.disqualified",
+            disqualified.reason_code,
+            stage=DISQUALIFIED,
+            facts={
+                "disqualified_at": disqualified.disqualified_at,
+                "disqualification_reason": disqualified.reason_code,
+            },
+        )
+    )
+
+
+def on_stage_changed(
+    timeline: Timeline | None, changed: DealStageChanged, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    detail = f"{changed.previous_stage or 'new'} -> {changed.stage}"
+    return Decision(
+        _record(
+            timeline, changed.deal_id, changed.changed_at, "deal.stage_changed", detail, stage=changed.stage
+        )
+    )
+
+
+def on_quote_issued(
+    timeline: Timeline | None, issued: QuoteIssued, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    total = issued.quote.total
+    detail = (
+        f"quote v{issued.quote.version} {issued.status}: {total.amount_minor} {total.currency} minor units"
+    )
+    facts: dict[str, object] = {"amount": total} if issued.status == "sent" else {}
+    return Decision(
+        _record(timeline, issued.deal_id, now, "quote.issued", detail, progress=True, facts=facts)
+    )
+
+
+def on_quote_expired(
+    timeline: Timeline | None, expired: QuoteExpired, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    detail = f"quote v{expired.quote_version} expired"
+    return Decision(_record(timeline, expired.deal_id, expired.expired_at, "quote.expired", detail))
+
+
+def on_deal_lost(
+    timeline: Timeline | None, lost: DealLost, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    detail = f"lost in {lost.stage}: {lost.reason_code}" + (
+        f" ({lost.competitor})" if lost.competitor else ""
+    )
+    return Decision(
+        _record(
+            timeline,
+            lost.deal_id,
+            lost.lost_at,
+            "deal.lost",
+            detail,
+            stage=LOST,
+            facts={"lost_at": lost.lost_at, "loss_reason": lost.reason_code, "competitor": lost.competitor},
+        )
+    )
+
+
+def on_deal_won(
+    timeline: Timeline | None, won: DealWon, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    detail = f"won: {won.amount.amount_minor} {won.amount.currency} minor units"
+    return Decision(
+        _record(
+            timeline,
+            won.deal_id,
+            won.won_at,
+            "deal.won",
+            detail,
+            stage=WON,
+            facts={
+                "won_at": won.won_at,
+                "amount": won.amount,
+                "owner": won.owner,
+                "company": won.customer.name or won.customer.domain,
+            },
+        )
+    )
+
+
+def on_onboarding_started(
+    timeline: Timeline | None, started: OnboardingStarted, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    detail = f"onboarding started ({started.template or 'default'} plan, {len(started.plan)} tasks)"
+    return Decision(
+        _record(timeline, started.deal_id, started.started_at, "onboarding.started", detail, stage=ONBOARDING)
+    )
+
+
+def on_onboarding_completed(
+    timeline: Timeline | None, completed: OnboardingCompleted, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    days = completed.time_to_value_seconds / SECONDS_PER_DAY
+    detail = f"live after {days:.1f} days"
+    return Decision(
+        _record(
+            timeline, completed.deal_id, completed.completed_at, "onboarding.completed", detail, stage=LIVE
+        )
+    )
+
+
+# --- stalls ----------------------------------------------------------------------------------------
+
+
+def stall_deadline(timeline: Timeline, playbook: InsightsPlaybook) -> tuple[str, datetime] | None:
+    """The stall this deal is heading for: its id (stage and last progress) and when it is due."""
+    stage = current_stage(timeline)
+    days = None if stage is None else playbook.stall_days.get(stage)
+    if days is None or timeline.last_progress_at is None:
+        return None
+    since = timeline.last_progress_at.astimezone(UTC)
+    return f"stalled:{stage}:{since:%Y%m%dT%H%M%S.%fZ}", since + timedelta(days=days)
+
+
+def deadlines(timeline: Timeline, playbook: InsightsPlaybook) -> dict[str, datetime]:
+    """The pending stall, unless it was raised already: progress makes a new id, so a new stall."""
+    pending = stall_deadline(timeline, playbook)
+    if pending is None or pending[0] == timeline.stall_raised:
+        return {}
+    return {pending[0]: pending[1]}
+
+
+def on_deadline(
+    timeline: Timeline | None, deadline: DeadlineReached, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    if timeline is None or deadline.deadline_id not in deadlines(timeline, playbook):
+        return Decision(timeline or Timeline(deal_id=deadline.deal_id))
+    stage = current_stage(timeline) or ""
+    since = timeline.last_progress_at or now
+    days = (now - since) // timedelta(days=1)
+    stalled = DealStalled(
+        deal_id=timeline.deal_id,
+        owner=timeline.owner,
+        stage=stage,
+        stalled_since=since,
+        days_without_progress=days,
+        next_step=current_next_step(timeline),
+        detected_at=now,
+    )
+    updated = _record(
+        timeline, timeline.deal_id, now, "deal.stalled", f"{days} days without progress in {stage}"
+    ).model_copy(update={"stall_raised": deadline.deadline_id})
+    return Decision(updated, [stalled])
+
+
+# --- reports ---------------------------------------------------------------------------------------
+
+
+def month_of(moment: datetime | date) -> str:
+    return f"{moment:%Y-%m}" if not isinstance(moment, datetime) else f"{moment.astimezone(UTC):%Y-%m}"
+
+
+def to_minor(value: Decimal) -> int:
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+class Card(BaseModel):
+    """A deal as the board and the stalled list show it."""
+
+    deal_id: str
+    company: str | None
+    owner: str | None
+    team: str
+    stage: str
+    amount_minor: int | None
+    currency: str | None
+    in_stage_since: datetime
+    days_in_stage: float
+    next_step: NextStep | None
+    stalled: bool
+    days_without_progress: float | None
+
+
+def days_between(start: datetime, end: datetime) -> float:
+    return round((end - start).total_seconds() / SECONDS_PER_DAY, 2)
+
+
+def is_stalled(timeline: Timeline, now: datetime, playbook: InsightsPlaybook) -> bool:
+    pending = stall_deadline(timeline, playbook)
+    return pending is not None and pending[1] <= now
+
+
+def card(timeline: Timeline, now: datetime, playbook: InsightsPlaybook) -> Card | None:
+    all_stays = stays(timeline)
+    if not all_stays:
+        return None
+    last = all_stays[-1]
+    return Card(
+        deal_id=timeline.deal_id,
+        company=timeline.company,
+        owner=timeline.owner,
+        team=playbook.team_of(timeline.owner),
+        stage=last.stage,
+        amount_minor=None if timeline.amount is None else timeline.amount.amount_minor,
+        currency=None if timeline.amount is None else timeline.amount.currency,
+        in_stage_since=last.entered_at,
+        days_in_stage=days_between(last.entered_at, now),
+        next_step=current_next_step(timeline),
+        stalled=is_stalled(timeline, now, playbook),
+        days_without_progress=(
+            None if timeline.last_progress_at is None else days_between(timeline.last_progress_at, now)
+        ),
+    )
+
+
+def board(timelines: Iterable[Timeline], now: datetime, playbook: InsightsPlaybook) -> dict[str, list[Card]]:
+    """The deals by their current stage, each column oldest in the stage first."""
+    columns: dict[str, list[Card]] = {stage: [] for stage in BOARD_COLUMNS}
+    for timeline in timelines:
+        shown = card(timeline, now, playbook)
+        if shown is not None:
+            columns.setdefault(shown.stage, []).append(shown)
+    return {
+        stage: sorted(cards, key=lambda c: (c.in_stage_since, c.deal_id)) for stage, cards in columns.items()
+    }
+
+
+def stalled(timelines: Iterable[Timeline], now: datetime, playbook: InsightsPlaybook) -> list[Card]:
+    cards = [card(timeline, now, playbook) for timeline in timelines if is_stalled(timeline, now, playbook)]
+    return sorted(
+        (c for c in cards if c is not None), key=lambda c: (-(c.days_without_progress or 0), c.deal_id)
+    )
+
+
+class FunnelStep(BaseModel):
+    stage: str
+    reached: int
+    now_in_stage: int
+    conversion_to_next: float | None
+
+
+def funnel(timelines: Sequence[Timeline]) -> list[FunnelStep]:
+    """Deals that reached each stage (or a later one), and the share of them that went further."""
+    furthest = [furthest_rank(timeline) for timeline in timelines]
+    reached = [sum(1 for rank in furthest if rank is not None and rank >= FUNNEL_RANK[s]) for s in FUNNEL]
+    current = Counter(current_stage(timeline) for timeline in timelines)
+    return [
+        FunnelStep(
+            stage=stage,
+            reached=reached[index],
+            now_in_stage=current[stage] + (current[ONBOARDING] + current[LIVE] if stage == WON else 0),
+            conversion_to_next=(
+                _ratio(reached[index + 1], reached[index]) if index + 1 < len(FUNNEL) else None
+            ),
+        )
+        for index, stage in enumerate(FUNNEL)
+    ]
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return None if whole == 0 else round(part / whole, 4)
+
+
+# --- forecast --------------------------------------------------------------------------------------
+
+
+class CurrencyAmounts(BaseModel):
+    amount_minor: int
+    weighted_minor: int
+
+
+class ForecastRow(BaseModel):
+    """One group of the forecast. Amounts are in the reporting currency unless `by_currency`."""
+
+    key: str
+    deals: int
+    amount_minor: int
+    weighted_minor: int
+    by_category: dict[str, int]
+    by_currency: dict[str, CurrencyAmounts]
+
+
+class Forecast(BaseModel):
+    reporting_currency: str
+    total: ForecastRow
+    by_category: list[ForecastRow]
+    by_owner: list[ForecastRow]
+    by_team: list[ForecastRow]
+    by_month: list[ForecastRow]
+    unconverted_currencies: list[str]
+
+
+class _ForecastItem(BaseModel):
+    owner: str
+    team: str
+    month: str
+    category: ForecastCategory
+    currency: str
+    amount: Decimal
+    weighted: Decimal
+    rate: Decimal | None
+
+
+def _forecast_item(timeline: Timeline, playbook: InsightsPlaybook) -> _ForecastItem | None:
+    stage, amount = current_stage(timeline), timeline.amount
+    if stage is None or amount is None:
+        return None
+    category: ForecastCategory
+    if stage in CLOSED_WON and timeline.won_at is not None:
+        probability, category, month = Decimal(1), "closed", month_of(timeline.won_at)
+    elif stage in OPEN_STAGES:
+        probability, category = playbook.stage_probability[stage], playbook.forecast_category[stage]
+        month = (
+            UNSCHEDULED if timeline.expected_close_date is None else month_of(timeline.expected_close_date)
+        )
+    else:
+        return None
+    return _ForecastItem(
+        owner=timeline.owner or "unknown",
+        team=playbook.team_of(timeline.owner),
+        month=month,
+        category=category,
+        currency=amount.currency,
+        amount=Decimal(amount.amount_minor),
+        weighted=Decimal(amount.amount_minor) * probability,
+        rate=playbook.rate_to_reporting.get(amount.currency),
+    )
+
+
+def _forecast_row(key: str, items: Sequence[_ForecastItem]) -> ForecastRow:
+    converted = [item for item in items if item.rate is not None]
+    by_category: dict[str, Decimal] = defaultdict(Decimal)
+    for item in converted:
+        by_category[item.category] += item.weighted * (item.rate or 0)
+    by_currency: dict[str, list[_ForecastItem]] = defaultdict(list)
+    for item in items:
+        by_currency[item.currency].append(item)
+    return ForecastRow(
+        key=key,
+        deals=len(items),
+        amount_minor=to_minor(sum((item.amount * (item.rate or 0) for item in converted), Decimal(0))),
+        weighted_minor=to_minor(sum((item.weighted * (item.rate or 0) for item in converted), Decimal(0))),
+        by_category={category: to_minor(value) for category, value in sorted(by_category.items())},
+        by_currency={
+            currency: CurrencyAmounts(
+                amount_minor=to_minor(sum((item.amount for item in group), Decimal(0))),
+                weighted_minor=to_minor(sum((item.weighted for item in group), Decimal(0))),
+            )
+            for currency, group in sorted(by_currency.items())
+        },
+    )
+
+
+def _grouped(items: Sequence[_ForecastItem], key: Callable[[_ForecastItem], str]) -> list[ForecastRow]:
+    groups: dict[str, list[_ForecastItem]] = defaultdict(list)
+    for item in items:
+        groups[key(item)].append(item)
+    return [_forecast_row(name, groups[name]) for name in sorted(groups)]
+
+
+def forecast(timelines: Iterable[Timeline], playbook: InsightsPlaybook) -> Forecast:
+    """Open deals weighted by their stage's probability, won deals at full value (category closed).
+
+    Grouped by owner, team, close month (the expected close date; the month won for won deals) and
+    category, each in the deals' own currencies and converted to the reporting currency. A currency
+    without a rate is left out of the converted figures and listed.
+    """
+    items = [item for timeline in timelines if (item := _forecast_item(timeline, playbook)) is not None]
+    return Forecast(
+        reporting_currency=playbook.reporting_currency,
+        total=_forecast_row("total", items),
+        by_category=_grouped(items, lambda item: item.category),
+        by_owner=_grouped(items, lambda item: item.owner),
+        by_team=_grouped(items, lambda item: item.team),
+        by_month=_grouped(items, lambda item: item.month),
+        unconverted_currencies=sorted({item.currency for item in items if item.rate is None}),
+    )
+
+
+# --- bottlenecks -----------------------------------------------------------------------------------
+
+
+class Conversion(BaseModel):
+    from_stage: str
+    to_stage: str
+    entered: int
+    converted: int
+    rate: float | None
+
+
+class TimeInStage(BaseModel):
+    stage: str
+    stays: int
+    median_days: float | None
+    p90_days: float | None
+
+
+class Velocity(BaseModel):
+    """(open deals x win rate x average won amount) / average cycle days, in reporting minor units/day."""
+
+    open_deals: int
+    won: int
+    lost: int
+    win_rate: float | None
+    average_won_minor: int | None
+    average_cycle_days: float | None
+    per_day_minor: int | None
+
+
+class ReasonCount(BaseModel):
+    reason: str
+    deals: int
+
+
+class Bottlenecks(BaseModel):
+    period: str
+    conversion: list[Conversion]
+    time_in_stage: list[TimeInStage]
+    velocity: Velocity
+    loss_reasons: list[ReasonCount]
+    disqualification_reasons: list[ReasonCount]
+
+
+def p90(values: Sequence[float]) -> float:
+    """The nearest-rank 90th percentile: the smallest value with at least 90% of the values at or below."""
+    ordered = sorted(values)
+    return ordered[ceil(0.9 * len(ordered)) - 1]
+
+
+def _in_period(moment: datetime | None, period: str) -> bool:
+    return moment is not None and (period == ALL_TIME or month_of(moment) == period)
+
+
+def _period_end(period: str, now: datetime) -> datetime:
+    if period == ALL_TIME:
+        return now
+    year, month = (int(part) for part in period.split("-"))
+    start_of_next = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return min(start_of_next, now)
+
+
+def reached_at(timeline: Timeline, stage: str) -> datetime | None:
+    """When the deal first reached `stage` or a stage beyond it."""
+    times = [
+        visit.entered_at
+        for visit in timeline.visits
+        if visit.stage in FUNNEL_RANK and FUNNEL_RANK[visit.stage] >= FUNNEL_RANK[stage]
+    ]
+    return min(times) if times else None
+
+
+def _stage_at(timeline: Timeline, moment: datetime) -> str | None:
+    earlier = [stay for stay in stays(timeline) if stay.entered_at <= moment]
+    return earlier[-1].stage if earlier else None
+
+
+def _converted_minor(timeline: Timeline, playbook: InsightsPlaybook) -> Decimal | None:
+    if timeline.amount is None:
+        return None
+    rate = playbook.rate_to_reporting.get(timeline.amount.currency)
+    return None if rate is None else Decimal(timeline.amount.amount_minor) * rate
+
+
+def _top(reasons: Iterable[str | None], limit: int) -> list[ReasonCount]:
+    counts = Counter(reason for reason in reasons if reason is not None)
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [ReasonCount(reason=reason, deals=deals) for reason, deals in ordered[:limit]]
+
+
+def _velocity(
+    timelines: Sequence[Timeline], period: str, now: datetime, playbook: InsightsPlaybook
+) -> Velocity:
+    end = _period_end(period, now)
+    open_deals = sum(
+        1 for timeline in timelines if _stage_at(timeline, end - timedelta(microseconds=1)) in OPEN_STAGES
+    )
+    won = [timeline for timeline in timelines if _in_period(timeline.won_at, period)]
+    lost = [timeline for timeline in timelines if _in_period(timeline.lost_at, period)]
+    win_rate = _ratio(len(won), len(won) + len(lost))
+    amounts = [amount for timeline in won if (amount := _converted_minor(timeline, playbook)) is not None]
+    average_won = sum(amounts, Decimal(0)) / len(amounts) if amounts else None
+    cycles = [
+        (timeline.won_at - start).total_seconds() / SECONDS_PER_DAY
+        for timeline in won
+        if timeline.won_at is not None and (start := reached_at(timeline, QUALIFICATION)) is not None
+    ]
+    average_cycle = statistics.fmean(cycles) if cycles else None
+    per_day = None
+    if win_rate is not None and average_won is not None and average_cycle:
+        per_day = to_minor(
+            open_deals
+            * Decimal(len(won))
+            / Decimal(len(won) + len(lost))
+            * average_won
+            / Decimal(average_cycle)
+        )
+    return Velocity(
+        open_deals=open_deals,
+        won=len(won),
+        lost=len(lost),
+        win_rate=win_rate,
+        average_won_minor=None if average_won is None else to_minor(average_won),
+        average_cycle_days=None if average_cycle is None else round(average_cycle, 2),
+        per_day_minor=per_day,
+    )
+
+
+def bottlenecks_for(
+    timelines: Sequence[Timeline], period: str, now: datetime, playbook: InsightsPlaybook
+) -> Bottlenecks:
+    """One period's figures: a month (YYYY-MM) or `all`.
+
+    Conversion: of the deals that reached a stage in the period, how many went further (by now). Time in
+    stage: the stays that ended in the period. Win rate and cycle: the deals won or lost in the period;
+    open deals: those open at the period's end.
+    """
+    conversion = []
+    for stage, next_stage in pairwise(FUNNEL):
+        entered = [t for t in timelines if _in_period(reached_at(t, stage), period)]
+        converted = sum(1 for t in entered if reached_at(t, next_stage) is not None)
+        conversion.append(
+            Conversion(
+                from_stage=stage,
+                to_stage=next_stage,
+                entered=len(entered),
+                converted=converted,
+                rate=_ratio(converted, len(entered)),
+            )
+        )
+    durations: dict[str, list[float]] = defaultdict(list)
+    for timeline in timelines:
+        for stay in stays(timeline):
+            if stay.left_at is not None and _in_period(stay.left_at, period):
+                durations[stay.stage].append(
+                    (stay.left_at - stay.entered_at).total_seconds() / SECONDS_PER_DAY
+                )
+    time_in_stage = [
+        TimeInStage(
+            stage=stage,
+            stays=len(durations[stage]),
+            median_days=round(statistics.median(durations[stage]), 2) if durations[stage] else None,
+            p90_days=round(p90(durations[stage]), 2) if durations[stage] else None,
+        )
+        for stage in (QUALIFICATION, NURTURE, *OPEN_STAGES[1:], ONBOARDING)
+    ]
+    return Bottlenecks(
+        period=period,
+        conversion=conversion,
+        time_in_stage=time_in_stage,
+        velocity=_velocity(timelines, period, now, playbook),
+        loss_reasons=_top(
+            (t.loss_reason for t in timelines if _in_period(t.lost_at, period)), playbook.top_reasons
+        ),
+        disqualification_reasons=_top(
+            (t.disqualification_reason for t in timelines if _in_period(t.disqualified_at, period)),
+            playbook.top_reasons,
+        ),
+    )
+
+
+def periods(timelines: Iterable[Timeline]) -> list[str]:
+    """Every month in which a deal entered a stage, newest first."""
+    return sorted({month_of(visit.entered_at) for t in timelines for visit in t.visits}, reverse=True)
+
+
+def bottlenecks(
+    timelines: Sequence[Timeline], now: datetime, playbook: InsightsPlaybook
+) -> list[Bottlenecks]:
+    return [bottlenecks_for(timelines, period, now, playbook) for period in [ALL_TIME, *periods(timelines)]]
+
+
+class Report(BaseModel):
+    generated_at: datetime
+    reporting_currency: str
+    deals: int
+    board: dict[str, list[Card]]
+    funnel: list[FunnelStep]
+    forecast: Forecast
+    bottlenecks: list[Bottlenecks]
+    stalled: list[Card]
+
+
+def report(timelines: Sequence[Timeline], now: datetime, playbook: InsightsPlaybook) -> Report:
+    return Report(
+        generated_at=now,
+        reporting_currency=playbook.reporting_currency,
+        deals=len(timelines),
+        board=board(timelines, now, playbook),
+        funnel=funnel(timelines),
+        forecast=forecast(timelines, playbook),
+        bottlenecks=bottlenecks(timelines, now, playbook),
+        stalled=stalled(timelines, now, playbook),
+    )

@@ -1,0 +1,218 @@
+"""Insights rules: the timeline, the reports over a known event set, and stalls raised once per stall."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from contracts import Event
+from contracts.events import DeadlineReached, DealStalled, NextStep
+from services.insights import domain
+from services.insights.config import DEFAULT_PLAYBOOK, InsightsPlaybook, load_playbook
+from services.insights.service import definition
+from shared.envelope import decode, encode
+from tests.insights_events import NOW, assert_report_figures, day, known_events, moved, prospect, qualified
+
+PLAYBOOK = load_playbook()
+
+
+def timelines_from(events: Iterable[tuple[Event, datetime]]) -> list[domain.Timeline]:
+    """Apply events as the service does: each to its deal's timeline, `now` being when it was published."""
+    handlers = definition().handlers
+    timelines: dict[str, domain.Timeline] = {}
+    for event, published_at in events:
+        decision = handlers[type(event)](timelines.get(event.partition_key), event, published_at)
+        timelines[event.partition_key] = decision.state
+    return list(timelines.values())
+
+
+def report_of(timelines: list[domain.Timeline], now: datetime = NOW) -> dict[str, Any]:
+    return domain.report(timelines, now, PLAYBOOK).model_dump(mode="json")
+
+
+def test_the_report_of_a_known_event_set_has_the_figures_worked_out_by_hand() -> None:
+    assert_report_figures(report_of(timelines_from(known_events())))
+
+
+def test_the_same_events_in_another_order_give_the_same_report() -> None:
+    # Kafka keeps order within a topic only: a deal's events on different topics may come in any order.
+    in_order = report_of(timelines_from(known_events()))
+    reversed_order = report_of(timelines_from(reversed(known_events())))
+
+    assert reversed_order == in_order
+
+
+def test_a_timeline_lists_every_event_of_the_deal_in_time_order() -> None:
+    (timeline,) = timelines_from(event for event in known_events() if event[0].partition_key == "deal-c")
+
+    assert [entry.event for entry in timeline.entries] == [
+        "prospect.identified",
+        "lead.qualified",
+        "deal.stage_changed",
+        "deal.stage_changed",
+        "deal.lost",
+    ]
+    assert [(stay.stage, stay.entered_at, stay.left_at) for stay in domain.stays(timeline)] == [
+        ("qualification", day(10, 3), day(10, 13)),
+        ("presentation", day(10, 13), day(10, 23)),
+        ("lost", day(10, 23), None),
+    ]
+    assert (timeline.loss_reason, timeline.lost_at) == ("price", day(10, 23))
+
+
+def test_a_currency_without_a_rate_is_kept_in_its_own_currency_and_named() -> None:
+    events = [
+        (prospect("deal-chf", "anna.schmidt"), day(10, 1)),
+        (qualified("deal-chf", "anna.schmidt", day(10, 2), 10_000, "CHF", None), day(10, 2)),
+        (moved("deal-chf", None, "presentation", day(10, 2)), day(10, 2)),
+    ]
+    forecast = domain.forecast(timelines_from(events), PLAYBOOK)
+
+    assert forecast.unconverted_currencies == ["CHF"]
+    assert forecast.total.by_currency["CHF"].weighted_minor == 2_000
+    assert (forecast.total.amount_minor, forecast.total.weighted_minor) == (0, 0)
+
+
+def test_p90_is_the_nearest_rank() -> None:
+    assert domain.p90([5.0]) == 5.0
+    assert domain.p90([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]) == 9.0
+    assert domain.p90([3.0, 1.0, 2.0]) == 3.0
+
+
+# --- stalls ----------------------------------------------------------------------------------------
+
+
+def negotiating(since: datetime) -> domain.Timeline:
+    (timeline,) = timelines_from(
+        [
+            (prospect("deal-s", "anna.schmidt"), since - timedelta(days=3)),
+            (qualified("deal-s", "anna.schmidt", since - timedelta(days=2), 10_000, "EUR", None), since),
+            (moved("deal-s", "proposal", "negotiation", since), since),
+        ]
+    )
+    return timeline
+
+
+def reach(timeline: domain.Timeline, deadline_id: str, at: datetime) -> tuple[domain.Timeline, list[Event]]:
+    deadline = DeadlineReached(deal_id="deal-s", stage_service="insights", deadline_id=deadline_id, due_at=at)
+    decision = definition().handlers[DeadlineReached](timeline, deadline, at)
+    return decision.state, decision.events
+
+
+def test_a_deal_without_progress_for_the_stages_days_raises_deal_stalled_once() -> None:
+    since = day(10, 1)
+    timeline = negotiating(since)
+    ((deadline_id, due_at),) = domain.deadlines(timeline, PLAYBOOK).items()
+    assert due_at == since + timedelta(days=14)  # negotiation stalls after 14 days
+
+    timeline, events = reach(timeline, deadline_id, due_at + timedelta(hours=1))
+    assert events == [
+        DealStalled(
+            deal_id="deal-s",
+            owner="anna.schmidt",
+            stage="negotiation",
+            stalled_since=since,
+            days_without_progress=14,
+            next_step=None,  # the prospect's first touch belonged to qualification
+            detected_at=due_at + timedelta(hours=1),
+        )
+    ]
+    assert domain.deadlines(timeline, PLAYBOOK) == {}  # nothing more pending for this stall
+
+    _, again = reach(timeline, deadline_id, due_at + timedelta(days=1))
+    assert again == []
+
+
+def test_progress_ends_a_stall_and_the_next_stall_is_raised_again() -> None:
+    since = day(10, 1)
+    timeline = negotiating(since)
+    ((first_stall, due_at),) = domain.deadlines(timeline, PLAYBOOK).items()
+    timeline, _ = reach(timeline, first_stall, due_at)
+
+    later = due_at + timedelta(days=2)
+    timeline = domain.on_stage_changed(
+        timeline, moved("deal-s", "negotiation", "closing", later), later, PLAYBOOK
+    ).state
+    ((second_stall, second_due),) = domain.deadlines(timeline, PLAYBOOK).items()
+    assert second_stall != first_stall
+    assert second_due == later + timedelta(days=7)  # closing stalls after 7 days
+
+    _, events = reach(timeline, second_stall, second_due)
+    assert [(e.stage, e.days_without_progress) for e in events if isinstance(e, DealStalled)] == [
+        ("closing", 7)
+    ]
+
+
+def test_a_deadline_the_deal_has_moved_past_changes_nothing() -> None:
+    since = day(10, 1)
+    timeline = negotiating(since)
+    ((stale, due_at),) = domain.deadlines(timeline, PLAYBOOK).items()
+    timeline = domain.on_stage_changed(
+        timeline, moved("deal-s", "negotiation", "closing", since), since + timedelta(days=1), PLAYBOOK
+    ).state
+
+    unchanged, events = reach(timeline, stale, due_at)
+    assert events == []
+    assert unchanged == timeline
+
+
+def test_a_stalled_qualification_names_its_latest_next_step() -> None:
+    timelines = {t.deal_id: t for t in timelines_from(known_events())}
+    (stalled_e,) = [c for c in domain.stalled(timelines.values(), NOW, PLAYBOOK) if c.deal_id == "deal-e"]
+
+    assert stalled_e.next_step == NextStep(action="touch_2", due_at=day(10, 23))
+    assert stalled_e.days_without_progress == 20.12  # since the next step of 21 October, 09:00
+
+
+def test_closed_deals_never_stall() -> None:
+    (won,) = timelines_from(event for event in known_events() if event[0].partition_key == "deal-b")
+    (lost,) = timelines_from(event for event in known_events() if event[0].partition_key == "deal-c")
+
+    assert domain.deadlines(won, PLAYBOOK) == {}
+    assert domain.deadlines(lost, PLAYBOOK) == {}
+
+
+# --- playbook --------------------------------------------------------------------------------------
+
+
+def playbook_with(tmp_path: Path, **changes: Any) -> InsightsPlaybook:
+    content = yaml.safe_load(DEFAULT_PLAYBOOK.read_text()) | changes
+    path = tmp_path / "playbook.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return load_playbook(path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "complaint"),
+    [
+        ({"stage_probability": {"qualification": 0.1}}, "stage_probability lacks stages"),
+        ({"rate_to_reporting": {"EUR": 0.9}}, "reporting currency's own rate must be 1"),
+        ({"stall_days": {"won": 3}}, "not open stages"),
+        ({"teams": {"a": ["x"], "b": ["x"]}}, "one team only"),
+    ],
+)
+def test_a_playbook_that_does_not_add_up_is_refused(
+    tmp_path: Path, changes: dict[str, Any], complaint: str
+) -> None:
+    with pytest.raises(ValidationError, match=complaint):
+        playbook_with(tmp_path, **changes)
+
+
+def test_owners_map_to_their_team_and_unassigned_leads_to_the_named_team() -> None:
+    assert PLAYBOOK.team_of("anna.schmidt") == "emea"
+    assert PLAYBOOK.team_of("unassigned:americas") == "americas"
+    assert PLAYBOOK.team_of("someone.new") == "no_team"
+
+
+def test_a_deals_first_stage_change_survives_the_wire() -> None:
+    # Events are sent without their null fields, so a field that may be null must not be required.
+    first = moved("deal-a", None, "presentation", day(10, 5))
+    record = encode(first, topic="t", source="/test")
+
+    assert decode(record.headers, record.value, max_bytes=1_000_000).data == first
