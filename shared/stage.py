@@ -211,12 +211,21 @@ class StageService:
         return app
 
     async def _prepare(self) -> None:
-        await ensure_topics(
+        """Wait for both servers, however long it takes: a service started during an outage (or before
+        its servers, as in a fresh deployment) starts when they are back, rather than crash-loop."""
+        topics = partial(
+            ensure_topics,
             self.settings,
             [self.settings.topic(topic) for topic in Topic],
             large_records=[self.dead_letter_topic],
         )
-        await self._with_retries(self.store.prepare)
+        for operation in (topics, self.store.prepare):
+            while True:
+                try:
+                    await self._with_retries(operation)
+                    break
+                except TRANSIENT_ERRORS:
+                    self.log.warning("waiting_for_servers_to_start")
 
     async def _republish_pending(self) -> None:
         """Publish the events a crash left between the state write and the broker's acknowledgement."""
@@ -696,6 +705,8 @@ def run_stage(definition: StageDefinition, settings: Settings | None = None) -> 
         "port": service.http_port,
         # Our JSON logging stays in charge, and probes every few seconds are not worth a log line each.
         "log_config": None,
+        # A consumer that failed to start must end the process, not leave an HTTP server without it.
+        "lifespan": "on",
         "access_log": "false",
     }
     asyncio.run(app.run(run_extra_options=options))

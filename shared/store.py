@@ -153,8 +153,9 @@ class AggregateStore:
 
     async def mark_sent(self, aggregate: Aggregate) -> None:
         # Conditional on the version: if a newer write happened meanwhile, its own outbox stays pending.
-        await self.collection.replace_one(
-            {"_id": aggregate.id, "version": aggregate.version}, _to_document(replace(aggregate, outbox=()))
+        await self.collection.update_one(
+            {"_id": aggregate.id, "version": aggregate.version},
+            {"$set": {"outbox": [], "has_outbox": False}},
         )
 
     async def with_subject(self, key: str) -> AsyncIterator[Aggregate]:
