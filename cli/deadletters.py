@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from cli.kafka_io import SeenEvent, publish, read_all
 from contracts import dead_letter_topic
-from contracts.topics import STAGE_SERVICES
+from contracts.topics import SERVICES
 from shared.envelope import KafkaRecord
 from shared.settings import Settings
 
@@ -18,7 +18,7 @@ def position(event: SeenEvent) -> str:
     return f"{event.headers.get('dlq_service', '?')}:{event.partition}:{event.offset}"
 
 
-async def dead_letters(settings: Settings, services: Iterable[str] = STAGE_SERVICES) -> list[SeenEvent]:
+async def dead_letters(settings: Settings, services: Iterable[str] = SERVICES) -> list[SeenEvent]:
     return await read_all(settings, [settings.topic(dead_letter_topic(service)) for service in services])
 
 

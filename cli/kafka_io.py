@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import Event, Topic, dead_letter_topic, event_model
-from contracts.topics import STAGE_SERVICES
+from contracts.topics import SERVICES
 from shared.envelope import KafkaRecord, decode_headers, encode
 from shared.kafka import client_options
 from shared.settings import Settings
@@ -192,7 +192,7 @@ async def follow(
 def all_topics(settings: Settings) -> list[str]:
     """Every event topic and every dead-letter topic of the deployment."""
     return [settings.topic(topic) for topic in Topic] + [
-        settings.topic(dead_letter_topic(service)) for service in STAGE_SERVICES
+        settings.topic(dead_letter_topic(service)) for service in SERVICES
     ]
 
 

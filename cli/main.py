@@ -27,7 +27,7 @@ from cli.kafka_io import (
 from contracts import Topic
 from contracts.asyncapi_html import asyncapi_page
 from contracts.events import ErasureRequested
-from contracts.topics import STAGE_SERVICES
+from contracts.topics import SERVICES
 from shared.settings import Settings
 
 app = typer.Typer(help="Drive and inspect a dealflow pipeline.", no_args_is_help=True)
@@ -89,7 +89,7 @@ def list_dead_letters(
 ) -> None:
     """List dead letters: position (service:partition:offset), reason, and where they came from."""
     settings = Settings()
-    letters = asyncio.run(deadletters.dead_letters(settings, service or STAGE_SERVICES))
+    letters = asyncio.run(deadletters.dead_letters(settings, service or SERVICES))
     for dead in letters:
         headers = dead.headers
         typer.echo(
@@ -140,15 +140,15 @@ def erase_person(
         wait_for(
             settings,
             [settings.topic(Topic.PRIVACY)],
-            lambda seen: set(confirmations(seen)) >= set(STAGE_SERVICES),
+            lambda seen: set(confirmations(seen)) >= set(SERVICES),
             timeout=timeout,
         )
     )
     confirmed = confirmations(events)
-    for service in STAGE_SERVICES:
+    for service in SERVICES:
         answer = f"{confirmed[service]} record(s) anonymised" if service in confirmed else "no answer yet"
         typer.echo(f"{service:<15} {answer}")
-    if set(confirmed) < set(STAGE_SERVICES):
+    if not set(confirmed) >= set(SERVICES):
         raise typer.Exit(1)
     typer.echo(f"{request.request_id}: erased everywhere")
 

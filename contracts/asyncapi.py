@@ -1,6 +1,6 @@
 """The AsyncAPI 3.0 document of the whole system, generated from the contracts (`make schemas`).
 
-Everything in it comes from code: a channel per `Topic` and per stage service's dead-letter topic, a
+Everything in it comes from code: a channel per `Topic` and per service's dead-letter topic, a
 message per registered event type with its pydantic payload schema, CloudEvents headers and Kafka key,
 and the send and receive operations of every party declared in `contracts.flows`. A new event model,
 topic or party therefore appears after `make schemas` without touching this module.
@@ -18,7 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from contracts.events import EVENT_TYPE_PREFIX, EVENT_TYPES, Event
 from contracts.flows import PARTIES, Party
-from contracts.topics import STAGE_SERVICES, Topic, dead_letter_topic
+from contracts.topics import SERVICES, Topic, dead_letter_topic
 
 ASYNCAPI_FILE = Path(__file__).resolve().parent / "asyncapi.yaml"
 ASYNCAPI_VERSION = "3.0.0"
@@ -170,7 +170,7 @@ def _dead_letter_channels() -> Document:
             "parameters": {"namespace": {"$ref": "#/components/parameters/namespace"}},
             "bindings": {"kafka": {"bindingVersion": KAFKA_BINDING_VERSION}},
         }
-        for service in STAGE_SERVICES
+        for service in SERVICES
     }
 
 
@@ -230,7 +230,7 @@ def _cloudevents_headers() -> Document:
             "ce_source": {
                 "type": "string",
                 "minLength": 1,
-                "description": "Who sent it: `/dealflow/<service>` for the stage services.",
+                "description": "Who sent it: `/dealflow/<service>` for the services.",
                 "examples": ["/dealflow/proposal"],
             },
             "ce_type": {"type": "string", "description": "`io.dealflow.<event>.v<major>`"},
@@ -239,7 +239,7 @@ def _cloudevents_headers() -> Document:
             "ce_sequence": {
                 "type": "string",
                 "pattern": r"^[0-9]{10}\.[0-9]{4}$",
-                "description": "On events the stage services emit: orders a deal's events from one "
+                "description": "On events the services emit: orders a deal's events from one "
                 "stage (CloudEvents sequence extension); a gap shows loss.",
             },
             "content-type": {
@@ -285,7 +285,7 @@ def _dead_letter_headers() -> Document:
             "dlq_source_topic": {"type": "string", "description": "Where the record was read."},
             "dlq_source_partition": {"type": "string", "pattern": "^[0-9]+$"},
             "dlq_source_offset": {"type": "string", "pattern": "^[0-9]+$"},
-            "dlq_service": {"type": "string", "enum": list(STAGE_SERVICES)},
+            "dlq_service": {"type": "string", "enum": list(SERVICES)},
             "dlq_time": {"type": "string", "format": "date-time"},
         },
         "patternProperties": {"^dlq_undecodable_header_": {"type": "string", "pattern": "^[0-9a-f]*$"}},
@@ -297,7 +297,7 @@ def _dead_letter_message() -> Document:
     return {
         "name": "dead_letter",
         "title": "Dead letter",
-        "summary": "A record a stage service can never process: its original key, value and headers, "
+        "summary": "A record a service can never process: its original key, value and headers, "
         "untouched, plus `dlq_*` headers saying why. `dealflow deadletters redrive` sends it back.",
         "contentType": "application/octet-stream",
         "headers": {"$ref": f"#/components/schemas/{DEAD_LETTER_HEADERS}"},
@@ -320,14 +320,14 @@ def _operations() -> Document:
                 operations[f"{party.name}.{action}.{channel_id(topic)}"] = _operation(
                     party, action, channel_id(topic), messages
                 )
-        if party.is_stage_service:
+        if party.is_service:
             channel = dead_letter_channel_id(party.name)
             operations[f"{party.name}.send.{channel}"] = _operation(
                 party, "send", channel, [DEAD_LETTER_MESSAGE]
             )
     for party in PARTIES:
         if party.receives_dead_letters:
-            for service in STAGE_SERVICES:
+            for service in SERVICES:
                 channel = dead_letter_channel_id(service)
                 operations[f"{party.name}.receive.{channel}"] = _operation(
                     party, "receive", channel, [DEAD_LETTER_MESSAGE]

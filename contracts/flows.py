@@ -1,7 +1,7 @@
-"""Who sends and who receives each event: the stage services and the systems around them.
+"""Who sends and who receives each event: the services and the systems around them.
 
 This is part of the contract: the AsyncAPI document's operations are generated from it. The contracts
-cannot import the services, so a contract test checks each stage service's entry against the events its
+cannot import the services, so a contract test checks each service's entry against the events its
 code handles and emits; a service that starts handling or emitting an event fails that test until the
 event is declared here.
 """
@@ -60,14 +60,15 @@ from contracts.events import (
     UpsellIdentified,
     UsageReported,
 )
-from contracts.topics import STAGE_SERVICES
+from contracts.topics import SERVICES
 
 
 @dataclass(frozen=True)
 class Party:
-    """A stage service or an outside system, and the events it sends and receives.
+    """A service or an outside system, and the events it sends and receives.
 
-    Every stage service also sends the records it cannot process to its own dead-letter topic;
+    Every service (the stages and insights, all on the shared runtime) also sends the records it cannot
+    process to its own dead-letter topic;
     `receives_dead_letters` marks who reads them.
     """
 
@@ -78,8 +79,9 @@ class Party:
     receives_dead_letters: bool = False
 
     @property
-    def is_stage_service(self) -> bool:
-        return self.name in STAGE_SERVICES
+    def is_service(self) -> bool:
+        """One of dealflow's own processes on the shared runtime, as opposed to a system around it."""
+        return self.name in SERVICES
 
 
 def _events(*models: type[Event]) -> frozenset[type[Event]]:
@@ -91,7 +93,7 @@ def _every_activity() -> frozenset[type[Event]]:
     return frozenset(model for model in EVENT_TYPES.values() if issubclass(model, Activity))
 
 
-# The shared stage runtime answers erasure requests in every stage service, besides its handlers.
+# The shared runtime answers erasure requests in every service, besides its handlers.
 _ERASURE_RECEIVED = _events(ErasureRequested)
 _ERASURE_CONFIRMED = _events(PersonalDataErased)
 

@@ -21,5 +21,9 @@ def dead_letter_topic(service: str) -> str:
     return f"deadletter.{service}.v1"
 
 
-# Each stage service has its own dead-letter topic; their names are part of the contract for ops.
+# The four stages a deal goes through; the fault suite and the benchmark drive exactly these.
 STAGE_SERVICES = ("prospecting", "qualification", "proposal", "onboarding")
+
+# Every service process on the shared runtime: the stages plus the insights read model. Each has its own
+# dead-letter topic (their names are part of the contract for ops) and confirms every erasure request.
+SERVICES = (*STAGE_SERVICES, "insights")

@@ -1,1 +1,1 @@
-"""The four stage services. Each is its own process with its own database; none imports another."""
+"""The four stage services and insights: each its own process with its own database; none imports another."""

@@ -18,6 +18,7 @@ from contracts import Topic, dead_letter_topic
 from contracts.asyncapi import (
     ASYNCAPI_FILE,
     CLOUDEVENTS_HEADERS,
+    DEAD_LETTER_HEADERS,
     Document,
     channel_id,
     dead_letter_channel_id,
@@ -34,7 +35,7 @@ from contracts.events import (
     PersonalDataErased,
 )
 from contracts.flows import PARTIES, party
-from contracts.topics import STAGE_SERVICES
+from contracts.topics import SERVICES
 from shared.envelope import REQUIRED_ATTRIBUTES, encode
 from shared.stage import StageDefinition
 from tests.asyncapi_conformance import record_problems
@@ -160,7 +161,7 @@ def test_every_topic_and_event_type_is_a_channel_and_message() -> None:
 
     for topic in Topic:
         assert asyncapi["channels"][channel_id(topic)]["address"] == f"{{namespace}}.{topic}"
-    for service in STAGE_SERVICES:
+    for service in SERVICES:
         channel = asyncapi["channels"][dead_letter_channel_id(service)]
         assert channel["address"] == f"{{namespace}}.{dead_letter_topic(service)}"
     for event_type, model in EVENT_TYPES.items():
@@ -298,13 +299,13 @@ def _constructed_in(service: str) -> tuple[set[type[Event]], bool]:
     return constructed, breaks_rules
 
 
-def test_every_stage_service_is_a_declared_party() -> None:
-    assert set(STAGE_SERVICES) <= {declared.name for declared in PARTIES}
+def test_every_service_is_a_declared_party() -> None:
+    assert set(SERVICES) <= {declared.name for declared in PARTIES}
 
 
-@pytest.mark.parametrize("service", STAGE_SERVICES)
-def test_each_stage_service_receives_exactly_what_it_declares(service: str) -> None:
-    # The stage runtime answers erasure requests itself, in every stage service.
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_receives_exactly_what_it_declares(service: str) -> None:
+    # The shared runtime answers erasure requests itself, in every service.
     handled = set(_service_definition(service).handlers) | {ErasureRequested}
 
     assert set(party(service).receives) == handled, (
@@ -312,10 +313,10 @@ def test_each_stage_service_receives_exactly_what_it_declares(service: str) -> N
     )
 
 
-@pytest.mark.parametrize("service", STAGE_SERVICES)
-def test_each_stage_service_sends_exactly_what_it_declares(service: str) -> None:
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_sends_exactly_what_it_declares(service: str) -> None:
     constructed, breaks_rules = _constructed_in(service)
-    # The stage runtime emits these for the service: rule breaks as rejections, deadlines as events,
+    # The shared runtime emits these for the service: rule breaks as rejections, deadlines as events,
     # and the confirmation of every erasure request.
     constructed.add(PersonalDataErased)
     if breaks_rules:
@@ -351,3 +352,26 @@ def test_operations_name_the_party_and_only_messages_of_their_channel() -> None:
             operation = asyncapi["operations"][f"{declared.name}.send.{channel_id(model.TOPIC)}"]
             ref = f"#/channels/{channel_id(model.TOPIC)}/messages/{message_id(model.TYPE)}"
             assert {"$ref": ref} in operation["messages"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_sends_its_dead_letters_and_ops_reads_them(service: str) -> None:
+    asyncapi = document()
+    channel = dead_letter_channel_id(service)
+    dlq_services = asyncapi["components"]["schemas"][DEAD_LETTER_HEADERS]["properties"]["dlq_service"]
+
+    assert asyncapi["operations"][f"{service}.send.{channel}"]["action"] == "send"
+    assert asyncapi["operations"][f"ops.receive.{channel}"]["action"] == "receive"
+    assert service in dlq_services["enum"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_receives_erasure_requests_and_confirms_them(service: str) -> None:
+    operations = document()["operations"]
+    privacy = channel_id(Topic.PRIVACY)
+
+    def message_ref(model: type[Event]) -> dict[str, str]:
+        return {"$ref": f"#/channels/{privacy}/messages/{message_id(model.TYPE)}"}
+
+    assert message_ref(ErasureRequested) in operations[f"{service}.receive.{privacy}"]["messages"]
+    assert message_ref(PersonalDataErased) in operations[f"{service}.send.{privacy}"]["messages"]

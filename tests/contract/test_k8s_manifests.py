@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from contracts.topics import STAGE_SERVICES
+from contracts.topics import SERVICES
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,7 +201,7 @@ def test_a_broken_scaled_object_is_rejected() -> None:
         validate(unnamed_secret)
 
 
-@pytest.mark.parametrize("service", STAGE_SERVICES)
+@pytest.mark.parametrize("service", SERVICES)
 def test_each_service_runs_its_module_with_probes_resources_and_no_privileges(service: str) -> None:
     deployment = resource("Deployment", f"dealflow-{service}")
     pod = deployment["spec"]["template"]
@@ -239,12 +239,12 @@ def test_each_service_runs_its_module_with_probes_resources_and_no_privileges(se
 
 
 def known_environment_names() -> set[str]:
-    """Every variable the code reads: the Settings fields, and each stage's playbook location."""
+    """Every variable the code reads: the Settings fields, and each service's playbook location."""
     names = set()
     for name, field in Settings.model_fields.items():
         alias = field.validation_alias
         names.add(alias if isinstance(alias, str) else f"{Settings.model_config['env_prefix']}{name}".upper())
-    for service in STAGE_SERVICES:
+    for service in SERVICES:
         source = (REPO / "services" / service / "config.py").read_text()
         names |= set(re.findall(r"\"(DEALFLOW_[A-Z_]+_PLAYBOOK)\"", source))
     return names
@@ -253,7 +253,7 @@ def known_environment_names() -> set[str]:
 def test_every_variable_set_is_one_the_code_reads() -> None:
     known = known_environment_names()
     assert set(config()) - known == set()
-    for service in STAGE_SERVICES:
+    for service in SERVICES:
         assert set(env(service)) - known == set(), service
 
 
@@ -264,7 +264,7 @@ def test_the_config_map_is_a_valid_configuration() -> None:
     assert settings.kafka_security_protocol.startswith("SASL")
 
 
-@pytest.mark.parametrize("service", STAGE_SERVICES)
+@pytest.mark.parametrize("service", SERVICES)
 def test_secrets_come_from_the_secret_ops_create_and_none_is_in_the_repository(service: str) -> None:
     variables = env(service)
     for name in ("MONGODB_URI", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
@@ -274,7 +274,7 @@ def test_secrets_come_from_the_secret_ops_create_and_none_is_in_the_repository(s
     assert not {"MONGODB_URI", "KAFKA_SASL_PASSWORD"} & set(config())
 
 
-@pytest.mark.parametrize("service", STAGE_SERVICES)
+@pytest.mark.parametrize("service", SERVICES)
 def test_each_service_reads_its_playbook_from_the_mounted_config_map(
     service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -302,13 +302,33 @@ def test_each_service_reads_its_playbook_from_the_mounted_config_map(
     )
 
 
+def test_every_service_has_its_manifest_listed_in_the_kustomization() -> None:
+    assert {f"{service}.yaml" for service in SERVICES} <= set(kustomization()["resources"])
+    deployments = {r["metadata"]["name"] for r in resources() if r["kind"] == "Deployment"}
+    assert deployments == {f"dealflow-{service}" for service in SERVICES}
+
+
+def test_the_insights_page_is_reachable_in_the_cluster_on_its_own_port() -> None:
+    definition = importlib.import_module("services.insights.service").definition()
+    page = resource("Service", "dealflow-insights")["spec"]
+    deployment = resource("Deployment", "dealflow-insights")["spec"]
+
+    assert page["type"] == "ClusterIP"
+    assert page["selector"] == deployment["selector"]["matchLabels"]
+    [port] = page["ports"]
+    assert port["port"] == definition.http_port
+    # By name, so the Service follows the container to whatever DEALFLOW_HTTP_PORT the ConfigMap sets.
+    assert port["targetPort"] == "http"
+    assert [p["name"] for p in container("insights")["ports"]] == ["http"]
+
+
 def kafka_triggers(service: str) -> Iterator[dict[str, Any]]:
     for trigger in resource("ScaledObject", f"dealflow-{service}")["spec"]["triggers"]:
         assert trigger["type"] == "kafka"
         yield trigger
 
 
-@pytest.mark.parametrize("service", STAGE_SERVICES)
+@pytest.mark.parametrize("service", SERVICES)
 def test_each_service_scales_on_its_own_consumer_group_and_input_topics(service: str) -> None:
     settings = deployed_settings()
     definition = importlib.import_module(f"services.{service}.service").definition()
@@ -369,5 +389,6 @@ def test_kustomize_renders_the_whole_deployment() -> None:
         "Deployment",
         "PodDisruptionBudget",
         "ScaledObject",
+        "Service",
         "TriggerAuthentication",
     }
