@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import ReplaceOne
 
-from cli.kafka_io import SeenEvent, existing_partitions, publish, records_for, seen_event
+from cli.kafka_io import SeenEvent, publish, records_for, seen_event
 from cli.workload import scripted_deals
 from contracts import Event, Topic
 from contracts.events import (
@@ -42,7 +42,7 @@ from contracts.events import (
 )
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
-from shared.kafka import client_options, ensure_topics
+from shared.kafka import client_options, ensure_topics, existing_partitions
 from shared.mongo import make_client
 from shared.settings import Settings
 

@@ -11,13 +11,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contracts import Event, Topic, dead_letter_topic, event_model
 from contracts.topics import SERVICES
 from shared.envelope import KafkaRecord, decode_headers, encode
-from shared.kafka import client_options
+from shared.kafka import client_options, existing_partitions
 from shared.settings import Settings
 
 CLI_SOURCE = "/dealflow/cli"
@@ -126,22 +125,6 @@ def seen_event(record: Any) -> SeenEvent:
         value=record.value or b"",
         timestamp_ms=record.timestamp,
     )
-
-
-async def existing_partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
-    """The partitions of those topics that exist (asking creates nothing)."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    return [
-        TopicPartition(topic["topic"], partition["partition"])
-        for topic in described
-        if topic["error_code"] == 0
-        for partition in topic["partitions"]
-    ]
 
 
 async def read_all(settings: Settings, topics: Iterable[str]) -> list[SeenEvent]:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
@@ -123,3 +124,19 @@ async def ensure_topics(
                 raise for_code(error_code)(f"cannot create topic {name}")
     finally:
         await admin.close()
+
+
+async def existing_partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
+    """The partitions of those topics that exist (asking creates nothing)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        if topic["error_code"] == 0
+        for partition in topic["partitions"]
+    ]

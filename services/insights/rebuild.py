@@ -9,27 +9,12 @@ keep their retention at least as long as the history the reports should cover.
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer
 
 from services.insights.service import NAME, definition
+from shared.kafka import client_options, existing_partitions
 from shared.mongo import make_client
 from shared.settings import Settings
-
-
-async def input_partitions(settings: Settings) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([settings.topic(t) for t in definition().input_topics])
-    finally:
-        await admin.close()
-    return [
-        TopicPartition(topic["topic"], partition["partition"])
-        for topic in described
-        if topic["error_code"] == 0
-        for partition in topic["partitions"]
-    ]
 
 
 async def rebuild(settings: Settings) -> int:
@@ -39,9 +24,9 @@ async def rebuild(settings: Settings) -> int:
         await client.drop_database(settings.database_name(NAME))
     finally:
         await client.close()
-    partitions = await input_partitions(settings)
+    partitions = await existing_partitions(settings, [settings.topic(t) for t in definition().input_topics])
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         group_id=settings.consumer_group(NAME),
         enable_auto_commit=False,
     )

@@ -4,10 +4,6 @@ their columns and the forecast totals the demo's quotes give."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +13,11 @@ import httpx
 import pytest
 
 from cli import demo
-from contracts.topics import STAGE_SERVICES
 from shared.settings import Settings
 from tests.browser import page_view, rendered_dom
-from tests.e2e.test_pipeline import free_port
+from tests.e2e.processes import service_processes
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
-SERVICES = (*STAGE_SERVICES, "insights")
 
 # Three deals won at 1,580,000 minor units each (10 platform licences at 10% off plus the onboarding
 # package): EUR 1,580,000 + USD 1,580,000 x 0.92 + GBP 1,580,000 x 1.17 = 4,882,200 EUR minor units.
@@ -46,35 +39,8 @@ DEMO_BOARD = {
 
 @pytest.fixture
 def five_services(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
-    env = os.environ | {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
-        "DEALFLOW_NAMESPACE": settings.namespace,
-        "DEALFLOW_PARTITIONS": str(settings.partitions),
-    }
-    insights_port = free_port()
-    ports = {service: free_port() for service in STAGE_SERVICES} | {"insights": insights_port}
-    processes = {
-        service: subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"],
-            cwd=REPO,
-            env=env | {"DEALFLOW_HTTP_PORT": str(ports[service])},
-            stdout=(tmp_path / f"{service}.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        for service in SERVICES
-    }
-    try:
-        yield settings, f"http://127.0.0.1:{insights_port}"
-        for service, process in processes.items():
-            assert process.poll() is None, (
-                f"{service} died: {(tmp_path / f'{service}.log').read_text()[-3000:]}"
-            )
-    finally:
-        for process in processes.values():
-            process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            process.wait(timeout=30)
+    with service_processes(settings, tmp_path) as ports:
+        yield settings, f"http://127.0.0.1:{ports['insights']}"
 
 
 def board_of(report: dict[str, Any]) -> dict[str, list[str]]:

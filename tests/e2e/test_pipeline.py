@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -23,54 +21,22 @@ from contracts import Topic
 from contracts.topics import SERVICES, STAGE_SERVICES
 from shared.settings import Settings
 from shared.tracing import trace_id
+from tests.e2e.processes import service_processes
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-HTTP_PORTS = {service: free_port() for service in SERVICES}
 
 
 @pytest.fixture
-def pipeline(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    env = os.environ | {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
-        "DEALFLOW_NAMESPACE": settings.namespace,
-        "DEALFLOW_PARTITIONS": str(settings.partitions),
-    }
-    processes = {
-        service: subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"],
-            cwd=REPO,
-            env=env | {"DEALFLOW_HTTP_PORT": str(HTTP_PORTS[service])},
-            stdout=(tmp_path / f"{service}.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        for service in SERVICES
-    }
-    try:
-        yield settings
-        for service, process in processes.items():
-            assert process.poll() is None, (
-                f"{service} died: {(tmp_path / f'{service}.log').read_text()[-3000:]}"
-            )
-    finally:
-        for process in processes.values():
-            process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            process.wait(timeout=30)
+def pipeline(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, dict[str, int]]]:
+    with service_processes(settings, tmp_path) as http_ports:
+        yield settings, http_ports
 
 
-async def test_sample_leads_travel_from_capture_to_won_and_onboarding(pipeline: Settings) -> None:
-    outcome = await demo.run_demo(pipeline, timeout=180)
+async def test_sample_leads_travel_from_capture_to_won_and_onboarding(
+    pipeline: tuple[Settings, dict[str, int]],
+) -> None:
+    settings, http_ports = pipeline
+    outcome = await demo.run_demo(settings, timeout=180)
 
     missing = [lead for lead in outcome.expected if not outcome.reached(lead)]
     assert not missing, demo.report(outcome)
@@ -105,7 +71,7 @@ async def test_sample_leads_travel_from_capture_to_won_and_onboarding(pipeline: 
 
     kcat = shutil.which("kcat") or shutil.which("kafkacat")
     assert kcat, "kcat is needed to read the deal-won topic as a non-Python client (make test installs it)"
-    kcat_command = [kcat, "-b", pipeline.kafka_bootstrap_servers, "-C", "-t", pipeline.topic(Topic.DEALS_WON)]
+    kcat_command = [kcat, "-b", settings.kafka_bootstrap_servers, "-C", "-t", settings.topic(Topic.DEALS_WON)]
     finished = await asyncio.to_thread(
         subprocess.run,
         [*kcat_command, "-e", "-q", "-f", "%k\t%h\t%s\n"],
@@ -128,11 +94,11 @@ async def test_sample_leads_travel_from_capture_to_won_and_onboarding(pipeline: 
         assert trace_id(event.headers["traceparent"]) == trace_id(prospect.headers["traceparent"])
 
     async with httpx.AsyncClient(timeout=10) as client:
-        for service, port in HTTP_PORTS.items():
+        for service, port in http_ports.items():
             ready = await client.get(f"http://127.0.0.1:{port}/readyz")
             assert ready.status_code == 200, (service, ready.text)
             assert ready.json()["checks"]["partitions_assigned"] > 0
-        metrics = (await client.get(f"http://127.0.0.1:{HTTP_PORTS['proposal']}/metrics")).text
+        metrics = (await client.get(f"http://127.0.0.1:{http_ports['proposal']}/metrics")).text
     won_produced = 'dealflow_events_produced_total{service="proposal",type="io.dealflow.deal.won.v1"} 3.0'
     assert won_produced in metrics
 
@@ -147,8 +113,8 @@ async def test_sample_leads_travel_from_capture_to_won_and_onboarding(pipeline: 
         "erasure-e2e",
         env=os.environ
         | {
-            "KAFKA_BOOTSTRAP_SERVERS": pipeline.kafka_bootstrap_servers,
-            "DEALFLOW_NAMESPACE": pipeline.namespace,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "DEALFLOW_NAMESPACE": settings.namespace,
         },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

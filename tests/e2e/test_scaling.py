@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from cli.kafka_io import SeenEvent, all_topics, existing_partitions, publish, read_all
+from cli.kafka_io import SeenEvent, all_topics, publish, read_all
 from contracts import Event, Topic, dead_letter_topic
 from contracts.events import (
     Company,
@@ -40,7 +40,7 @@ from contracts.events import (
 )
 from services.qualification.service import definition as qualification
 from shared.envelope import encode
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_topics, existing_partitions
 from shared.mongo import make_client, service_database
 from shared.settings import Settings
 

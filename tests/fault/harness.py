@@ -21,7 +21,6 @@ from cli.kafka_io import (
     CLI_SOURCE,
     SeenEvent,
     all_topics,
-    existing_partitions,
     publish,
     records_for,
     seen_event,
@@ -29,7 +28,7 @@ from cli.kafka_io import (
 from cli.workload import ScriptedDeal
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
-from shared.kafka import client_options
+from shared.kafka import client_options, existing_partitions
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

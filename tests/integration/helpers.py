@@ -7,9 +7,23 @@ from datetime import datetime
 
 from cli.kafka_io import SeenEvent, all_topics, publish, wait_for
 from contracts import Event
+from contracts.events import LeadCaptured
 from shared.envelope import encode
 from shared.settings import Settings
 from shared.stage import StageDefinition, StageService
+
+
+def fit_lead(lead_id: str) -> LeadCaptured:
+    """A lead that passes prospecting's rules and fits the ICP: it becomes a prospect."""
+    return LeadCaptured(
+        lead_id=lead_id,
+        email="jana@acme-robotics.de",
+        title="CTO",
+        company_name="Acme Robotics",
+        country="DE",
+        employees=250,
+        industry="software",
+    )
 
 
 class Clock:

@@ -12,19 +12,11 @@ from services.prospecting.service import definition as prospecting
 from shared.envelope import KafkaRecord, encode
 from shared.settings import Settings
 from tests.asyncapi_conformance import record_problems
-from tests.integration.helpers import events_when, running, send
+from tests.integration.helpers import events_when, fit_lead, running, send
 
 pytestmark = pytest.mark.integration
 
-FIT_LEAD = LeadCaptured(
-    lead_id="lead-fit",
-    email="jana@acme-robotics.de",
-    title="CTO",
-    company_name="Acme Robotics",
-    country="DE",
-    employees=250,
-    industry="software",
-)
+FIT_LEAD = fit_lead("lead-fit")
 INVALID_LEAD = LeadCaptured(lead_id="lead-invalid", email="not-an-email", company_name="X")
 
 

@@ -12,25 +12,16 @@ from pydantic import SecretStr
 
 from cli.kafka_io import publish
 from contracts import Topic
-from contracts.events import LeadCaptured
 from services.prospecting.service import definition as prospecting
 from shared.envelope import KafkaRecord, encode
 from shared.settings import Settings
 from shared.stage import StageService
 from shared.tracing import trace_id
-from tests.integration.helpers import events_when, of_type, send
+from tests.integration.helpers import events_when, fit_lead, of_type, send
 
 pytestmark = pytest.mark.integration
 
-LEAD = LeadCaptured(
-    lead_id="lead-traced",
-    email="jana@acme-robotics.de",
-    title="CTO",
-    company_name="Acme Robotics",
-    country="DE",
-    employees=250,
-    industry="software",
-)
+LEAD = fit_lead("lead-traced")
 UPSTREAM_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 

@@ -18,19 +18,11 @@ from shared.envelope import KafkaRecord, encode
 from shared.mongo import make_client, service_database
 from shared.settings import Settings
 from shared.store import Aggregate, AggregateStore
-from tests.integration.helpers import events_when, of_type, running
+from tests.integration.helpers import events_when, fit_lead, of_type, running
 
 pytestmark = pytest.mark.integration
 
-GOOD_LEAD = LeadCaptured(
-    lead_id="lead-good",
-    email="jana@acme-robotics.de",
-    title="CTO",
-    company_name="Acme Robotics",
-    country="DE",
-    employees=250,
-    industry="software",
-)
+GOOD_LEAD = fit_lead("lead-good")
 INVALID_LEAD = LeadCaptured(lead_id="lead-invalid", email="not-an-email", company_name="X")
 OVERSIZED_NAME_LEAD = json.dumps({"lead_id": "lead-long", "email": "a@b.example", "last_name": "N" * 1001})
 
