@@ -106,7 +106,12 @@ class Observer:
         async def collect() -> None:
             try:
                 while True:
-                    batches = await consumer.getmany(timeout_ms=500)
+                    try:
+                        batches = await consumer.getmany(timeout_ms=500)
+                    except KafkaError:
+                        # The broker is away (a fault scenario): watching must outlast it, not end.
+                        await asyncio.sleep(0.5)
+                        continue
                     now = time.monotonic()
                     self.seen.extend(
                         (now, seen_event(record)) for records in batches.values() for record in records
