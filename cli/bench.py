@@ -192,6 +192,9 @@ class ServiceProcesses:
             "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
             "DEALFLOW_NAMESPACE": settings.namespace,
             "DEALFLOW_PARTITIONS": str(settings.partitions),
+            # Any free port: these processes are watched through Kafka, and must not clash with a
+            # stack already running here (`make run`).
+            "DEALFLOW_HTTP_PORT": "0",
             "DEALFLOW_LOG_LEVEL": "WARNING",
         }
         self.log_dir = log_dir
