@@ -76,7 +76,10 @@ class Settings(BaseSettings):
     )
     batch_wait_ms: int = Field(default=20, ge=0, description="How long a poll waits to fill a batch.")
     timer_tick_seconds: float = Field(
-        default=1.0, gt=0, description="How often due deadlines are looked for."
+        default=5.0,
+        gt=0,
+        # Deadlines are hours or days away; each look is a query that FerretDB answers by a scan.
+        description="How often due deadlines are looked for.",
     )
 
     http_host: str = Field(
