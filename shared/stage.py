@@ -29,7 +29,6 @@ from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
-from faststream._internal.basic_types import SettingField
 from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp
 from faststream.kafka.annotations import KafkaMessage
@@ -700,7 +699,7 @@ def run_stage(definition: StageDefinition, settings: Settings | None = None) -> 
     """Entry point of `python -m services.<stage>`: consume and serve HTTP until SIGINT or SIGTERM."""
     service = StageService(definition, settings or Settings())
     app = service.build_app()
-    options: dict[str, SettingField] = {
+    options: dict[str, Any] = {
         "host": service.settings.http_host,
         "port": service.http_port,
         # Our JSON logging stays in charge, and probes every few seconds are not worth a log line each.
