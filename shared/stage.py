@@ -15,6 +15,7 @@ A stage is defined by pure functions (`handlers`) that turn its state and one in
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from functools import partial
 from typing import Any, Protocol
 
 import structlog
+import uvicorn
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
@@ -155,6 +157,8 @@ class StageService:
         self.tracer, self.tracer_provider = make_tracer(definition.name, settings.traces_exporter)
         self.healthy = True
         self.started = False
+        # Set by whatever runs the service: a stop asked for while it still waits for its servers.
+        self.stop_requested: Callable[[], bool] = lambda: False
         self.broker = make_broker(settings, client_id=f"dealflow-{definition.name}")
         self.mongo = make_client(settings, app_name=f"dealflow-{definition.name}")
         self.database = service_database(self.mongo, settings, definition.name)
@@ -219,12 +223,7 @@ class StageService:
             large_records=[self.dead_letter_topic],
         )
         for operation in (topics, self.store.prepare):
-            while True:
-                try:
-                    await self._with_retries(operation)
-                    break
-                except TRANSIENT_ERRORS:
-                    self.log.warning("waiting_for_servers_to_start")
+            await self._with_retries(operation, budget_seconds=math.inf, give_up=self.stop_requested)
 
     async def _republish_pending(self) -> None:
         """Publish the events a crash left between the state write and the broker's acknowledgement."""
@@ -627,13 +626,20 @@ class StageService:
 
     # --- faults ----------------------------------------------------------------------------------
 
-    async def _with_retries(self, operation: Callable[[], Awaitable[None]]) -> None:
+    async def _with_retries(
+        self,
+        operation: Callable[[], Awaitable[None]],
+        *,
+        budget_seconds: float | None = None,
+        give_up: Callable[[], bool] = lambda: False,
+    ) -> None:
         """Retry a transient fault with capped exponential backoff and jitter, in place.
 
-        Retrying in place keeps the partition's order. Past the budget the fault is raised: the consumer
-        then seeks back to this record (no commit) and it is delivered again.
+        Retrying in place keeps the partition's order. Past the budget (or once `give_up` says so) the
+        fault is raised: the consumer then seeks back to this record (no commit) and it is delivered again.
         """
-        deadline = time.monotonic() + self.settings.retry_budget_seconds
+        budget = self.settings.retry_budget_seconds if budget_seconds is None else budget_seconds
+        deadline = time.monotonic() + budget
         attempt = 0
         while True:
             try:
@@ -642,7 +648,7 @@ class StageService:
                 attempt += 1
                 self.healthy = False
                 self.metrics.transient_faults.labels(self.definition.name).inc()
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or give_up():
                     self.log.error("transient_fault_budget_exhausted", error=repr(fault), attempts=attempt)
                     raise
                 delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt) * random.uniform(
@@ -651,7 +657,9 @@ class StageService:
                 self.log.warning(
                     "transient_fault", error=repr(fault), attempt=attempt, retry_in=round(delay, 2)
                 )
-                await asyncio.sleep(delay)
+                until = time.monotonic() + delay
+                while time.monotonic() < until and not give_up():  # noqa: ASYNC110 (a flag, not an Event)
+                    await asyncio.sleep(min(0.2, until - time.monotonic()))
             else:
                 if not self.healthy:
                     self.log.info("recovered", attempts=attempt)
@@ -698,14 +706,19 @@ class AggregateCache(ConsumerRebalanceListener):  # type: ignore[misc]
 def run_stage(definition: StageDefinition, settings: Settings | None = None) -> None:
     """Entry point of `python -m services.<stage>`: consume and serve HTTP until SIGINT or SIGTERM."""
     service = StageService(definition, settings or Settings())
-    app = service.build_app()
-    options: dict[str, Any] = {
-        "host": service.settings.http_host,
-        "port": service.http_port,
-        # Our JSON logging stays in charge, and probes every few seconds are not worth a log line each.
-        "log_config": None,
-        # A consumer that failed to start must end the process, not leave an HTTP server without it.
-        "lifespan": "on",
-        "access_log": "false",
-    }
-    asyncio.run(app.run(run_extra_options=options))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            service.build_app(),
+            host=service.settings.http_host,
+            port=service.http_port,
+            # Our JSON logging stays in charge, and probes every few seconds are not worth a line each.
+            log_config=None,
+            access_log=False,
+            # A consumer that failed to start must end the process, not leave an HTTP server without it.
+            lifespan="on",
+        )
+    )
+    # uvicorn takes SIGTERM and SIGINT before the app starts; a service still waiting for its servers
+    # must see them too, or it would only stop once the servers answer.
+    service.stop_requested = lambda: server.should_exit
+    asyncio.run(server.serve())
