@@ -6,14 +6,19 @@ start one.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.kafka import client_options
+from shared.mongo import make_client
 from shared.settings import Settings
 
 # Shared expected-figure checks get pytest's detailed assertion messages too.
@@ -75,12 +80,39 @@ def _containers() -> Iterator[Servers]:
 
 
 @pytest.fixture
-def settings(servers: Servers) -> Settings:
-    """Settings with a namespace of its own, so each test has fresh topics, groups and databases."""
-    return Settings(
+def settings(servers: Servers) -> Iterator[Settings]:
+    """Settings with a namespace of its own, so each test has fresh topics, groups and databases.
+
+    They are deleted afterwards: a day of test runs would otherwise leave the broker thousands of
+    partitions to keep in memory.
+    """
+    settings = Settings(
         kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
         mongodb_uri=servers.mongodb_uri,
         namespace=f"t{uuid.uuid4().hex[:12]}",
         partitions=3,
         retry_budget_seconds=30,
     )
+    yield settings
+    # Its own thread and event loop: the tests' loop belongs to pytest-asyncio.
+    cleanup = threading.Thread(target=asyncio.run, args=(_delete_namespace(settings),))
+    cleanup.start()
+    cleanup.join(timeout=60)
+
+
+async def _delete_namespace(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        topics = [topic for topic in await admin.list_topics() if topic.startswith(settings.namespace)]
+        if topics:
+            await admin.delete_topics(topics)
+    finally:
+        await admin.close()
+    client = make_client(settings, app_name="test-cleanup")
+    try:
+        for name in await client.list_database_names():
+            if name.startswith(settings.namespace):
+                await client.drop_database(name)
+    finally:
+        await client.close()
