@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import ReplaceOne
 
 from cli.kafka_io import SeenEvent, publish, records_for, seen_event
+from cli.namespaces import delete_namespace
 from cli.workload import scripted_deals
 from contracts import Event, Topic
 from contracts.events import (
@@ -402,6 +403,7 @@ async def run(settings: Settings, count: int, rate: float, log_dir: Path) -> dic
                 log_dir,
             )
         )
+    await delete_namespace(settings)
     return {
         "machine": machine(settings),
         "count": count,

@@ -15,10 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.kafka import client_options
-from shared.mongo import make_client
+from cli.namespaces import delete_namespace
 from shared.settings import Settings
 
 # Shared expected-figure checks get pytest's detailed assertion messages too.
@@ -95,24 +93,6 @@ def settings(servers: Servers) -> Iterator[Settings]:
     )
     yield settings
     # Its own thread and event loop: the tests' loop belongs to pytest-asyncio.
-    cleanup = threading.Thread(target=asyncio.run, args=(_delete_namespace(settings),))
+    cleanup = threading.Thread(target=asyncio.run, args=(delete_namespace(settings),))
     cleanup.start()
     cleanup.join(timeout=60)
-
-
-async def _delete_namespace(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        topics = [topic for topic in await admin.list_topics() if topic.startswith(settings.namespace)]
-        if topics:
-            await admin.delete_topics(topics)
-    finally:
-        await admin.close()
-    client = make_client(settings, app_name="test-cleanup")
-    try:
-        for name in await client.list_database_names():
-            if name.startswith(settings.namespace):
-                await client.drop_database(name)
-    finally:
-        await client.close()
