@@ -10,6 +10,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, OperationFailure
 
 from shared.settings import Settings
 
@@ -39,3 +40,24 @@ def service_database(
     client: AsyncMongoClient[Document], settings: Settings, service: str
 ) -> AsyncDatabase[Document]:
     return client[settings.database_name(service)]
+
+
+class DatabaseInterrupted(ConnectionFailure):
+    """The server refused or dropped an operation because it is stopping, stepping down or overloaded.
+
+    PyMongo reports these as OperationFailure, like a bad query; they are transient all the same.
+    """
+
+
+# MongoDB's codes for interrupted or unavailable servers (HostUnreachable, HostNotFound, NetworkTimeout,
+# ShutdownInProgress, PrimarySteppedDown, ExceededTimeLimit, SocketException, NotWritablePrimary,
+# InterruptedAtShutdown, InterruptedDueToReplStateChange, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary).
+INTERRUPTED_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+INTERNAL_ERROR = 1
+
+
+def interrupted(failure: OperationFailure) -> bool:
+    if failure.code in INTERRUPTED_CODES or failure.has_error_label("RetryableWriteError"):
+        return True
+    # FerretDB answers InternalError when a query is cancelled under it, e.g. while it shuts down.
+    return failure.code == INTERNAL_ERROR and "context canceled" in str(failure)

@@ -38,7 +38,7 @@ from faststream.message import StreamMessage
 from opentelemetry.trace import Link, SpanKind, get_current_span
 from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure
 
 from contracts import Event, Topic, dead_letter_topic, event_model
 from contracts.events import (
@@ -61,7 +61,7 @@ from shared.envelope import (
 from shared.kafka import ensure_topics, make_broker
 from shared.logging import configure_logging
 from shared.metrics import StageMetrics, known_type
-from shared.mongo import Document, make_client, service_database
+from shared.mongo import DatabaseInterrupted, Document, interrupted, make_client, service_database
 from shared.operations import operations_routes
 from shared.privacy import anonymise, subject_key
 from shared.settings import Settings
@@ -291,7 +291,7 @@ class StageService:
                     if due_at <= now and announced.get((aggregate.id, deadline_id), 0) < time.monotonic()
                 ]
                 await self._publish([self._deadline_record(*deadline) for deadline in due])
-            except TRANSIENT_ERRORS as fault:
+            except Exception as fault:  # the next tick tries again; the timer must outlive any fault
                 self.log.warning("deadline_scan_failed", error=repr(fault))
                 continue
             announced = {key: until for key, until in announced.items() if until > time.monotonic()}
@@ -643,7 +643,12 @@ class StageService:
         attempt = 0
         while True:
             try:
-                await operation()
+                try:
+                    await operation()
+                except OperationFailure as failure:
+                    if interrupted(failure):
+                        raise DatabaseInterrupted(str(failure)) from failure
+                    raise
             except TRANSIENT_ERRORS as fault:
                 attempt += 1
                 self.healthy = False
