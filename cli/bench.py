@@ -188,16 +188,16 @@ class ServiceProcesses:
     """Stage services as separate processes, whose peak memory (VmHWM) is read before they stop."""
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
-        self.env = os.environ | {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
-            "DEALFLOW_NAMESPACE": settings.namespace,
-            "DEALFLOW_PARTITIONS": str(settings.partitions),
-            # Any free port: these processes are watched through Kafka, and must not clash with a
-            # stack already running here (`make run`).
-            "DEALFLOW_HTTP_PORT": "0",
-            "DEALFLOW_LOG_LEVEL": "WARNING",
-        }
+        self.env = (
+            os.environ
+            | settings.environment()
+            | {
+                # Any free port: these processes are watched through Kafka, and must not clash with a
+                # stack already running here (`make run`).
+                "DEALFLOW_HTTP_PORT": "0",
+                "DEALFLOW_LOG_LEVEL": "WARNING",
+            }
+        )
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 

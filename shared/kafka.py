@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
@@ -140,3 +140,19 @@ async def existing_partitions(settings: Settings, topics: Iterable[str]) -> list
         if topic["error_code"] == 0
         for partition in topic["partitions"]
     ]
+
+
+async def rewind_group(settings: Settings, group: str, topics: Iterable[str]) -> int:
+    """Move a stopped consumer group's offsets back to the start of the topics; returns partitions moved.
+
+    Kafka refuses this while the group has live members, so stop its consumers first.
+    """
+    partitions = await existing_partitions(settings, topics)
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.commit(dict(await consumer.beginning_offsets(partitions)))
+    finally:
+        await consumer.stop()
+    return len(partitions)

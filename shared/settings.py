@@ -117,6 +117,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    def environment(self) -> dict[str, str]:
+        """The variables that point a child process (a service, the CLI) at these servers and namespace."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "MONGODB_URI": self.mongodb_uri.get_secret_value(),
+            "DEALFLOW_NAMESPACE": self.namespace,
+            "DEALFLOW_PARTITIONS": str(self.partitions),
+        }
+
     def topic(self, name: str) -> str:
         return f"{self.namespace}.{name}"
 

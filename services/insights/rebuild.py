@@ -9,10 +9,8 @@ keep their retention at least as long as the history the reports should cover.
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer
-
 from services.insights.service import NAME, definition
-from shared.kafka import client_options, existing_partitions
+from shared.kafka import rewind_group
 from shared.mongo import make_client
 from shared.settings import Settings
 
@@ -24,17 +22,5 @@ async def rebuild(settings: Settings) -> int:
         await client.drop_database(settings.database_name(NAME))
     finally:
         await client.close()
-    partitions = await existing_partitions(settings, [settings.topic(t) for t in definition().input_topics])
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),
-        group_id=settings.consumer_group(NAME),
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        beginnings = await consumer.beginning_offsets(partitions)
-        await consumer.commit(dict(beginnings))
-    finally:
-        await consumer.stop()
-    return len(partitions)
+    topics = [settings.topic(topic) for topic in definition().input_topics]
+    return await rewind_group(settings, settings.consumer_group(NAME), topics)

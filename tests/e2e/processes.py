@@ -30,12 +30,7 @@ def service_processes(settings: Settings, log_dir: Path) -> Iterator[dict[str, i
 
     Leaving the block normally also checks that none of them died meanwhile.
     """
-    env = os.environ | {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
-        "DEALFLOW_NAMESPACE": settings.namespace,
-        "DEALFLOW_PARTITIONS": str(settings.partitions),
-    }
+    env = os.environ | settings.environment()
     ports = {service: free_port() for service in SERVICES}
     processes = {
         service: subprocess.Popen(

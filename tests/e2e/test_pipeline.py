@@ -111,11 +111,7 @@ async def test_sample_leads_travel_from_capture_to_won_and_onboarding(
         "jana.novak@acme-robotics.de",
         "--request-id",
         "erasure-e2e",
-        env=os.environ
-        | {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "DEALFLOW_NAMESPACE": settings.namespace,
-        },
+        env=os.environ | settings.environment(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

@@ -72,13 +72,13 @@ class Replicas:
         self.log_dir = log_dir
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.http_ports: dict[int, int] = {}
-        self.env = os.environ | {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
-            "DEALFLOW_NAMESPACE": settings.namespace,
-            "DEALFLOW_PARTITIONS": str(settings.partitions),
-            "DEALFLOW_HTTP_HOST": "127.0.0.1",
-        }
+        self.env = (
+            os.environ
+            | settings.environment()
+            | {
+                "DEALFLOW_HTTP_HOST": "127.0.0.1",
+            }
+        )
 
     def log(self, replica: int) -> Path:
         return self.log_dir / f"{SERVICE}.{replica}.log"

@@ -44,16 +44,16 @@ class Pipeline:
         self.settings = settings
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.env = os.environ | {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
-            "DEALFLOW_NAMESPACE": settings.namespace,
-            "DEALFLOW_PARTITIONS": str(settings.partitions),
-            # Any free port: these processes are watched through Kafka, and must not clash with a
-            # stack already running here (`make run`).
-            "DEALFLOW_HTTP_PORT": "0",
-            "DEALFLOW_RETRY_BUDGET_SECONDS": "20",
-        }
+        self.env = (
+            os.environ
+            | settings.environment()
+            | {
+                # Any free port: these processes are watched through Kafka, and must not clash with a
+                # stack already running here (`make run`).
+                "DEALFLOW_HTTP_PORT": "0",
+                "DEALFLOW_RETRY_BUDGET_SECONDS": "20",
+            }
+        )
 
     def start(self, *services: str) -> None:
         for service in services or STAGE_SERVICES:
@@ -200,23 +200,6 @@ async def consumer_lag(settings: Settings, service: str, topics: list[str]) -> i
     finally:
         await consumer.stop()
     return sum(end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items())
-
-
-async def rewind_group(settings: Settings, service: str, topics: list[str]) -> None:
-    """Move a stopped service's committed offsets back to the start of its input topics (full replay)."""
-    partitions = await existing_partitions(settings, topics)
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),
-        group_id=settings.consumer_group(service),
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        beginnings = await consumer.beginning_offsets(partitions)
-        await consumer.commit({tp: offset for tp, offset in beginnings.items()})
-    finally:
-        await consumer.stop()
 
 
 def input_topics(settings: Settings, service: str) -> list[str]:

@@ -22,6 +22,7 @@ from cli.workload import ScriptedDeal, Verification, scripted_deals, verify
 from contracts import Topic
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
+from shared.kafka import rewind_group
 from shared.mongo import make_client, service_database
 from shared.settings import Settings
 from tests.fault.harness import (
@@ -31,7 +32,6 @@ from tests.fault.harness import (
     consumer_lag,
     infra,
     input_topics,
-    rewind_group,
     stream,
 )
 
@@ -207,7 +207,9 @@ async def test_full_replay_changes_nothing(run: Run) -> None:
 
     run.pipeline.stop()
     for service in STAGE_SERVICES:
-        await rewind_group(run.settings, service, input_topics(run.settings, service))
+        await rewind_group(
+            run.settings, run.settings.consumer_group(service), input_topics(run.settings, service)
+        )
     lag = sum([await consumer_lag(run.settings, s, input_topics(run.settings, s)) for s in STAGE_SERVICES])
     replayed_at = time.monotonic()
     run.pipeline.start()

@@ -51,11 +51,7 @@ async def test_insights_dead_letters_are_listed_by_default_and_it_confirms_erasu
         CliRunner().invoke,
         cli,
         ["deadletters", "list"],
-        env={
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "DEALFLOW_NAMESPACE": settings.namespace,
-            "COLUMNS": "300",
-        },
+        env=settings.environment() | {"COLUMNS": "300"},
     )
     assert listed.exit_code == 0, listed.output
     assert position(dead) in listed.output
