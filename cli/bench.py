@@ -43,7 +43,7 @@ from contracts.events import (
 )
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
-from shared.kafka import client_options, ensure_topics, existing_partitions
+from shared.kafka import client_options, ensure_topics, existing_partitions, running
 from shared.mongo import make_client
 from shared.settings import Settings
 
@@ -82,9 +82,7 @@ async def kafka_baseline(settings: Settings, count: int) -> Result:
         max_poll_records=500,
     )
     producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
-    await consumer.start()
-    await producer.start()
-    try:
+    async with running(consumer), running(producer):
         started, done, futures = time.perf_counter(), 0, []
         while done < count:
             batches = await consumer.getmany(timeout_ms=200, max_records=500)
@@ -100,9 +98,6 @@ async def kafka_baseline(settings: Settings, count: int) -> Result:
             futures.clear()
             await consumer.commit()
         seconds = time.perf_counter() - started
-    finally:
-        await consumer.stop()
-        await producer.stop()
     return Result("baseline: aiokafka consume + produce", count, round(seconds, 2), _rate(count, seconds))
 
 
@@ -233,10 +228,9 @@ async def _count_outputs(
     """Follow the topics until `count` matching events arrived; their arrival times and the events."""
     partitions = await existing_partitions(settings, list(topics))
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
-    await consumer.start()
     arrivals: list[float] = []
     events: list[SeenEvent] = []
-    try:
+    async with running(consumer):
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         deadline = time.monotonic() + timeout
@@ -248,8 +242,6 @@ async def _count_outputs(
                     if wanted(event):
                         arrivals.append(now)
                         events.append(event)
-    finally:
-        await consumer.stop()
     return arrivals, events
 
 

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from contracts import Event, Topic, dead_letter_topic, event_model
 from contracts.topics import SERVICES
 from shared.envelope import KafkaRecord, decode_headers, encode
-from shared.kafka import client_options, existing_partitions
+from shared.kafka import client_options, existing_partitions, running
 from shared.settings import Settings
 
 CLI_SOURCE = "/dealflow/cli"
@@ -88,9 +88,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 async def publish(settings: Settings, records: Iterable[KafkaRecord]) -> int:
-    producer = make_producer(settings)
-    await producer.start()
-    try:
+    async with running(make_producer(settings)) as producer:
         futures = [
             await producer.send(
                 record.topic,
@@ -102,8 +100,6 @@ async def publish(settings: Settings, records: Iterable[KafkaRecord]) -> int:
         ]
         await asyncio.gather(*futures)
         return len(futures)
-    finally:
-        await producer.stop()
 
 
 def seen_event(record: Any) -> SeenEvent:
@@ -133,8 +129,7 @@ async def read_all(settings: Settings, topics: Iterable[str]) -> list[SeenEvent]
     if not partitions:
         return []
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
+    async with running(consumer):
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
@@ -150,8 +145,6 @@ async def read_all(settings: Settings, topics: Iterable[str]) -> list[SeenEvent]
                 if await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
         return seen
-    finally:
-        await consumer.stop()
 
 
 async def follow(
@@ -164,12 +157,9 @@ async def follow(
         auto_offset_reset="earliest" if from_beginning else "latest",
         group_id=None,
     )
-    await consumer.start()
-    try:
+    async with running(consumer):
         async for record in consumer:
             yield seen_event(record)
-    finally:
-        await consumer.stop()
 
 
 def all_topics(settings: Settings) -> list[str]:

@@ -7,13 +7,15 @@ settings apply to all of them alike.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
@@ -26,6 +28,11 @@ SASL_SECURITY: dict[KafkaSaslMechanism, type[SASLPlaintext | SASLScram256 | SASL
     "SCRAM-SHA-256": SASLScram256,
     "PLAIN": SASLPlaintext,
 }
+
+# Ample for a broker that answers; a start that takes longer is stranded (see `running`).
+CLIENT_START_SECONDS = 30.0
+
+Client = TypeVar("Client", AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClient)
 
 # Dead letters keep the original bytes, so their topic must accept a record as large as any input.
 RECORD_OVERHEAD_BYTES = 64 * 1024
@@ -88,6 +95,34 @@ def make_broker(settings: Settings, *, client_id: str, logger: logging.Logger | 
     )
 
 
+@asynccontextmanager
+async def running(client: Client, *, start_seconds: float = CLIENT_START_SECONDS) -> AsyncIterator[Client]:
+    """Start an aiokafka client, use it, and always close it; a start that hangs raises KafkaConnectionError.
+
+    aiokafka can strand a client that starts while the broker shuts down: the broker answers the
+    bootstrap request with no brokers and then closes, the client never asks the bootstrap servers
+    again, and an idempotent producer waits for a producer id forever. Bounding the start turns that
+    into an ordinary connection error, which callers already retry with a fresh client.
+    """
+    try:
+        await asyncio.wait_for(client.start(), start_seconds)
+    except BaseException as failure:
+        await _close(client)
+        if isinstance(failure, TimeoutError):
+            raise KafkaConnectionError(
+                f"no usable broker within {start_seconds:.0f}s of starting a Kafka client"
+            ) from None
+        raise
+    try:
+        yield client
+    finally:
+        await _close(client)
+
+
+async def _close(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient) -> None:
+    await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+
+
 async def ensure_topics(
     settings: Settings, names: Iterable[str], *, large_records: Iterable[str] = ()
 ) -> None:
@@ -98,9 +133,7 @@ async def ensure_topics(
     """
     wanted = set(names) | set(large_records)
     large = set(large_records)
-    admin = AIOKafkaAdminClient(**client_options(settings), client_id="dealflow-admin")
-    await admin.start()
-    try:
+    async with running(AIOKafkaAdminClient(**client_options(settings), client_id="dealflow-admin")) as admin:
         missing = wanted - set(await admin.list_topics())
         if not missing:
             return
@@ -122,24 +155,30 @@ async def ensure_topics(
             # Another replica may have created the topic first; that is fine.
             if error_code not in (0, TopicAlreadyExistsError.errno):
                 raise for_code(error_code)(f"cannot create topic {name}")
-    finally:
-        await admin.close()
 
 
 async def existing_partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
     """The partitions of those topics that exist (asking creates nothing)."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
+    async with running(AIOKafkaAdminClient(**client_options(settings))) as admin:
         described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
     return [
         TopicPartition(topic["topic"], partition["partition"])
         for topic in described
         if topic["error_code"] == 0
         for partition in topic["partitions"]
     ]
+
+
+async def group_progress(
+    settings: Settings, group: str, topics: Iterable[str]
+) -> dict[TopicPartition, tuple[int, int]]:
+    """For each partition of the topics: the group's committed offset (0 if none) and the end offset."""
+    partitions = await existing_partitions(settings, topics)
+    async with running(AIOKafkaAdminClient(**client_options(settings))) as admin:
+        committed = await admin.list_consumer_group_offsets(group)
+    async with running(AIOKafkaConsumer(**client_options(settings))) as consumer:
+        ends = await consumer.end_offsets(partitions)
+    return {tp: (committed[tp].offset if tp in committed else 0, end) for tp, end in ends.items()}
 
 
 async def rewind_group(settings: Settings, group: str, topics: Iterable[str]) -> int:
@@ -149,10 +188,7 @@ async def rewind_group(settings: Settings, group: str, topics: Iterable[str]) ->
     """
     partitions = await existing_partitions(settings, topics)
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    async with running(consumer):
         consumer.assign(partitions)
         await consumer.commit(dict(await consumer.beginning_offsets(partitions)))
-    finally:
-        await consumer.stop()
     return len(partitions)

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a transient fault is retried in place before the record is redelivered.",
     )
+    startup_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long the Kafka clients may take to connect once both servers answer; then it exits.",
+    )
 
     batch_max_records: int = Field(
         default=500, ge=1, description="Records applied per bulk write and commit."

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -98,6 +99,7 @@ class StageFacts(Protocol):
 
 TRANSIENT_ERRORS = (ConnectionFailure, KafkaError, ConcurrentWrite, TimeoutError)
 BACKOFF_FIRST_SECONDS = 0.2
+STARTUP_FAILED = 3  # as `uvicorn.run` exits when the app does not start
 BACKOFF_MAX_SECONDS = 10.0
 
 
@@ -159,6 +161,8 @@ class StageService:
         self.started = False
         # Set by whatever runs the service: a stop asked for while it still waits for its servers.
         self.stop_requested: Callable[[], bool] = lambda: False
+        self.request_stop: Callable[[], None] = lambda: None
+        self.startup_abandoned = False
         self.broker = make_broker(settings, client_id=f"dealflow-{definition.name}")
         self.mongo = make_client(settings, app_name=f"dealflow-{definition.name}")
         self.database = service_database(self.mongo, settings, definition.name)
@@ -166,6 +170,7 @@ class StageService:
         self.facts = None if definition.facts is None else definition.facts(self.database)
         self.dead_letter_topic = settings.topic(dead_letter_topic(definition.name))
         self.cache = AggregateCache()
+        self._startup_watchdog: asyncio.TimerHandle | None = None
 
     def build_app(self) -> AsgiFastStream:
         """The service as an ASGI app: the Kafka consumer, plus its HTTP endpoints when served by uvicorn."""
@@ -224,9 +229,29 @@ class StageService:
         )
         for operation in (topics, self.store.prepare):
             await self._with_retries(operation, budget_seconds=math.inf, give_up=self.stop_requested)
+        # Both servers answer, so the clients FastStream starts next connect within seconds. One that
+        # connects while the broker shuts down can be stranded by aiokafka for good (see
+        # shared.kafka.running); then this start is given up, and the process exits to be started afresh.
+        self._startup_watchdog = asyncio.get_running_loop().call_later(
+            self.settings.startup_timeout_seconds, self._abandon_startup
+        )
+
+    def _abandon_startup(self) -> None:
+        self.startup_abandoned = True
+        self.log.error(
+            "startup_stalled",
+            detail="the Kafka clients did not connect although the broker answers; stopping",
+            after_seconds=self.settings.startup_timeout_seconds,
+        )
+        self.request_stop()
+
+    def _stop_startup_watchdog(self) -> None:
+        if self._startup_watchdog is not None:
+            self._startup_watchdog.cancel()
 
     async def _republish_pending(self) -> None:
         """Publish the events a crash left between the state write and the broker's acknowledgement."""
+        self._stop_startup_watchdog()
 
         async def republish() -> None:
             async for aggregate in self.store.with_pending_outbox():
@@ -238,6 +263,7 @@ class StageService:
 
     async def _close(self) -> None:
         self.started = False
+        self._stop_startup_watchdog()
         self.tracer_provider.shutdown()
         await self.mongo.close()
 
@@ -711,6 +737,12 @@ class AggregateCache(ConsumerRebalanceListener):  # type: ignore[misc]
 def run_stage(definition: StageDefinition, settings: Settings | None = None) -> None:
     """Entry point of `python -m services.<stage>`: consume and serve HTTP until SIGINT or SIGTERM."""
     service = StageService(definition, settings or Settings())
+    if not asyncio.run(serve(service)):
+        sys.exit(STARTUP_FAILED)
+
+
+async def serve(service: StageService) -> bool:
+    """Run the service under uvicorn until asked to stop; False if it never started."""
     server = uvicorn.Server(
         uvicorn.Config(
             service.build_app(),
@@ -726,4 +758,6 @@ def run_stage(definition: StageDefinition, settings: Settings | None = None) -> 
     # uvicorn takes SIGTERM and SIGINT before the app starts; a service still waiting for its servers
     # must see them too, or it would only stop once the servers answer.
     service.stop_requested = lambda: server.should_exit
-    asyncio.run(server.serve())
+    service.request_stop = partial(setattr, server, "should_exit", True)
+    await server.serve()
+    return server.started and not service.startup_abandoned

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
@@ -40,7 +40,7 @@ from contracts.events import (
 )
 from services.qualification.service import definition as qualification
 from shared.envelope import encode
-from shared.kafka import ensure_topics, existing_partitions
+from shared.kafka import client_options, ensure_topics, group_progress, running
 from shared.mongo import make_client, service_database
 from shared.settings import Settings
 
@@ -228,12 +228,8 @@ class GroupMember:
 
 async def group_members(settings: Settings) -> tuple[str, list[GroupMember]]:
     """The consumer group's state and members, each with the partitions the leader assigned it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
+    async with running(AIOKafkaAdminClient(**client_options(settings))) as admin:
         [response] = await admin.describe_consumer_groups([settings.consumer_group(SERVICE)])
-    finally:
-        await admin.close()
     [group] = response.groups
     _error, _group_id, state, _protocol_type, _protocol, members, *_ = group
     described = []
@@ -254,26 +250,6 @@ async def stable_group(
             return members
         assert time.monotonic() < deadline, f"group never reached: {condition}; last {state} {members}"
         await asyncio.sleep(0.5)
-
-
-async def committed_and_end_offsets(
-    settings: Settings, topics: list[str]
-) -> dict[TopicPartition, tuple[int, int]]:
-    """For each partition of the topics: the group's committed offset (0 if none) and the end offset."""
-    partitions = await existing_partitions(settings, topics)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.consumer_group(SERVICE))
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    return {tp: (committed[tp].offset if tp in committed else 0, end) for tp, end in ends.items()}
 
 
 async def stored_deals(settings: Settings) -> dict[str, dict[str, object]]:
@@ -369,7 +345,7 @@ async def test_three_replicas_one_killed_one_added_lose_nothing_and_apply_nothin
     expected = {deal_id(number): expected_outputs(number) for number in range(DEALS)}
     deadline = time.monotonic() + 60
     while True:
-        offsets = await committed_and_end_offsets(settings, input_topics)
+        offsets = await group_progress(settings, settings.consumer_group(SERVICE), input_topics)
         outputs = outputs_by_deal(await read_all(settings, [settings.topic(Topic.QUALIFICATIONS)]))
         drained = all(committed == end for committed, end in offsets.values())
         if (drained and outputs == expected) or time.monotonic() > deadline:

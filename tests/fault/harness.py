@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from cli.kafka_io import (
@@ -28,7 +28,7 @@ from cli.kafka_io import (
 from cli.workload import ScriptedDeal
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
-from shared.kafka import client_options, existing_partitions
+from shared.kafka import client_options, group_progress, running
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,33 +94,34 @@ class Observer:
     settings: Settings
     seen: list[tuple[float, SeenEvent]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
+    _clients: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     async def __aenter__(self) -> Observer:
-        consumer = AIOKafkaConsumer(
-            *all_topics(self.settings),
-            **client_options(self.settings),
-            group_id=None,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            metadata_max_age_ms=2000,
+        consumer = await self._clients.enter_async_context(
+            running(
+                AIOKafkaConsumer(
+                    *all_topics(self.settings),
+                    **client_options(self.settings),
+                    group_id=None,
+                    auto_offset_reset="earliest",
+                    enable_auto_commit=False,
+                    metadata_max_age_ms=2000,
+                )
+            )
         )
-        await consumer.start()
 
         async def collect() -> None:
-            try:
-                while True:
-                    try:
-                        batches = await consumer.getmany(timeout_ms=500)
-                    except KafkaError:
-                        # The broker is away (a fault scenario): watching must outlast it, not end.
-                        await asyncio.sleep(0.5)
-                        continue
-                    now = time.monotonic()
-                    self.seen.extend(
-                        (now, seen_event(record)) for records in batches.values() for record in records
-                    )
-            finally:
-                await consumer.stop()
+            while True:
+                try:
+                    batches = await consumer.getmany(timeout_ms=500)
+                except KafkaError:
+                    # The broker is away (a fault scenario): watching must outlast it, not end.
+                    await asyncio.sleep(0.5)
+                    continue
+                now = time.monotonic()
+                self.seen.extend(
+                    (now, seen_event(record)) for records in batches.values() for record in records
+                )
 
         self._task = asyncio.create_task(collect())
         return self
@@ -129,6 +130,7 @@ class Observer:
         assert self._task is not None
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        await self._clients.aclose()
 
     @property
     def events(self) -> list[SeenEvent]:
@@ -186,20 +188,8 @@ async def infra(action: str, server: str) -> None:
 
 async def consumer_lag(settings: Settings, service: str, topics: list[str]) -> int:
     """Records in the service's input topics that its consumer group has not committed yet."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.consumer_group(service))
-    finally:
-        await admin.close()
-    partitions = await existing_partitions(settings, topics)
-    consumer = AIOKafkaConsumer(**client_options(settings))
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    return sum(end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items())
+    progress = await group_progress(settings, settings.consumer_group(service), topics)
+    return sum(end - committed for committed, end in progress.values())
 
 
 def input_topics(settings: Settings, service: str) -> list[str]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaError
 
 from cli.workload import ScriptedDeal, Verification, scripted_deals, verify
 from contracts import Topic
@@ -77,9 +78,13 @@ async def quiescent(run: Run) -> Verification:
 
 
 async def _no_lag(settings: Settings) -> bool:
-    lags = [
-        await consumer_lag(settings, service, input_topics(settings, service)) for service in STAGE_SERVICES
-    ]
+    try:
+        lags = [
+            await consumer_lag(settings, service, input_topics(settings, service))
+            for service in STAGE_SERVICES
+        ]
+    except KafkaError:  # the broker is still coming back: not caught up yet
+        return False
     return all(lag == 0 for lag in lags)
 
 

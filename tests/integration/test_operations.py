@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -15,7 +16,7 @@ from contracts import Topic
 from services.prospecting.service import definition as prospecting
 from shared.envelope import KafkaRecord, encode
 from shared.settings import Settings
-from shared.stage import StageService
+from shared.stage import StageService, serve
 from shared.tracing import trace_id
 from tests.integration.helpers import events_when, fit_lead, of_type, send
 
@@ -94,6 +95,23 @@ async def test_readiness_fails_with_the_reason_when_the_database_is_unreachable(
     assert response.json()["checks"]["database"] is False
     assert response.json()["checks"]["started"] is False
     assert alive.status_code == 200
+
+
+async def test_a_service_whose_kafka_clients_never_connect_gives_up_its_start(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def stranded(producer: AIOKafkaProducer) -> None:
+        await asyncio.Event().wait()  # as aiokafka waits for a producer id once stranded without brokers
+
+    monkeypatch.setattr(AIOKafkaProducer, "start", stranded)
+    impatient = settings.model_copy(update={"http_port": 0, "startup_timeout_seconds": 1.0})
+    service = StageService(prospecting(), impatient)
+
+    started = await asyncio.wait_for(serve(service), timeout=60)
+
+    assert started is False, "a start that never completes must end the process, not hang it"
+    assert service.started is False
+    assert '"event": "startup_stalled"' in capsys.readouterr().out
 
 
 async def test_the_upstream_trace_continues_through_the_stage(settings: Settings) -> None:

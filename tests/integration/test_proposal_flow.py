@@ -32,7 +32,7 @@ from contracts.events import (
     QuotePrepared,
 )
 from services.proposal.service import definition as proposal
-from shared.kafka import client_options
+from shared.kafka import client_options, running
 from shared.settings import Settings
 from shared.stage import StageService
 from tests.integration.helpers import Clock, by, events_when, of_type, send
@@ -145,11 +145,8 @@ async def test_integrators_read_deal_won_with_a_generic_cloudevents_parser(setti
         auto_offset_reset="earliest",
         group_id=None,
     )
-    await consumer.start()
-    try:
+    async with running(consumer):
         record = await asyncio.wait_for(consumer.getone(), timeout=30)
-    finally:
-        await consumer.stop()
     event = from_binary_event(KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value))
     schema = json.loads((REPO / "contracts" / "schemas" / "deal.won.v1.json").read_text())
 
