@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a transient fault is retried in place before the record is redelivered.",
     )
+    parked_max_age_seconds: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="How long an event may wait for its deal to open before it is dead-lettered.",
+    )
     startup_timeout_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
@@ -99,8 +99,11 @@ class StageFacts(Protocol):
 
 TRANSIENT_ERRORS = (ConnectionFailure, KafkaError, ConcurrentWrite, TimeoutError)
 BACKOFF_FIRST_SECONDS = 0.2
-STARTUP_FAILED = 3  # as `uvicorn.run` exits when the app does not start
 BACKOFF_MAX_SECONDS = 10.0
+# An event that waits for a deal which never opens is answered, after a while, with a dead letter.
+PARKED_EXPIRY = "parked-events-expire"
+DEAL_NEVER_OPENED = "deal_never_opened"
+STARTUP_FAILED = 3  # as `uvicorn.run` exits when the app does not start
 
 
 def with_playbook(
@@ -506,13 +509,18 @@ class StageService:
     async def _decide(self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord) -> Aggregate:
         state_model = self.definition.state_model
         state = None if aggregate.state is None else state_model.model_validate(aggregate.state)
+        if isinstance(envelope.data, DeadlineReached) and envelope.data.deadline_id == PARKED_EXPIRY:
+            return self._expire_parked(aggregate, envelope)
         if state is None and type(envelope.data) not in self.definition.opening_events:
             self.metrics.parked.labels(self.definition.name, envelope.type).inc()
             self.log.info("event_parked_until_aggregate_opens")
-            waiting = aggregate.changed(
-                applied_event_id=envelope.id, state=None, parked=(*aggregate.parked, raw), outbox=()
+            return aggregate.changed(
+                applied_event_id=envelope.id,
+                state=None,
+                parked=(*aggregate.parked, raw),
+                outbox=(),
+                deadlines=aggregate.deadlines or self._parked_expiry(),
             )
-            return waiting
         # The deal's first event starts (or continues) its trace; later events join it and link their own.
         links = (
             [Link(get_current_span(extract(envelope.trace)).get_span_context())]
@@ -565,6 +573,43 @@ class StageService:
             outbox=records,
             deadlines=tuple(sorted(pending.items())),
             trace=aggregate.trace or trace,
+        )
+
+    def _parked_expiry(self) -> tuple[tuple[str, datetime], ...]:
+        """The deadline by which a parked event's deal must open; only stages that keep time have one."""
+        if self.definition.deadlines is None or DeadlineReached not in self.definition.handlers:
+            return ()
+        return ((PARKED_EXPIRY, self.clock() + timedelta(seconds=self.settings.parked_max_age_seconds)),)
+
+    def _expire_parked(self, aggregate: Aggregate, envelope: Envelope) -> Aggregate:
+        """Dead-letter the events still waiting for a deal that never opened: each gets its answer.
+
+        The dead letters go out through the outbox, with the state write, so a crash repeats neither
+        less nor more than the write. On an opened deal nothing is parked and nothing happens.
+        """
+        detail = (
+            f"no {' or '.join(sorted(model.TYPE for model in self.definition.opening_events))} "
+            f"for this deal within {self.settings.parked_max_age_seconds:.0f}s"
+        )
+        dead_letters = tuple(
+            self._dead_letter_record(
+                source=(parked.topic, parked.partition, parked.offset),
+                key=aggregate.id.encode(),
+                value=parked.value.encode(),
+                headers=parked.headers,
+                code=DEAL_NEVER_OPENED,
+                detail=detail,
+            )
+            for parked in aggregate.parked
+        )
+        for record in dead_letters:
+            self._count_dead_letter(record.headers, DEAL_NEVER_OPENED, detail)
+        return aggregate.changed(
+            applied_event_id=envelope.id,
+            state=aggregate.state,
+            parked=(),
+            outbox=dead_letters,
+            deadlines=tuple(item for item in aggregate.deadlines if item[0] != PARKED_EXPIRY),
         )
 
     async def _apply(
@@ -626,25 +671,46 @@ class StageService:
                 headers[name] = value.decode()
             except UnicodeDecodeError:
                 headers[f"dlq_undecodable_header_{name}"] = value.hex()
-        headers |= {
-            "dlq_error_code": code,
-            "dlq_error": detail[:2000],
-            "dlq_source_topic": record.topic,
-            "dlq_source_partition": str(record.partition),
-            "dlq_source_offset": str(record.offset),
-            "dlq_service": self.definition.name,
-            "dlq_time": self.clock().isoformat(),
-        }
-        await self._publish(
-            [
-                KafkaRecord(
-                    topic=self.dead_letter_topic,
-                    key=record.key or b"",
-                    value=record.value or b"",
-                    headers=headers,
-                )
-            ]
+        dead_letter = self._dead_letter_record(
+            source=(record.topic, record.partition, record.offset),
+            key=record.key or b"",
+            value=record.value or b"",
+            headers=headers,
+            code=code,
+            detail=detail,
         )
+        await self._publish([dead_letter])
+        self._count_dead_letter(headers, code, detail)
+
+    def _dead_letter_record(
+        self,
+        *,
+        source: tuple[str, int, int],
+        key: bytes,
+        value: bytes,
+        headers: Mapping[str, str],
+        code: str,
+        detail: str,
+    ) -> KafkaRecord:
+        """The original record, bytes unchanged, with the reason and where it came from in its headers."""
+        topic, partition, offset = source
+        return KafkaRecord(
+            topic=self.dead_letter_topic,
+            key=key,
+            value=value,
+            headers={
+                **headers,
+                "dlq_error_code": code,
+                "dlq_error": detail[:2000],
+                "dlq_source_topic": topic,
+                "dlq_source_partition": str(partition),
+                "dlq_source_offset": str(offset),
+                "dlq_service": self.definition.name,
+                "dlq_time": self.clock().isoformat(),
+            },
+        )
+
+    def _count_dead_letter(self, headers: Mapping[str, str], code: str, detail: str) -> None:
         self.metrics.dead_lettered.labels(
             self.definition.name, known_type(headers.get("ce_type")), code
         ).inc()

@@ -123,6 +123,30 @@ async def test_an_activity_that_arrives_before_its_prospect_is_held_then_applied
     assert qualified.headers["ce_source"] == "/dealflow/qualification"
 
 
+async def test_an_activity_whose_deal_never_opens_is_dead_lettered(settings: Settings) -> None:
+    impatient = settings.model_copy(update={"parked_max_age_seconds": 1.0, "timer_tick_seconds": 0.2})
+    orphan = DiscoveryCallLogged.model_validate(
+        {
+            "deal_id": "deal-never-opened",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "answers": {"budget": True, "authority": True, "need": True, "timeline": True},
+        }
+    )
+    sent = encode(orphan, topic=settings.topic(Topic.ACTIVITIES), source="/test", event_id="orphan-call")
+    async with running(qualification(), impatient):
+        await publish(settings, [sent])
+        events = await events_when(settings, lambda seen: any("dlq_error_code" in e.headers for e in seen))
+        await asyncio.sleep(1)  # a second answer for the same event would arrive by now
+
+    [dead] = [event for event in events if "dlq_error_code" in event.headers]
+    assert dead.topic == settings.topic(dead_letter_topic("qualification"))
+    assert dead.headers["dlq_error_code"] == "deal_never_opened"
+    assert "prospect.identified.v1" in dead.headers["dlq_error"]
+    assert (dead.key, dead.value, dead.headers["ce_id"]) == ("deal-never-opened", sent.value, "orphan-call")
+    assert dead.headers["dlq_source_topic"] == settings.topic(Topic.ACTIVITIES)
+    assert of_type(events, "lead.qualified.v1") == []
+
+
 async def test_a_rule_break_is_answered_with_a_rejection_and_changes_nothing(settings: Settings) -> None:
     accepted = ProposalAccepted(deal_id="lead-good", occurred_at=datetime.now(UTC))
     call = DiscoveryCallLogged.model_validate(
