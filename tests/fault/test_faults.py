@@ -12,18 +12,20 @@ import json
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from cli.kafka_io import make_producer
 from cli.workload import ScriptedDeal, Verification, scripted_deals, verify
 from contracts import Topic
 from contracts.topics import STAGE_SERVICES
 from shared.envelope import KafkaRecord
-from shared.kafka import rewind_group
+from shared.kafka import rewind_group, running
 from shared.mongo import make_client, service_database
 from shared.settings import Settings
 from tests.fault.harness import (
@@ -241,3 +243,49 @@ async def _versions(settings: Settings) -> dict[str, dict[str, int]]:
         }
     finally:
         await client.close()
+
+
+@pytest.mark.skipif(
+    not LOCAL_SERVERS, reason="restarts the local servers; servers named by the environment are not ours"
+)
+async def test_clients_started_while_the_broker_restarts_never_hang(settings: Settings) -> None:
+    """aiokafka strands a client that bootstraps from a broker shutting down; `running` must end its start.
+
+    Idempotent producers are started over and over, 20 at a time, across broker restarts. Each start
+    must end (started, refused, or given up after its bound): without the bound, a stranded one would
+    hang this test. Strands are a race, not certain in every run; the report counts them.
+    """
+    outcomes: Counter[str] = Counter()
+    restarting = True
+
+    async def start_one() -> None:
+        producer = make_producer(settings)
+        try:
+            async with running(producer, start_seconds=5):
+                outcomes["started"] += 1
+        except KafkaConnectionError as error:
+            if "no usable broker" not in str(error):
+                outcomes["refused"] += 1
+            elif producer.client.cluster.brokers():
+                outcomes["given up, slow"] += 1
+            else:
+                outcomes["given up, stranded without brokers"] += 1
+
+    async def keep_starting() -> None:
+        while restarting:
+            await asyncio.wait_for(asyncio.gather(*(start_one() for _ in range(20))), timeout=30)
+            await asyncio.sleep(0.01)
+
+    starting = asyncio.create_task(keep_starting())
+    for _ in range(3):
+        await asyncio.sleep(3)
+        await infra("down", "kafka")
+        await asyncio.sleep(1)
+        await infra("up", "kafka")
+    await asyncio.sleep(3)
+    restarting = False
+    await starting
+
+    SCENARIO_REPORT.append(f"clients started across 3 broker restarts: {dict(sorted(outcomes.items()))}")
+    assert outcomes["started"] > 0
+    assert outcomes["refused"] > 0, "some starts must have met the broker away"
