@@ -133,9 +133,11 @@ async def test_kill_9_of_each_service_in_turn(run: Run) -> None:
 async def test_server_stopped_and_restarted(run: Run, server: str, scenario: str) -> None:
     streaming = asyncio.create_task(stream(run.settings, run.deals, deals_per_second=RATE))
     await asyncio.sleep(4)
-    await infra("down", server)
-    await asyncio.sleep(5)
-    await infra("up", server)
+    try:
+        await infra("down", server)
+        await asyncio.sleep(5)
+    finally:  # the tests after this one need the server
+        await infra("up", server)
     restarted = time.monotonic()
     inputs = await streaming
     result = await quiescent(run)
@@ -279,9 +281,11 @@ async def test_clients_started_while_the_broker_restarts_never_hang(settings: Se
     starting = asyncio.create_task(keep_starting())
     for _ in range(3):
         await asyncio.sleep(3)
-        await infra("down", "kafka")
-        await asyncio.sleep(1)
-        await infra("up", "kafka")
+        try:
+            await infra("down", "kafka")
+            await asyncio.sleep(1)
+        finally:  # the tests after this one need the broker
+            await infra("up", "kafka")
     await asyncio.sleep(3)
     restarting = False
     await starting
