@@ -29,8 +29,9 @@ SASL_SECURITY: dict[KafkaSaslMechanism, type[SASLPlaintext | SASLScram256 | SASL
     "PLAIN": SASLPlaintext,
 }
 
-# Ample for a broker that answers; a start that takes longer is stranded (see `running`).
-CLIENT_START_SECONDS = 30.0
+# Longer than aiokafka's own request timeout (40 s), so its failover to another broker runs first;
+# a start that takes longer is stranded (see `running`).
+CLIENT_START_SECONDS = 60.0
 
 Client = TypeVar("Client", AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClient)
 
@@ -110,7 +111,8 @@ async def running(client: Client, *, start_seconds: float = CLIENT_START_SECONDS
         await _close(client)
         if isinstance(failure, TimeoutError):
             raise KafkaConnectionError(
-                f"no usable broker within {start_seconds:.0f}s of starting a Kafka client"
+                f"a Kafka client did not start within {start_seconds:.0f}s: no usable broker"
+                " (or a topic it waits for does not exist)"
             ) from None
         raise
     try:

@@ -76,9 +76,9 @@ class Settings(BaseSettings):
         description="How long an event may wait for its deal to open before it is dead-lettered.",
     )
     startup_timeout_seconds: float = Field(
-        default=60.0,
+        default=120.0,
         gt=0,
-        description="How long the Kafka clients may take to connect once both servers answer; then it exits.",
+        description="How long the producer and consumers may take to start once both servers answer.",
     )
 
     batch_max_records: int = Field(

@@ -167,6 +167,7 @@ class StageService:
         self.request_stop: Callable[[], None] = lambda: None
         self.startup_abandoned = False
         self.broker = make_broker(settings, client_id=f"dealflow-{definition.name}")
+        self.broker.start = partial(self._start_broker_or_stop, self.broker.start)  # type: ignore[method-assign]
         self.mongo = make_client(settings, app_name=f"dealflow-{definition.name}")
         self.database = service_database(self.mongo, settings, definition.name)
         self.store = AggregateStore(self.database["aggregates"])
@@ -243,10 +244,21 @@ class StageService:
         self.startup_abandoned = True
         self.log.error(
             "startup_stalled",
-            detail="the Kafka clients did not connect although the broker answers; stopping",
+            detail="the Kafka producer and consumers did not start although both servers answer; stopping",
             after_seconds=self.settings.startup_timeout_seconds,
         )
         self.request_stop()
+
+    async def _start_broker_or_stop(self, start: Callable[[], Awaitable[None]]) -> None:
+        """FastStream starts the broker after the app reports itself started, so a failure there would
+        leave HTTP served without a consumer: it stops the service instead."""
+        try:
+            await start()
+        except Exception as failure:
+            self.startup_abandoned = True
+            self.log.error("broker_start_failed", error=repr(failure))
+            self.request_stop()
+            raise
 
     def _stop_startup_watchdog(self) -> None:
         if self._startup_watchdog is not None:
@@ -509,7 +521,7 @@ class StageService:
     async def _decide(self, aggregate: Aggregate, envelope: Envelope, raw: ParkedRecord) -> Aggregate:
         state_model = self.definition.state_model
         state = None if aggregate.state is None else state_model.model_validate(aggregate.state)
-        if isinstance(envelope.data, DeadlineReached) and envelope.data.deadline_id == PARKED_EXPIRY:
+        if isinstance(envelope.data, DeadlineReached) and _expires_parked(envelope.data.deadline_id):
             return self._expire_parked(aggregate, envelope)
         if state is None and type(envelope.data) not in self.definition.opening_events:
             self.metrics.parked.labels(self.definition.name, envelope.type).inc()
@@ -519,7 +531,7 @@ class StageService:
                 state=None,
                 parked=(*aggregate.parked, raw),
                 outbox=(),
-                deadlines=aggregate.deadlines or self._parked_expiry(),
+                deadlines=aggregate.deadlines or self._parked_expiry(first_parked_id=envelope.id),
             )
         # The deal's first event starts (or continues) its trace; later events join it and link their own.
         links = (
@@ -575,11 +587,16 @@ class StageService:
             trace=aggregate.trace or trace,
         )
 
-    def _parked_expiry(self) -> tuple[tuple[str, datetime], ...]:
-        """The deadline by which a parked event's deal must open; only stages that keep time have one."""
+    def _parked_expiry(self, *, first_parked_id: str) -> tuple[tuple[str, datetime], ...]:
+        """The deadline by which a parked event's deal must open; only stages that keep time have one.
+
+        Its id names the first parked event: a deal that parks events again after an expiry gets a new
+        deadline, whose announcement is not absorbed as a copy of the first one's.
+        """
         if self.definition.deadlines is None or DeadlineReached not in self.definition.handlers:
             return ()
-        return ((PARKED_EXPIRY, self.clock() + timedelta(seconds=self.settings.parked_max_age_seconds)),)
+        due_at = self.clock() + timedelta(seconds=self.settings.parked_max_age_seconds)
+        return ((f"{PARKED_EXPIRY}/{first_parked_id}", due_at),)
 
     def _expire_parked(self, aggregate: Aggregate, envelope: Envelope) -> Aggregate:
         """Dead-letter the events still waiting for a deal that never opened: each gets its answer.
@@ -602,14 +619,12 @@ class StageService:
             )
             for parked in aggregate.parked
         )
-        for record in dead_letters:
-            self._count_dead_letter(record.headers, DEAL_NEVER_OPENED, detail)
         return aggregate.changed(
             applied_event_id=envelope.id,
             state=aggregate.state,
             parked=(),
             outbox=dead_letters,
-            deadlines=tuple(item for item in aggregate.deadlines if item[0] != PARKED_EXPIRY),
+            deadlines=tuple(item for item in aggregate.deadlines if not _expires_parked(item[0])),
         )
 
     async def _apply(
@@ -659,10 +674,14 @@ class StageService:
         await self.store.mark_sent(aggregate)
 
     def _count_produced(self, records: Iterable[KafkaRecord]) -> None:
+        """Count what the broker has acknowledged: dead letters as such, every other record as produced."""
         for record in records:
-            self.metrics.produced.labels(
-                self.definition.name, known_type(record.headers.get("ce_type"))
-            ).inc()
+            if record.topic == self.dead_letter_topic:
+                self._count_dead_letter(record.headers)
+            else:
+                self.metrics.produced.labels(
+                    self.definition.name, known_type(record.headers.get("ce_type"))
+                ).inc()
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], code: str, detail: str) -> None:
         headers: dict[str, str] = {}
@@ -680,7 +699,7 @@ class StageService:
             detail=detail,
         )
         await self._publish([dead_letter])
-        self._count_dead_letter(headers, code, detail)
+        self._count_dead_letter(dead_letter.headers)
 
     def _dead_letter_record(
         self,
@@ -710,11 +729,12 @@ class StageService:
             },
         )
 
-    def _count_dead_letter(self, headers: Mapping[str, str], code: str, detail: str) -> None:
+    def _count_dead_letter(self, headers: Mapping[str, str]) -> None:
+        code = headers["dlq_error_code"]
         self.metrics.dead_lettered.labels(
             self.definition.name, known_type(headers.get("ce_type")), code
         ).inc()
-        self.log.warning("dead_lettered", code=code, detail=detail[:300])
+        self.log.warning("dead_lettered", code=code, detail=headers["dlq_error"][:300])
 
     # --- faults ----------------------------------------------------------------------------------
 
@@ -764,6 +784,10 @@ class StageService:
                 return
 
 
+def _expires_parked(deadline_id: str) -> bool:
+    return deadline_id.startswith(f"{PARKED_EXPIRY}/")
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """An inbound record this stage handles, decoded."""
@@ -808,7 +832,7 @@ def run_stage(definition: StageDefinition, settings: Settings | None = None) -> 
 
 
 async def serve(service: StageService) -> bool:
-    """Run the service under uvicorn until asked to stop; False if it never started."""
+    """Run the service under uvicorn until it is asked to stop; False if its start was given up."""
     server = uvicorn.Server(
         uvicorn.Config(
             service.build_app(),

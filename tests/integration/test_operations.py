@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -97,21 +98,35 @@ async def test_readiness_fails_with_the_reason_when_the_database_is_unreachable(
     assert alive.status_code == 200
 
 
-async def test_a_service_whose_kafka_clients_never_connect_gives_up_its_start(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    async def stranded(producer: AIOKafkaProducer) -> None:
-        await asyncio.Event().wait()  # as aiokafka waits for a producer id once stranded without brokers
+async def stranded(producer: AIOKafkaProducer) -> None:
+    await asyncio.Event().wait()  # as aiokafka waits for a producer id once stranded without brokers
 
-    monkeypatch.setattr(AIOKafkaProducer, "start", stranded)
+
+async def refused(producer: AIOKafkaProducer) -> None:
+    raise KafkaConnectionError("refused")
+
+
+@pytest.mark.parametrize(
+    ("producer_start", "logged"), [(stranded, "startup_stalled"), (refused, "broker_start_failed")]
+)
+async def test_a_service_whose_producer_does_not_start_stops_instead_of_serving_without_it(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    producer_start: Callable[[AIOKafkaProducer], Awaitable[None]],
+    logged: str,
+) -> None:
+    monkeypatch.setattr(AIOKafkaProducer, "start", producer_start)
     impatient = settings.model_copy(update={"http_port": 0, "startup_timeout_seconds": 1.0})
     service = StageService(prospecting(), impatient)
 
-    started = await asyncio.wait_for(serve(service), timeout=60)
+    # FastStream starts the broker after the app reports itself started: without the service's own
+    # checks uvicorn would go on serving HTTP with no consumer, and this would time out.
+    started = await asyncio.wait_for(serve(service), timeout=30)
 
-    assert started is False, "a start that never completes must end the process, not hang it"
+    assert started is False
     assert service.started is False
-    assert '"event": "startup_stalled"' in capsys.readouterr().out
+    assert f'"event": "{logged}"' in capsys.readouterr().out
 
 
 async def test_the_upstream_trace_continues_through_the_stage(settings: Settings) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cli.kafka_io import publish
+from cli.kafka_io import SeenEvent, publish
 from contracts import Topic, dead_letter_topic
 from contracts.events import DiscoveryCallLogged, LeadCaptured, ProposalAccepted
 from services.proposal.service import definition as proposal
@@ -132,17 +132,29 @@ async def test_an_activity_whose_deal_never_opens_is_dead_lettered(settings: Set
             "answers": {"budget": True, "authority": True, "need": True, "timeline": True},
         }
     )
-    sent = encode(orphan, topic=settings.topic(Topic.ACTIVITIES), source="/test", event_id="orphan-call")
-    async with running(qualification(), impatient):
-        await publish(settings, [sent])
-        events = await events_when(settings, lambda seen: any("dlq_error_code" in e.headers for e in seen))
-        await asyncio.sleep(1)  # a second answer for the same event would arrive by now
+    first, again = (
+        encode(orphan, topic=settings.topic(Topic.ACTIVITIES), source="/test", event_id=event_id)
+        for event_id in ("orphan-call", "orphan-call-again")
+    )
 
-    [dead] = [event for event in events if "dlq_error_code" in event.headers]
+    def dead_letters(seen: list[SeenEvent]) -> list[SeenEvent]:
+        return [event for event in seen if "dlq_error_code" in event.headers]
+
+    async with running(qualification(), impatient):
+        await publish(settings, [first])
+        await events_when(settings, lambda seen: len(dead_letters(seen)) == 1)
+        # The same deal parks an event again after its first expiry: that one is answered too.
+        await publish(settings, [again])
+        await events_when(settings, lambda seen: len(dead_letters(seen)) == 2)
+        await asyncio.sleep(1)  # a second answer for either event would arrive by now
+        events = await events_when(settings, lambda seen: True)
+
+    assert [dead.headers["ce_id"] for dead in dead_letters(events)] == ["orphan-call", "orphan-call-again"]
+    dead = dead_letters(events)[0]
     assert dead.topic == settings.topic(dead_letter_topic("qualification"))
     assert dead.headers["dlq_error_code"] == "deal_never_opened"
     assert "prospect.identified.v1" in dead.headers["dlq_error"]
-    assert (dead.key, dead.value, dead.headers["ce_id"]) == ("deal-never-opened", sent.value, "orphan-call")
+    assert (dead.key, dead.value) == ("deal-never-opened", first.value)
     assert dead.headers["dlq_source_topic"] == settings.topic(Topic.ACTIVITIES)
     assert of_type(events, "lead.qualified.v1") == []
 
