@@ -233,9 +233,10 @@ class StageService:
         )
         for operation in (topics, self.store.prepare):
             await self._with_retries(operation, budget_seconds=math.inf, give_up=self.stop_requested)
-        # Both servers answer, so the clients FastStream starts next connect within seconds. One that
-        # connects while the broker shuts down can be stranded by aiokafka for good (see
-        # shared.kafka.running); then this start is given up, and the process exits to be started afresh.
+        # Both servers answer, so the producer and consumers FastStream starts next (group joins included)
+        # start within seconds. A client that connects while the broker shuts down can be stranded by
+        # aiokafka for good (see shared.kafka.running); then the start is given up and the process exits,
+        # to be started afresh.
         self._startup_watchdog = asyncio.get_running_loop().call_later(
             self.settings.startup_timeout_seconds, self._abandon_startup
         )
