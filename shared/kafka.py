@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
 from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -123,6 +124,11 @@ async def running(client: Client, *, start_seconds: float = CLIENT_START_SECONDS
 
 async def _close(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient) -> None:
     await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of a key under Kafka's default partitioner (murmur2, as the Java client has it)."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 async def ensure_topics(

@@ -59,7 +59,7 @@ from shared.envelope import (
     derived_event_id,
     encode,
 )
-from shared.kafka import ensure_topics, make_broker
+from shared.kafka import ensure_topics, make_broker, partition_of
 from shared.logging import configure_logging
 from shared.metrics import StageMetrics, known_type
 from shared.mongo import DatabaseInterrupted, Document, interrupted, make_client, service_database
@@ -303,6 +303,25 @@ class StageService:
                 lag[partition] = max(0, highwater - await consumer.position(partition))
         return lag
 
+    async def _caught_up_partitions(self) -> set[int]:
+        """The partitions this replica owns and has applied (committed) up to their last fetched ends,
+        in every input topic."""
+        consumer = getattr(self, "subscriber", None) and self.subscriber.consumer
+        if consumer is None:
+            return set()
+        owned, behind = set(), set()
+        for partition in consumer.assignment():
+            owned.add(partition.partition)
+            highwater = consumer.highwater(partition)
+            if highwater is None or (await consumer.committed(partition) or 0) < highwater:
+                behind.add(partition.partition)
+        return owned - behind
+
+    def _partition_of(self, deal_id: str) -> int | None:
+        consumer = self.subscriber.consumer
+        partitions = consumer and consumer.partitions_for_topic(self.settings.topic(Topic.DEADLINES))
+        return partition_of(deal_id, len(partitions)) if partitions else None
+
     # --- time ------------------------------------------------------------------------------------
 
     async def _start_timer(self) -> None:
@@ -318,8 +337,10 @@ class StageService:
         """Publish a DeadlineReached for every due deadline, keyed by its deal.
 
         The consumer that owns the deal's partition applies it, so time never creates a second writer.
-        Any replica may announce a deadline, and more than once: its event id is derived from the deal
-        and the deadline, so every copy after the first is absorbed as a duplicate.
+        That replica also announces it, and only once it has applied the partition's inputs up to their
+        ends: a deadline is judged on the deal's latest state, never on one that a backlog (a restart, a
+        replay from offset zero) has not caught up with yet. A deadline may still be announced more than
+        once: its event id is derived from the deal and the deadline, so later copies are absorbed.
         """
         announced: dict[tuple[str, str], float] = {}
         while True:
@@ -332,6 +353,9 @@ class StageService:
                     for deadline_id, due_at in aggregate.deadlines
                     if due_at <= now and announced.get((aggregate.id, deadline_id), 0) < time.monotonic()
                 ]
+                if due:
+                    owned = await self._caught_up_partitions()
+                    due = [deadline for deadline in due if self._partition_of(deadline[0]) in owned]
                 await self._publish([self._deadline_record(*deadline) for deadline in due])
             except Exception as fault:  # the next tick tries again; the timer must outlive any fault
                 self.log.warning("deadline_scan_failed", error=repr(fault))
@@ -503,6 +527,8 @@ class StageService:
                 self.log.info("duplicate_absorbed", event_id=item.envelope.id)
                 continue
             changed = await self._decide(aggregate, item.envelope, item.parked)
+            if changed is aggregate:  # nothing to store
+                continue
             # Events a crash left unpublished stay in the outbox until this batch publishes them too.
             current[aggregate.id] = replace(changed, outbox=(*aggregate.outbox, *changed.outbox))
         if self.facts is not None:
@@ -554,7 +580,13 @@ class StageService:
             now = self.clock()
             if self.definition.now_is_event_time and envelope.time is not None:
                 now = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
+            before = state
             state, events = await self._apply(state, envelope, now)
+            if isinstance(envelope.data, DeadlineReached) and not events and state == before:
+                # A deadline that is not due in this state is left unconsumed: announced again once it
+                # is due (say, after a replay applied the deal's events in another order), it must
+                # not be absorbed as a copy of this one.
+                return aggregate
             if aggregate.state is None and state is not None:
                 for parked in aggregate.parked:
                     parked_envelope = decode(
