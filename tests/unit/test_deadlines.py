@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from contracts.events import Company, Contact, DeadlineReached, Event, NextStep, ProspectIdentified
+from contracts.events import DeadlineReached, Event
 from services.qualification.service import definition as qualification
 from shared.envelope import decode, encode
 from shared.kafka import partition_of
 from shared.settings import Settings
 from shared.stage import StageService
 from shared.store import Aggregate, ParkedRecord
+from tests.unit.test_qualification import prospect
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -34,19 +35,7 @@ async def decided(service: StageService, aggregate: Aggregate, event: Event, eve
 
 async def test_a_deadline_not_due_in_the_state_is_left_unconsumed_and_a_due_one_is_applied() -> None:
     service = StageService(qualification(), Settings(), clock=lambda: NOW)
-    prospect = ProspectIdentified(
-        deal_id="d-1",
-        lead_id="d-1",
-        contact=Contact(email="a@b.example"),
-        company=Company(name="B"),
-        source="web_form",
-        marketing_consent=True,
-        fit_score=90,
-        tier="A",
-        owner="rep",
-        next_step=NextStep(action="first_touch", due_at=NOW + timedelta(hours=4)),
-    )
-    opened = await decided(service, Aggregate(id="d-1"), prospect, "prospect-1")
+    opened = await decided(service, Aggregate(id="d-1"), prospect("A", NOW), "prospect-1")
     pending = dict(opened.deadlines)
     assert "1:first_touch_overdue" in pending
 

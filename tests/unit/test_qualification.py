@@ -37,8 +37,8 @@ NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 BANT_MET = {"budget": True, "authority": True, "need": True, "timeline": True}
 
 
-def opened(tier: str = "C") -> Qualification:
-    prospect = ProspectIdentified(
+def prospect(tier: str = "C", now: datetime = NOW) -> ProspectIdentified:
+    return ProspectIdentified(
         deal_id="d-1",
         lead_id="d-1",
         contact=Contact(email="a@b.example"),
@@ -48,9 +48,12 @@ def opened(tier: str = "C") -> Qualification:
         fit_score=90,
         tier=tier,
         owner="rep",
-        next_step=NextStep(action="first_touch", due_at=NOW + timedelta(hours=4)),
+        next_step=NextStep(action="first_touch", due_at=now + timedelta(hours=4)),
     )
-    return on_prospect_identified(None, prospect, NOW, PLAYBOOK).state
+
+
+def opened(tier: str = "C") -> Qualification:
+    return on_prospect_identified(None, prospect(tier), NOW, PLAYBOOK).state
 
 
 def touch(outcome: str = "no_answer", **fields: object) -> TouchLogged:
