@@ -11,7 +11,6 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-DEFAULT_URL = "http://127.0.0.1:8085"
 CATEGORIES = ("pipeline", "best_case", "commit", "closed")
 
 

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -128,7 +128,8 @@ async def _close(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClie
 
 def partition_of(key: str, partitions: int) -> int:
     """The partition of a key under Kafka's default partitioner (murmur2, as the Java client has it)."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    every = list(range(partitions))
+    return int(DefaultPartitioner()(key.encode(), every, every))
 
 
 async def ensure_topics(

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import structlog
 import uvicorn
-from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
@@ -103,7 +103,10 @@ BACKOFF_MAX_SECONDS = 10.0
 # An event that waits for a deal which never opens is answered, after a while, with a dead letter.
 PARKED_EXPIRY = "parked-events-expire"
 DEAL_NEVER_OPENED = "deal_never_opened"
-STARTUP_FAILED = 3  # as `uvicorn.run` exits when the app does not start
+STARTUP_FAILED = 3
+Deadline = tuple[
+    str, str, datetime
+]  # deal id, deadline id, when it is due  # as `uvicorn.run` exits when the app does not start
 
 
 def with_playbook(
@@ -242,12 +245,15 @@ class StageService:
         )
 
     def _abandon_startup(self) -> None:
-        self.startup_abandoned = True
-        self.log.error(
+        self._give_up_start(
             "startup_stalled",
             detail="the Kafka producer and consumers did not start although both servers answer; stopping",
             after_seconds=self.settings.startup_timeout_seconds,
         )
+
+    def _give_up_start(self, event: str, **fields: object) -> None:
+        self.startup_abandoned = True
+        self.log.error(event, **fields)
         self.request_stop()
 
     async def _start_broker_or_stop(self, start: Callable[[], Awaitable[None]]) -> None:
@@ -256,9 +262,7 @@ class StageService:
         try:
             await start()
         except Exception as failure:
-            self.startup_abandoned = True
-            self.log.error("broker_start_failed", error=repr(failure))
-            self.request_stop()
+            self._give_up_start("broker_start_failed", error=repr(failure))
             raise
 
     def _stop_startup_watchdog(self) -> None:
@@ -287,13 +291,19 @@ class StageService:
     def http_port(self) -> int:
         return self.definition.http_port if self.settings.http_port is None else self.settings.http_port
 
+    @property
+    def _consumer(self) -> AIOKafkaConsumer | None:
+        """The stage's consumer, once it has started."""
+        subscriber = getattr(self, "subscriber", None)
+        return None if subscriber is None else subscriber.consumer
+
     def consumer_assignment(self) -> set[TopicPartition]:
-        consumer = getattr(self, "subscriber", None) and self.subscriber.consumer
+        consumer = self._consumer
         return set(consumer.assignment()) if consumer is not None else set()
 
     async def consumer_lag(self) -> dict[TopicPartition, int]:
         """Records behind the high watermark, per assigned partition, as last fetched."""
-        consumer = getattr(self, "subscriber", None) and self.subscriber.consumer
+        consumer = self._consumer
         if consumer is None:
             return {}
         lag = {}
@@ -303,24 +313,22 @@ class StageService:
                 lag[partition] = max(0, highwater - await consumer.position(partition))
         return lag
 
-    async def _caught_up_partitions(self) -> set[int]:
-        """The partitions this replica owns and has applied (committed) up to their last fetched ends,
-        in every input topic."""
-        consumer = getattr(self, "subscriber", None) and self.subscriber.consumer
-        if consumer is None:
-            return set()
-        owned, behind = set(), set()
-        for partition in consumer.assignment():
-            owned.add(partition.partition)
-            highwater = consumer.highwater(partition)
-            if highwater is None or (await consumer.committed(partition) or 0) < highwater:
-                behind.add(partition.partition)
-        return owned - behind
-
-    def _partition_of(self, deal_id: str) -> int | None:
-        consumer = self.subscriber.consumer
+    async def _owned_and_caught_up(self, due: list[Deadline]) -> list[Deadline]:
+        """The deadlines of deals in partitions this replica owns and has applied (committed) up to
+        their last fetched ends, in every input topic."""
+        consumer = self._consumer
         partitions = consumer and consumer.partitions_for_topic(self.settings.topic(Topic.DEADLINES))
-        return partition_of(deal_id, len(partitions)) if partitions else None
+        if consumer is None or not partitions:
+            return []
+        assignment = list(consumer.assignment())
+        committed = await asyncio.gather(*(consumer.committed(partition) for partition in assignment))
+        behind = {
+            partition.partition
+            for partition, applied in zip(assignment, committed, strict=True)
+            if (highwater := consumer.highwater(partition)) is None or (applied or 0) < highwater
+        }
+        ready = {partition.partition for partition in assignment} - behind
+        return [deadline for deadline in due if partition_of(deadline[0], len(partitions)) in ready]
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -354,8 +362,7 @@ class StageService:
                     if due_at <= now and announced.get((aggregate.id, deadline_id), 0) < time.monotonic()
                 ]
                 if due:
-                    owned = await self._caught_up_partitions()
-                    due = [deadline for deadline in due if self._partition_of(deadline[0]) in owned]
+                    due = await self._owned_and_caught_up(due)
                 await self._publish([self._deadline_record(*deadline) for deadline in due])
             except Exception as fault:  # the next tick tries again; the timer must outlive any fault
                 self.log.warning("deadline_scan_failed", error=repr(fault))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 
 from cli.namespaces import delete_namespace
 from shared.settings import Settings
+from tests.ports import listening
 
 # Shared expected-figure checks get pytest's detailed assertion messages too.
 pytest.register_assert_rewrite("tests.insights_events")
@@ -30,14 +30,6 @@ LOCAL_MONGODB = "mongodb://127.0.0.1:27017/"
 class Servers:
     kafka_bootstrap_servers: str
     mongodb_uri: str
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _docker_reachable() -> bool:
@@ -54,11 +46,7 @@ def _docker_reachable() -> bool:
 def servers() -> Iterator[Servers]:
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     mongodb = os.environ.get("MONGODB_URI")
-    if (
-        kafka is None
-        and mongodb is None
-        and not (_answers("127.0.0.1", 9092) and _answers("127.0.0.1", 27017))
-    ):
+    if kafka is None and mongodb is None and not (listening(9092) and listening(27017)):
         if _docker_reachable():
             yield from _containers()
             return

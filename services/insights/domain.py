@@ -516,9 +516,11 @@ def board(timelines: Iterable[Timeline], now: datetime, playbook: InsightsPlaybo
 
 def stalled(timelines: Iterable[Timeline], now: datetime, playbook: InsightsPlaybook) -> list[Card]:
     cards = [card(timeline, now, playbook) for timeline in timelines if is_stalled(timeline, now, playbook)]
-    return sorted(
-        (c for c in cards if c is not None), key=lambda c: (-(c.days_without_progress or 0), c.deal_id)
-    )
+    return _longest_stalled_first(c for c in cards if c is not None)
+
+
+def _longest_stalled_first(cards: Iterable[Card]) -> list[Card]:
+    return sorted(cards, key=lambda c: (-(c.days_without_progress or 0), c.deal_id))
 
 
 class FunnelStep(BaseModel):
@@ -870,13 +872,15 @@ class Report(BaseModel):
 
 
 def report(timelines: Sequence[Timeline], now: datetime, playbook: InsightsPlaybook) -> Report:
+    columns = board(timelines, now, playbook)
     return Report(
         generated_at=now,
         reporting_currency=playbook.reporting_currency,
         deals=len(timelines),
-        board=board(timelines, now, playbook),
+        board=columns,
         funnel=funnel(timelines),
         forecast=forecast(timelines, playbook),
         bottlenecks=bottlenecks(timelines, now, playbook),
-        stalled=stalled(timelines, now, playbook),
+        # The board has every deal's card already: the stalled list is those of them.
+        stalled=_longest_stalled_first(c for column in columns.values() for c in column if c.stalled),
     )

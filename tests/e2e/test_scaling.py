@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from shared.envelope import encode
 from shared.kafka import client_options, ensure_topics, group_progress, running
 from shared.mongo import make_client, service_database
 from shared.settings import Settings
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 REPO = Path(__file__).resolve().parents[2]
@@ -53,15 +53,6 @@ DEALS_PER_SECOND = 10  # 300 deals over about 30 s: the kill and the new replica
 BANT_MET = {"budget": True, "authority": True, "need": True, "timeline": True}
 QUALIFIED = Counter({"qualification.next_step_scheduled.v1": 1, "lead.qualified.v1": 1})
 DISQUALIFIED = Counter({"qualification.next_step_scheduled.v1": 1, "lead.disqualified.v1": 1})
-
-
-def free_port() -> int:
-    # Each replica gets its own HTTP port, taken from the OS so that a stack already running on this
-    # machine (on the per-service default ports) cannot clash with the test's replicas.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Replicas:
@@ -84,6 +75,7 @@ class Replicas:
         return self.log_dir / f"{SERVICE}.{replica}.log"
 
     def start(self, replica: int) -> None:
+        # Its own HTTP port from the OS: a stack already running here on the default ports cannot clash.
         self.http_ports[replica] = free_port()
         with self.log(replica).open("ab") as log:
             self.processes[replica] = subprocess.Popen(

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from contracts.events import Company, Contact, DealWon, LeadCaptured, Money
 from shared.envelope import encode
 from shared.kafka import client_options, ensure_topics, make_broker
 from shared.settings import Settings
+from tests.ports import free_port, listening
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +51,6 @@ def _kafka_libs() -> Path:
     return libs
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _cluster_id() -> str:
     # Kafka's cluster ids are a random UUID in URL-safe base64 that must not start with a dash.
     while True:
@@ -75,7 +68,7 @@ class ScramBroker:
 @pytest.fixture(scope="module")
 def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScramBroker]:
     home = tmp_path_factory.mktemp("scram-kafka")
-    client_port, internal_port, controller_port = _free_port(), _free_port(), _free_port()
+    client_port, internal_port, controller_port = free_port(), free_port(), free_port()
     config = home / "server.properties"
     config.write_text(
         "\n".join(
@@ -152,11 +145,9 @@ def _wait_for_port(port: int, broker: subprocess.Popen[bytes], log: Path) -> Non
     while time.monotonic() < deadline:
         if broker.poll() is not None:
             pytest.fail(f"the SCRAM broker exited during startup:\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.3)
+        if listening(port):
+            return
+        time.sleep(0.3)
     pytest.fail(f"the SCRAM broker did not listen in {START_TIMEOUT_SECONDS} s:\n{log.read_text()[-3000:]}")
 
 

@@ -7,7 +7,6 @@ on a loopback port, with a certificate for 127.0.0.1 signed by a CA made for the
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -20,6 +19,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from shared.mongo import make_client
 from shared.settings import Settings
+from tests.ports import free_port, listening
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +35,6 @@ def _ferretdb_binary() -> Path:
         # Builds the binary into the cache (once); it starts nothing.
         subprocess.run(["bash", str(INFRA), "fetch", "ferretdb"], check=True, timeout=900)
     return binary
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _openssl(*arguments: str) -> None:
@@ -73,7 +66,7 @@ def tls_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDataba
         *("x509", "-req", "-in", str(request), "-CA", str(ca_file), "-CAkey", str(ca_key)),
         *("-CAcreateserial", "-days", "1", "-extfile", str(extensions), "-out", str(certificate)),
     )
-    port = _free_port()
+    port = free_port()
     (home / "data").mkdir()
     log = home / "ferretdb.log"
     with log.open("ab") as output:
@@ -83,7 +76,7 @@ def tls_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDataba
                 "--handler=sqlite",
                 f"--sqlite-url=file:{home / 'data'}/",
                 # The plain listener is required by FerretDB; it gets a port of its own nobody uses.
-                f"--listen-addr=127.0.0.1:{_free_port()}",
+                f"--listen-addr=127.0.0.1:{free_port()}",
                 f"--listen-tls=127.0.0.1:{port}",
                 f"--listen-tls-cert-file={certificate}",
                 f"--listen-tls-key-file={key}",
@@ -98,7 +91,7 @@ def tls_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDataba
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not _listening(port):
+        while not listening(port):
             if server.poll() is not None or time.monotonic() >= deadline:
                 pytest.fail(f"the TLS FerretDB did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
@@ -110,14 +103,6 @@ def tls_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDataba
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 async def _round_trip(settings: Settings) -> object:
