@@ -14,9 +14,12 @@ from collections.abc import Mapping
 import phonenumbers
 import structlog
 
+from shared.privacy import EMAIL_KEYS, PERSONAL_KEYS
+
 EMAIL = re.compile(r"(?<![\w.%+-])([\w.%+-])[\w.%+-]*@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})")
 # A value logged under one of these keys is personal whatever it looks like (a name has no pattern).
-PERSONAL_FIELDS = frozenset({"email", "phone", "first_name", "last_name", "full_name", "contact_name"})
+# The fields erasure treats as a person's, and the names logs may give a whole name.
+PERSONAL_FIELDS = EMAIL_KEYS | PERSONAL_KEYS | {"full_name", "contact_name"}
 # Phone numbers in international form (+49 30 1234567) are found in any country; national forms
 # (030 1234567, (415) 555-0100) are recognised for these countries, those of the sample playbooks.
 NATIONAL_PHONE_REGIONS = ("US", "GB", "DE", "FR")
