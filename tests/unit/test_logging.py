@@ -57,6 +57,15 @@ def test_names_logged_under_a_personal_key_are_hidden(capsys: pytest.CaptureFixt
     assert line["contact"] == {"first_name": "***", "last_name": "***", "email": "j***@acme.de"}
 
 
+def test_every_key_erasure_treats_as_personal_is_hidden_in_logs(capsys: pytest.CaptureFixture[str]) -> None:
+    log = configure_logging("test")
+
+    log.info("lead_seen", contact_first_name="Jana", contact_last_name="Novak", contact_phone="555-0100")
+
+    [line] = rendered_lines(capsys)
+    assert (line["contact_first_name"], line["contact_last_name"], line["contact_phone"]) == ("***",) * 3
+
+
 def test_library_messages_and_tracebacks_are_masked_too(capsys: pytest.CaptureFixture[str]) -> None:
     log = configure_logging("test")
 
