@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 
 include deploy/local/infra.mk
 
-.PHONY: help install run stop scale status logs test check lint typecheck imports pytest unit integration e2e fault bench schemas clean
+.PHONY: help install run stop scale status logs test check lint typecheck imports pytest unit integration e2e fault hostile bench schemas clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -42,8 +42,11 @@ run: install infra-up ## start the servers and the five services, run the demo, 
 	@bash $(SERVICES) start
 	@$(BIN)/dealflow demo
 	@echo
-	@echo "Pipeline page (board, funnel, forecast, time in stage; it updates as events arrive):"
-	@echo "    http://127.0.0.1:8085/    (in the terminal: dealflow report)"
+	@echo "Pipeline page (board, funnel, forecast, time in stage; it updates as events arrive). The link"
+	@echo "carries the API token (.local/api-token unless DEALFLOW_API_TOKEN is set): it signs the browser in"
+	@echo "with a cookie and drops the token from the address:"
+	@echo "    $$(bash $(SERVICES) page-url)"
+	@echo "In the terminal: dealflow report (it sends the same token)."
 	@echo "The stack is still running: 'dealflow follow' watches events, 'dealflow journey <deal-id>' shows one deal,"
 	@echo "logs are in .local/logs/. 'make stop' ends it all."
 
@@ -86,6 +89,9 @@ e2e: install ## only the end-to-end test (servers must be up: make infra-up)
 
 fault: install ## only the fault suite (starts and stops the local servers it needs)
 	@bash deploy/local/with-servers.sh $(BIN)/pytest -ra tests/fault
+
+hostile: install ## only the hostile-input suite (HOSTILE_CLASSES=a,b for some classes; starts the servers)
+	@bash deploy/local/with-servers.sh $(BIN)/pytest -ra tests/hostile
 
 BENCH_COUNT ?= 20000
 BENCH_RATE ?= 200

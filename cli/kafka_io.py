@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts import Event, Topic, dead_letter_topic, event_model
 from contracts.topics import SERVICES
@@ -147,11 +147,47 @@ async def read_all(settings: Settings, topics: Iterable[str]) -> list[SeenEvent]
         return seen
 
 
+async def existing_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
+    """Those of the topics that exist, in the order given; asking creates nothing."""
+    wanted = list(dict.fromkeys(topics))
+    found = {tp.topic for tp in await existing_partitions(settings, wanted)}
+    return [topic for topic in wanted if topic in found]
+
+
+async def read_at(settings: Settings, partitions: Iterable[TopicPartition], offset: int) -> list[SeenEvent]:
+    """The record at `offset` in each of the partitions that has one, read without a consumer group."""
+    partitions = list(partitions)
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+    async with running(consumer):
+        consumer.assign(partitions)
+        start = await consumer.beginning_offsets(partitions)
+        end = await consumer.end_offsets(partitions)
+        found: list[SeenEvent] = []
+        for tp in partitions:
+            if not start[tp] <= offset < end[tp]:
+                continue
+            consumer.seek(tp, offset)
+            async with asyncio.timeout(60):
+                records: list[Any] = []
+                while not records and await consumer.position(tp) < end[tp]:
+                    records = (await consumer.getmany(tp, timeout_ms=1000, max_records=1)).get(tp, [])
+            # Transaction markers and compaction leave gaps: the first record read may be a later one.
+            if records and records[0].offset == offset:
+                found.append(seen_event(records[0]))
+        return found
+
+
 async def follow(
     settings: Settings, topics: Iterable[str], *, from_beginning: bool
 ) -> AsyncIterator[SeenEvent]:
+    """Every new record of those topics that exist now (subscribing to a missing one would create it)."""
+    existing = await existing_topics(settings, topics)
+    if not existing:
+        raise LookupError(f"none of the topics exists in namespace {settings.namespace!r}")
     consumer = AIOKafkaConsumer(
-        *topics,
+        *existing,
         **client_options(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",

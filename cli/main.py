@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import tempfile
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
+import click
 import typer
 
 from cli import deadletters, demo, docs
+from cli.erasure import erasure_summary
 from cli.journey import journey as deal_journey
 from cli.journey import line
 from cli.kafka_io import (
@@ -63,7 +66,10 @@ def follow_events(
                 typer.echo(f"{event.key:<24}{line(event)}")
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        try:
+            asyncio.run(run())
+        except LookupError as error:
+            fail(f"{error} on {settings.kafka_bootstrap_servers}: start the services first")
 
 
 @app.command(name="journey")
@@ -83,13 +89,59 @@ deadletters_app = typer.Typer(help="Inspect and re-drive dead-lettered records."
 app.add_typer(deadletters_app, name="deadletters")
 
 
+def fail(message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(1)
+
+
+def known_services(services: list[str] | None) -> list[str] | None:
+    for service in services or []:
+        if service not in SERVICES:
+            raise typer.BadParameter(f"unknown service {service!r}: use one of {', '.join(SERVICES)}")
+    return services
+
+
+def known_service(service: str | None) -> str | None:
+    known_services(None if service is None else [service])
+    return service
+
+
+ServiceOption = Annotated[
+    str | None, typer.Option(help="the service whose dead letter it is", callback=known_service)
+]
+PartitionOption = Annotated[
+    int | None, typer.Option(min=0, help="its partition (needed only when the offset is in several)")
+]
+OffsetOption = Annotated[int | None, typer.Option(min=0, help="its offset, as `list` shows it")]
+
+
+def chosen(
+    positions: list[str] | None, service: str | None, partition: int | None, offset: int | None
+) -> list[deadletters.Position]:
+    """The dead letters named as service:partition:offset arguments, or with --service/--offset options."""
+    if positions:
+        if service is not None or partition is not None or offset is not None:
+            raise deadletters.DeadLetterError(
+                "name dead letters as service:partition:offset or with --service and --offset, not both"
+            )
+        return [deadletters.parse_position(text) for text in positions]
+    if service is None or offset is None:
+        raise deadletters.DeadLetterError(
+            "say which dead letter: service:partition:offset (as `list` shows it), or --service and --offset"
+        )
+    return [deadletters.Position(service, partition, offset)]
+
+
 @deadletters_app.command(name="list")
 def list_dead_letters(
-    service: Annotated[list[str] | None, typer.Option(help="only this service's dead letters")] = None,
+    service: Annotated[
+        list[str] | None, typer.Option(help="only this service's dead letters", callback=known_services)
+    ] = None,
 ) -> None:
     """List dead letters: position (service:partition:offset), reason, and where they came from."""
     settings = Settings()
-    letters = asyncio.run(deadletters.dead_letters(settings, service or SERVICES))
+    services = service or list(SERVICES)
+    letters, missing = asyncio.run(deadletters.dead_letters(settings, services))
     for dead in letters:
         headers = dead.headers
         typer.echo(
@@ -97,20 +149,111 @@ def list_dead_letters(
             f"from {headers.get('dlq_source_topic')}[{headers.get('dlq_source_partition')}]"
             f"@{headers.get('dlq_source_offset')}  key={dead.key}  {headers.get('dlq_error', '')[:120]}"
         )
+    for name in missing:
+        typer.echo(deadletters.missing_topic(settings, name), err=True)
+    if len(missing) == len(services) or (service and missing):
+        raise typer.Exit(1)
     typer.echo(f"{len(letters)} dead letter(s)")
+
+
+@deadletters_app.command(name="show")
+def show_dead_letter(
+    position: Annotated[
+        str | None, typer.Argument(help="service:partition:offset, as `list` shows it")
+    ] = None,
+    service: ServiceOption = None,
+    partition: PartitionOption = None,
+    offset: OffsetOption = None,
+    payload_only: Annotated[
+        bool, typer.Option("--payload-only", help="only the payload, to edit and re-drive with --payload")
+    ] = False,
+) -> None:
+    """Show one dead letter: its key, every header (the ce_* ones and the dlq_* reason) and its payload."""
+    try:
+        [where] = chosen(None if position is None else [position], service, partition, offset)
+        dead = asyncio.run(deadletters.find(Settings(), where))
+    except deadletters.DeadLetterError as error:
+        fail(str(error))
+    typer.echo(deadletters.payload_text(dead.value) if payload_only else deadletters.describe(dead))
 
 
 @deadletters_app.command(name="redrive")
 def redrive_dead_letters(
-    positions: Annotated[list[str], typer.Argument(help="service:partition:offset, as `list` shows them")],
+    positions: Annotated[
+        list[str] | None, typer.Argument(help="service:partition:offset, as `list` shows them")
+    ] = None,
+    service: ServiceOption = None,
+    partition: PartitionOption = None,
+    offset: OffsetOption = None,
+    payload: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="send this JSON as the payload instead (one record)"),
+    ] = None,
+    edit: Annotated[
+        bool, typer.Option("--edit", help="edit the payload in $EDITOR first, then send it (one record)")
+    ] = False,
+    new_id: Annotated[
+        bool, typer.Option("--new-id", help="give it a fresh ce_id (by default it keeps its own)")
+    ] = False,
+    event_type: Annotated[
+        str | None,
+        typer.Option("--type", help="the event type of an edited payload, when the record has no ce_type"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="with --payload or --edit: validate and show it, send nothing")
+    ] = False,
 ) -> None:
-    """Publish chosen dead letters again, unchanged, to the topic they came from (after a fix)."""
+    """Publish dead letters again to the topic they came from: unchanged (after a fix), or one with an
+    edited payload, validated against its event's contract before anything is sent."""
+    settings = Settings()
     try:
-        done = asyncio.run(deadletters.redrive(Settings(), positions))
-    except KeyError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from error
-    typer.echo(f"re-drove {len(done)} record(s): {', '.join(done)}")
+        wanted = chosen(positions, service, partition, offset)
+        if payload is None and not edit:
+            if event_type is not None or dry_run:
+                raise deadletters.DeadLetterError("--type and --dry-run go with --payload or --edit")
+            sent = asyncio.run(deadletters.redrive(settings, wanted, new_id=new_id))
+            for where, record in zip(wanted, sent, strict=True):
+                typer.echo(
+                    f"re-drove {where} unchanged to {record.topic} (ce_id {record.headers.get('ce_id')})"
+                )
+            typer.echo(f"re-drove {len(sent)} record(s)")
+            return
+        if payload is not None and edit:
+            raise deadletters.DeadLetterError("use either --payload or --edit")
+        if len(wanted) != 1:
+            raise deadletters.DeadLetterError("an edited payload re-drives one dead letter at a time")
+        dead = asyncio.run(deadletters.find(settings, wanted[0]))
+        text = payload.read_bytes() if payload is not None else edited_in_editor(dead)
+        try:
+            record = deadletters.edited_record(
+                dead, text, max_bytes=settings.max_event_bytes, new_id=new_id, event_type=event_type
+            )
+        except deadletters.InvalidPayload:
+            if edit:
+                with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as kept:
+                    kept.write(text)
+                typer.echo(f"your edit is kept in {kept.name}: fix it and re-drive with --payload", err=True)
+            raise
+        if dry_run:
+            typer.echo(deadletters.describe_record(record))
+            typer.echo("dry run: nothing was sent")
+            return
+        asyncio.run(deadletters.send(settings, [record]))
+    except deadletters.DeadLetterError as error:
+        fail(str(error))
+    kept_id = record.headers["ce_id"] == dead.headers.get("ce_id")
+    typer.echo(
+        f"re-drove {deadletters.position(dead)} with the edited payload to {record.topic}: "
+        f"key {record.key.decode()}, ce_id {record.headers['ce_id']} ({'kept' if kept_id else 'new'})"
+    )
+
+
+def edited_in_editor(dead: SeenEvent) -> bytes:
+    """The dead letter's payload as the operator saved it in $VISUAL or $EDITOR."""
+    edited = click.edit(deadletters.payload_text(dead.value) + "\n", extension=".json", require_save=True)
+    if edited is None:
+        raise deadletters.DeadLetterError("the payload was not saved: nothing was sent")
+    return edited.encode()
 
 
 @app.command(name="erase")
@@ -144,13 +287,10 @@ def erase_person(
             timeout=timeout,
         )
     )
-    confirmed = confirmations(events)
-    for service in SERVICES:
-        answer = f"{confirmed[service]} record(s) anonymised" if service in confirmed else "no answer yet"
-        typer.echo(f"{service:<15} {answer}")
-    if not set(confirmed) >= set(SERVICES):
+    lines, complete = erasure_summary(request.request_id, confirmations(events), SERVICES, timeout=timeout)
+    typer.echo("\n".join(lines))
+    if not complete:
         raise typer.Exit(1)
-    typer.echo(f"{request.request_id}: erased everywhere")
 
 
 @app.command(name="bench")
@@ -176,14 +316,21 @@ def show_report(
     url: Annotated[str, typer.Option(help="the insights service")] = "http://127.0.0.1:8085",
     period: Annotated[str, typer.Option(help="bottlenecks of one month (YYYY-MM) or of all time")] = "all",
 ) -> None:
-    """Print the funnel, forecast, bottlenecks and stalled deals from the insights service."""
+    """Print the funnel, forecast, bottlenecks and stalled deals from the insights service.
+
+    It sends the API token of DEALFLOW_API_TOKEN or DEALFLOW_API_TOKEN_FILE, else the one `make run`
+    generated (.local/api-token).
+    """
     import httpx
     from rich.console import Console
 
     from cli import report
 
     try:
-        figures = report.fetch_report(url)
+        figures = report.fetch_report(url, report.api_token(Settings()), period)
+    except report.NoToken as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from error
     except httpx.HTTPError as error:
         typer.echo(f"cannot read the report from {url}: {error}", err=True)
         raise typer.Exit(1) from error
@@ -200,15 +347,18 @@ app.add_typer(insights_app, name="insights")
 
 @insights_app.command(name="rebuild")
 def rebuild_insights() -> None:
-    """Empty the insights read model and rewind its consumer group: its next start replays every topic.
+    """Rewind the insights consumer group to offset 0 and empty its read model: its next start replays
+    every topic. Refuses while insights is running: stop it first."""
+    from services.insights.rebuild import RebuildRefused, rebuild
 
-    Stop the insights service first.
-    """
-    from services.insights.rebuild import rebuild
-
-    partitions = asyncio.run(rebuild(Settings()))
+    settings = Settings()
+    try:
+        partitions = asyncio.run(rebuild(settings))
+    except RebuildRefused as refusal:
+        fail(f"not rebuilt: {refusal}")
     typer.echo(
-        f"insights database dropped, {partitions} partitions rewound to offset 0; start insights to replay"
+        f"consumer group {settings.consumer_group('insights')} rewound to offset 0 on {partitions} "
+        f"partitions, then database {settings.database_name('insights')} dropped; start insights to replay"
     )
 
 

@@ -1,21 +1,52 @@
 """`dealflow report`: the insights service's funnel, forecast and bottlenecks as terminal tables.
 
-It reads `GET /api/report` (shape documented in services/insights/api.py) and only formats it.
+It reads `GET /api/report?period=...` (shape documented in services/insights/api.py), with the API token
+as a bearer token, and only formats it.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
+from shared.settings import Settings
+
 CATEGORIES = ("pipeline", "best_case", "commit", "closed")
+# Where `make run` (deploy/local/services.sh) keeps the token it generated for the local stack.
+LOCAL_STATE = Path(__file__).resolve().parent.parent / ".local"
+LOCAL_TOKEN_FILE = "api-token"
 
 
-def fetch_report(url: str, timeout: float = 10.0) -> dict[str, Any]:
-    response = httpx.get(f"{url.rstrip('/')}/api/report", timeout=timeout)
+class NoToken(Exception):
+    """No API token to send: the message says where one comes from."""
+
+
+def api_token(settings: Settings) -> str:
+    """DEALFLOW_API_TOKEN or DEALFLOW_API_TOKEN_FILE; else the token `make run` wrote for the local stack."""
+    token = settings.api_token_value()
+    if token is not None:
+        return token
+    local = Path(os.environ.get("DEALFLOW_STATE_DIR", LOCAL_STATE)) / LOCAL_TOKEN_FILE
+    if local.is_file() and (token := local.read_text().strip()):
+        return token
+    raise NoToken(
+        f"no API token: set DEALFLOW_API_TOKEN or DEALFLOW_API_TOKEN_FILE (`make run` writes one to {local})"
+    )
+
+
+def fetch_report(url: str, token: str, period: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    """The report, with only `period`'s bottlenecks when one is given."""
+    response = httpx.get(
+        f"{url.rstrip('/')}/api/report",
+        params={} if period is None else {"period": period},
+        headers={"authorization": f"Bearer {token}"},
+        timeout=timeout,
+    )
     response.raise_for_status()
     report: dict[str, Any] = response.json()
     return report
@@ -81,7 +112,7 @@ def currency_table(report: dict[str, Any]) -> Table:
 def bottleneck_tables(report: dict[str, Any], period: str) -> list[Table]:
     chosen = next((entry for entry in report["bottlenecks"] if entry["period"] == period), None)
     if chosen is None:
-        known = ", ".join(entry["period"] for entry in report["bottlenecks"])
+        known = ", ".join(report.get("periods") or [entry["period"] for entry in report["bottlenecks"]])
         raise KeyError(f"no figures for period {period!r}; there are: {known}")
     conversion = Table(title=f"Conversion ({period})")
     for column in ("from", "to", "entered", "converted", "rate"):

@@ -399,7 +399,11 @@ class LeadMerged(Event):
     lead_id: Identifier = Field(description="the lead that was merged")
     matched_on: Literal["email", "domain", "company_name"]
     merged_fields: dict[FieldName, str] = Field(description="what the merged lead adds or changes")
-    merged_leads: list[str] = Field(description="every lead merged into this prospect so far, oldest first")
+    merged_leads: list[str] = Field(
+        max_length=1000,
+        description="the most recent leads merged into this prospect (the playbook's `limits.merged_leads`,"
+        " default 100), oldest first",
+    )
 
 
 class LeadRejected(Event):

@@ -6,6 +6,7 @@ the partition key (the deal or lead id), so one partition, and one consumer, see
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping
@@ -15,12 +16,14 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from contracts import Event, event_model
+from shared.storable import storable_problem
 from shared.tracing import trace_headers
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 REQUIRED_ATTRIBUTES = ("ce_specversion", "ce_id", "ce_source", "ce_type")
 # Derived event ids are stable across redeliveries and replays, so downstream deduplication holds.
+MAX_ID_CHARS = 256
 _EVENT_ID_NAMESPACE = uuid.UUID("8f9d3a64-1f5e-4c3b-9d0e-3d6a2b7c5e11")
 
 
@@ -53,6 +56,8 @@ class Envelope:
     data: Event
     trace: dict[str, str] = field(default_factory=dict)
     """The W3C trace context it arrived with (`traceparent`, `tracestate`), if any."""
+    digest: str = ""
+    """Of its type and bytes: a second event under the same id with other content is a conflict."""
 
 
 def derived_event_id(cause_id: str, index: int | str) -> str:
@@ -90,7 +95,7 @@ def decode_headers(raw_headers: Iterable[tuple[str, bytes]] | Mapping[str, str])
     if isinstance(raw_headers, Mapping):
         return dict(raw_headers)
     try:
-        return {name: value.decode() for name, value in raw_headers}
+        return {name: (value or b"").decode() for name, value in raw_headers}
     except UnicodeDecodeError as error:
         raise PoisonMessage("invalid_header", f"a header is not UTF-8: {error}") from error
 
@@ -114,27 +119,51 @@ def decode(headers: Mapping[str, str], value: bytes | None, *, max_bytes: int) -
         raise PoisonMessage("empty_value", "the record has no value")
     if len(value) > max_bytes:
         raise PoisonMessage("oversized_payload", f"{len(value)} bytes exceeds the limit of {max_bytes}")
-    try:
-        payload = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PoisonMessage("invalid_json", str(error)) from error
+    event_id = headers["ce_id"]
+    if len(event_id) > MAX_ID_CHARS or not event_id.isprintable():
+        raise PoisonMessage("invalid_id", f"ce_id must be at most {MAX_ID_CHARS} printable characters")
+    payload = _json(value)
     try:
         data = model.model_validate(payload)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(map(str, problem['loc'])) or '<root>'}: {problem['msg']}"
-            for problem in error.errors()
+            f"{'.'.join(map(str, problem['loc'])) or '<root>'}: {problem['msg']}"[:300]
+            for problem in error.errors()[:10]
         )
         raise PoisonMessage("schema_violation", problems) from error
+    problem = storable_problem(data.model_dump(mode="json"))
+    if problem is not None:
+        raise PoisonMessage("unstorable_value", problem)
     return Envelope(
-        id=headers["ce_id"],
+        id=event_id,
         source=headers["ce_source"],
         type=headers["ce_type"],
         time=_parse_time(headers.get("ce_time")),
         subject=headers.get("ce_subject"),
         data=data,
         trace=trace_headers(headers),
+        digest=hashlib.sha256(headers["ce_type"].encode() + b"\n" + value).hexdigest()[:32],
     )
+
+
+def _json(value: bytes) -> object:
+    """The record's JSON, strictly: UTF-8 (RFC 8259 section 8.1), no NaN or Infinity, bounded nesting."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise PoisonMessage("invalid_encoding", f"the value is not UTF-8: {error}") from error
+    if text.startswith("\ufeff"):
+        raise PoisonMessage("invalid_encoding", "the value starts with a byte order mark")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise PoisonMessage("too_deeply_nested", "the JSON nests deeper than the decoder allows") from None
+    except ValueError as error:  # JSONDecodeError, and integers too long to convert
+        raise PoisonMessage("invalid_json", str(error)[:300]) from error
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _parse_time(text: str | None) -> datetime | None:

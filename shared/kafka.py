@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
@@ -167,15 +167,57 @@ async def ensure_topics(
 
 
 async def existing_partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
-    """The partitions of those topics that exist (asking creates nothing)."""
+    """The partitions of those topics that exist, in the order asked; asking creates nothing.
+
+    It asks for the metadata of every topic, never of named ones: aiokafka's metadata requests always
+    allow auto-creation, so on a broker with `auto.create.topics.enable` (the default) naming a topic
+    that does not exist creates it, with the broker's default partition count.
+    """
+    order = {name: index for index, name in enumerate(dict.fromkeys(topics))}
     async with running(AIOKafkaAdminClient(**client_options(settings))) as admin:
-        described = await admin.describe_topics(list(topics))
-    return [
-        TopicPartition(topic["topic"], partition["partition"])
-        for topic in described
-        if topic["error_code"] == 0
-        for partition in topic["partitions"]
-    ]
+        described = await admin.describe_topics()  # no names: every topic, none created
+    return sorted(
+        (
+            TopicPartition(topic["topic"], partition["partition"])
+            for topic in described
+            if topic["error_code"] == 0 and topic["topic"] in order
+            for partition in topic["partitions"]
+        ),
+        key=lambda tp: (order[tp.topic], tp.partition),
+    )
+
+
+async def live_members(settings: Settings, groups: Iterable[str]) -> dict[str, list[str]]:
+    """Each consumer group's live members (`client id@host`); groups without any are left out.
+
+    Describing a group creates nothing; one that never existed is simply `Dead`, with no members.
+    """
+    members: dict[str, list[str]] = {}
+    async with running(AIOKafkaAdminClient(**client_options(settings))) as admin:
+        for group in groups:
+            # One group per request: aiokafka 0.14 cannot decode an answer about several live groups.
+            for description in await _describe_group(admin, group):
+                if description["error_code"] != 0:
+                    raise for_code(description["error_code"])(f"cannot describe consumer group {group}")
+                if description["members"]:
+                    members[group] = [
+                        f"{member['client_id']}@{member['client_host'].lstrip('/')}"
+                        for member in description["members"]
+                    ]
+    return members
+
+
+async def _describe_group(admin: AIOKafkaAdminClient, group: str) -> list[dict[str, Any]]:
+    for attempt in range(20):
+        try:
+            [response] = await admin.describe_consumer_groups([group])
+            described: list[dict[str, Any]] = response.to_object()["groups"]
+            return described
+        except KafkaError as error:  # the group's coordinator may still be loading
+            if not error.retriable or attempt == 19:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 async def group_progress(

@@ -4,31 +4,83 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Collection, Mapping
+from typing import Any, Protocol
 
+from aiokafka import TopicPartition
 from faststream.asgi import AsgiResponse, get
 from faststream.asgi.types import ASGIApp, Scope
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from contracts.asyncapi_html import asyncapi_page
-
-if TYPE_CHECKING:
-    from shared.stage import StageService
+from shared.metrics import StageMetrics
 
 CHECK_TIMEOUT_SECONDS = 2.0
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _Broker(Protocol):
+    async def ping(self, timeout: float | None) -> bool: ...
+
+
+class _Database(Protocol):
+    def command(self, command: str) -> Awaitable[Any]: ...
+
+
+class _Outbox(Protocol):
+    async def pending_outbox_count(self) -> int: ...
+
+
+class OperatedService(Protocol):
+    """What these endpoints read of a service: its name, whether it started and is free of faults, its
+    broker and database (to ping them), its consumer's partitions and lag, its outbox backlog, and its
+    metrics."""
+
+    @property
+    def definition(self) -> _Named: ...
+
+    @property
+    def started(self) -> bool: ...
+
+    @property
+    def healthy(self) -> bool:
+        """False while a transient fault is being retried in place."""
+        ...
+
+    @property
+    def broker(self) -> _Broker: ...
+
+    @property
+    def database(self) -> _Database: ...
+
+    @property
+    def store(self) -> _Outbox: ...
+
+    @property
+    def metrics(self) -> StageMetrics: ...
+
+    def consumer_assignment(self) -> Collection[TopicPartition]: ...
+
+    async def consumer_lag(self) -> Mapping[TopicPartition, int]: ...
 
 
 def _json(body: dict[str, Any], status: int = 200) -> AsgiResponse:
     return AsgiResponse(json.dumps(body).encode(), status, {"Content-Type": "application/json"})
 
 
-async def readiness(service: StageService) -> dict[str, Any]:
+async def readiness(service: OperatedService) -> dict[str, Any]:
     """What /readyz reports: each check, and whether all of them pass."""
     kafka, database = await asyncio.gather(
         service.broker.ping(timeout=CHECK_TIMEOUT_SECONDS), _database_answers(service)
     )
     checks = {
         "started": service.started,
+        # A record whose write or publish is being retried holds its partition: not ready meanwhile.
+        "no_fault_being_retried": service.healthy,
         "kafka": kafka,
         "database": database,
         # A replica beyond the partition count owns nothing: it is a standby, not ready to do work.
@@ -37,7 +89,7 @@ async def readiness(service: StageService) -> dict[str, Any]:
     return {"ready": all(checks.values()), "checks": checks}
 
 
-async def _database_answers(service: StageService) -> bool:
+async def _database_answers(service: OperatedService) -> bool:
     try:
         await asyncio.wait_for(service.database.command("ping"), CHECK_TIMEOUT_SECONDS)
     except Exception:
@@ -45,7 +97,7 @@ async def _database_answers(service: StageService) -> bool:
     return True
 
 
-async def refresh_gauges(service: StageService) -> None:
+async def refresh_gauges(service: OperatedService) -> None:
     """Gauges that are read from the consumer and the database when they are scraped."""
     metrics, name = service.metrics, service.definition.name
     metrics.consumer_lag.clear()
@@ -59,7 +111,7 @@ async def refresh_gauges(service: StageService) -> None:
     metrics.outbox_backlog.labels(name).set(backlog)
 
 
-def operations_routes(service: StageService) -> list[tuple[str, ASGIApp]]:
+def operations_routes(service: OperatedService) -> list[tuple[str, ASGIApp]]:
     @get(include_in_schema=False)
     async def healthz(scope: Scope) -> AsgiResponse:
         # Answering at all shows the event loop is alive; it does not depend on the servers, so an

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, FilePath, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+# The names the insights API answers to by default: this machine (any port), the Compose service, and the
+# Kubernetes Service in the `dealflow` namespace. Any other Host header is refused (DNS rebinding).
+DEFAULT_ALLOWED_HOSTS = (
+    "127.0.0.1",
+    "localhost",
+    "[::1]",
+    "insights",
+    "dealflow-insights",
+    "dealflow-insights.dealflow",
+    "dealflow-insights.dealflow.svc",
+    "dealflow-insights.dealflow.svc.cluster.local",
+)
+MIN_API_TOKEN_LENGTH = 16
 
 
 class Settings(BaseSettings):
@@ -65,10 +78,21 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(
         default=1_048_576, ge=1024, description="Larger records are dead-lettered, not processed."
     )
+    max_document_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="A deal's stored document may not grow past this; the event that would is dead-lettered.",
+    )
+    max_parked_events: int = Field(
+        default=100, ge=1, description="Events that may wait for one deal to open; more are dead-lettered."
+    )
     retry_budget_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="How long a transient fault is retried in place before the record is redelivered.",
+        description=(
+            "How long a transient fault is retried in place before the servers are asked: if they answer,"
+            " the fault is the record's own and it is dead-lettered; if not, retrying goes on."
+        ),
     )
     parked_max_age_seconds: float = Field(
         default=7 * 24 * 3600.0,
@@ -104,6 +128,62 @@ class Settings(BaseSettings):
         description="Where spans go; `otlp` reads the standard OTEL_EXPORTER_OTLP_* variables.",
     )
 
+    # Who may read deal data over HTTP (the insights page and API); see shared/http_access.py.
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the deal-data endpoints demand; unset (and no file): they answer 503.",
+    )
+    api_token_file: FilePath | None = Field(
+        default=None,
+        description="A file holding that token (a mounted secret), instead of DEALFLOW_API_TOKEN.",
+    )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_ALLOWED_HOSTS,
+        description="Host header names (any port) the deal-data endpoints answer; comma-separated; `*`: any.",
+    )
+    report_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a computed insights report is served again before it is computed afresh.",
+    )
+
+    @field_validator("api_token", "api_token_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # A deployment's placeholder (`DEALFLOW_API_TOKEN: ${DEALFLOW_API_TOKEN:-}`) means no token yet.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _api_token_is_usable(self) -> Self:
+        """One source of the token, and one long enough to be worth checking; read from the file now."""
+        if self.api_token is not None and self.api_token_file is not None:
+            raise ValueError("set DEALFLOW_API_TOKEN or DEALFLOW_API_TOKEN_FILE, not both")
+        token = self.api_token_value()
+        if (self.api_token is not None or self.api_token_file is not None) and (
+            token is None or len(token) < MIN_API_TOKEN_LENGTH
+        ):
+            source = "DEALFLOW_API_TOKEN" if self.api_token is not None else "DEALFLOW_API_TOKEN_FILE"
+            raise ValueError(f"{source} must hold a token of at least {MIN_API_TOKEN_LENGTH} characters")
+        return self
+
+    def api_token_value(self) -> str | None:
+        """The API token: DEALFLOW_API_TOKEN, or the content of DEALFLOW_API_TOKEN_FILE without its line
+        end; None when neither is set (or the file is empty)."""
+        if self.api_token_file is not None:
+            token = self.api_token_file.read_text().strip()
+        elif self.api_token is not None:
+            token = self.api_token.get_secret_value().strip()
+        else:
+            return None
+        return token or None
+
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Self:
         """Refuse to start half-configured rather than connect with less security than ops asked for."""
@@ -134,6 +214,10 @@ class Settings(BaseSettings):
             "MONGODB_URI": self.mongodb_uri.get_secret_value(),
             "DEALFLOW_NAMESPACE": self.namespace,
             "DEALFLOW_PARTITIONS": str(self.partitions),
+            # The API token by the variable it came from, the other one emptied: the child reads what
+            # this process reads, whatever its own environment holds.
+            "DEALFLOW_API_TOKEN": self.api_token.get_secret_value() if self.api_token else "",
+            "DEALFLOW_API_TOKEN_FILE": str(self.api_token_file) if self.api_token_file else "",
         }
 
     def topic(self, name: str) -> str:

@@ -9,11 +9,13 @@ atomic), so the state and the events it causes are stored together or not at all
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import bson
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -21,8 +23,12 @@ from shared.envelope import KafkaRecord
 from shared.mongo import Document
 from shared.privacy import subject_keys
 
-# Redeliveries and replays of a deal's recent events are recognised by id; a deal sees far fewer events.
+# Re-sent copies of a deal's recent events (same id, new offset) are recognised by id; replays of what a
+# deal already consumed are recognised by offset (`watermarks`), however old.
 APPLIED_IDS_KEPT = 500
+
+
+DUPLICATE_KEY = 11000
 
 
 class ConcurrentWrite(Exception):
@@ -38,6 +44,10 @@ class ParkedRecord:
     offset: int
     headers: dict[str, str]
     value: str
+
+    @property
+    def position(self) -> tuple[str, int, int]:
+        return self.topic, self.partition, self.offset
 
     def to_document(self) -> Document:
         return {
@@ -64,7 +74,10 @@ class Aggregate:
     id: str
     version: int = 0
     state: dict[str, Any] | None = None
-    applied: tuple[str, ...] = ()
+    applied: tuple[tuple[str, str], ...] = ()  # (event id, digest of its content), the most recent ones
+    activities: tuple[str, ...] = ()  # the business ids (activity_id) of the activities applied
+    watermarks: tuple[tuple[str, int, int], ...] = ()  # (topic, partition, highest offset consumed)
+    partition: int | None = None  # the input partition its events come from
     parked: tuple[ParkedRecord, ...] = ()
     outbox: tuple[KafkaRecord, ...] = ()
     deadlines: tuple[tuple[str, datetime], ...] = ()  # (deadline id, when it is due), from the state
@@ -74,29 +87,52 @@ class Aggregate:
     def is_stored(self) -> bool:
         return self.version > 0
 
+    def applied_digest(self, event_id: str) -> str | None:
+        """The digest of the applied event with this id ('' when stored before digests were), or None."""
+        return next((digest for applied, digest in self.applied if applied == event_id), None)
+
     def has_applied(self, event_id: str) -> bool:
-        return event_id in self.applied
+        return self.applied_digest(event_id) is not None
+
+    def consumed(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether the record at this position was consumed already: a replay of the topic."""
+        return any(t == topic and p == partition and offset <= o for t, p, o in self.watermarks)
 
     def changed(
         self,
         *,
-        applied_event_id: str,
+        applied: tuple[str, str],
         state: dict[str, Any] | None,
         parked: tuple[ParkedRecord, ...],
         outbox: tuple[KafkaRecord, ...],
         deadlines: tuple[tuple[str, datetime], ...] = (),
         trace: dict[str, str] | None = None,
+        activity_id: str | None = None,
+        position: tuple[str, int, int] | None = None,
     ) -> Aggregate:
+        watermarks = self.watermarks
+        if position is not None:
+            topic, partition, _ = position
+            watermarks = (*(w for w in watermarks if (w[0], w[1]) != (topic, partition)), position)
         return replace(
             self,
             version=self.version + 1,
             state=state,
-            applied=(*self.applied, applied_event_id)[-APPLIED_IDS_KEPT:],
+            applied=(*self.applied, applied)[-APPLIED_IDS_KEPT:],
+            activities=self.activities
+            if activity_id is None
+            else (*self.activities, activity_id)[-APPLIED_IDS_KEPT:],
+            watermarks=watermarks,
+            partition=self.partition if position is None else position[1],
             parked=parked,
             outbox=outbox,
             deadlines=deadlines,
             trace=self.trace if trace is None else trace,
         )
+
+    def forgetting(self, event_ids: set[str]) -> Aggregate:
+        """The aggregate no longer remembering these events: a redrive of them is applied again."""
+        return replace(self, applied=tuple(item for item in self.applied if item[0] not in event_ids))
 
 
 @dataclass
@@ -116,6 +152,7 @@ class AggregateStore:
         if not self._ready:
             await self.collection.create_index("has_outbox")
             await self.collection.create_index("subjects")
+            await self.collection.create_index("partition")
             self._ready = True
 
     async def load(self, aggregate_id: str) -> Aggregate:
@@ -135,7 +172,10 @@ class AggregateStore:
             try:
                 await self.collection.insert_many(new, ordered=False)
             except BulkWriteError as error:
-                raise ConcurrentWrite(str(error.details.get("writeErrors", [])[:1])) from error
+                errors = error.details.get("writeErrors", [])
+                if errors and all(item.get("code") == DUPLICATE_KEY for item in errors):
+                    raise ConcurrentWrite(str(errors[:1])) from error
+                raise
         results = await asyncio.gather(
             *(
                 self.collection.replace_one(
@@ -170,9 +210,20 @@ class AggregateStore:
         async for document in self.collection.find({"has_outbox": True}):
             yield _from_document(document)
 
-    async def with_deadlines_due(self, now: datetime) -> AsyncIterator[Aggregate]:
-        async for document in self.collection.find({"next_due_at": {"$lte": now}}):
-            yield _from_document(document)
+    async def deadlines_in(
+        self, partitions: Sequence[int]
+    ) -> AsyncIterator[tuple[str, list[tuple[str, datetime]]]]:
+        """(aggregate id, its pending deadlines) for every aggregate of these input partitions that has any.
+
+        Read once when partitions are assigned, not on every look for due work.
+        """
+        query = {"partition": {"$in": list(partitions)}, "next_due_at": {"$exists": True}}
+        async for document in self.collection.find(query, {"deadlines": 1}):
+            yield document["_id"], [(item["id"], item["due_at"]) for item in document.get("deadlines", ())]
+
+
+def document_bytes(aggregate: Aggregate) -> int:
+    return len(bson.encode(_to_document(aggregate)))
 
 
 def _to_document(aggregate: Aggregate) -> Document:
@@ -180,17 +231,34 @@ def _to_document(aggregate: Aggregate) -> Document:
         "_id": aggregate.id,
         "version": aggregate.version,
         "state": aggregate.state,
-        "applied": list(aggregate.applied),
+        "applied": [{"id": event_id, "digest": digest} for event_id, digest in aggregate.applied],
+        "activities": list(aggregate.activities),
+        "watermarks": [{"topic": t, "partition": p, "offset": o} for t, p, o in aggregate.watermarks],
+        "partition": aggregate.partition,
         "parked": [parked.to_document() for parked in aggregate.parked],
         "outbox": [_record_to_document(record) for record in aggregate.outbox],
         "has_outbox": bool(aggregate.outbox),
         "deadlines": [{"id": deadline_id, "due_at": due_at} for deadline_id, due_at in aggregate.deadlines],
         "trace": aggregate.trace,
-        # Whose personal data this holds, hashed, so an erasure request finds it without a scan.
-        "subjects": subject_keys(aggregate.state),
+        # Whose personal data this holds, hashed, so an erasure request finds it without a scan: in its
+        # state, in events waiting for it to open, and in events waiting to be published.
+        "subjects": subject_keys(
+            [
+                aggregate.state,
+                *(_json_or_none(parked.value) for parked in aggregate.parked),
+                *(_json_or_none(record.value) for record in aggregate.outbox),
+            ]
+        ),
         # Only the earliest matters for finding due work; absent when nothing is scheduled.
         **({"next_due_at": min(due for _, due in aggregate.deadlines)} if aggregate.deadlines else {}),
     }
+
+
+def _json_or_none(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:  # a dead letter waiting in the outbox may hold any bytes
+        return None
 
 
 def _from_document(document: Document) -> Aggregate:
@@ -198,7 +266,13 @@ def _from_document(document: Document) -> Aggregate:
         id=document["_id"],
         version=document["version"],
         state=document.get("state"),
-        applied=tuple(document.get("applied", ())),
+        applied=tuple(
+            (item, "") if isinstance(item, str) else (item["id"], item["digest"])
+            for item in document.get("applied", ())
+        ),
+        activities=tuple(document.get("activities", ())),
+        watermarks=tuple((w["topic"], w["partition"], w["offset"]) for w in document.get("watermarks", ())),
+        partition=document.get("partition"),
         parked=tuple(ParkedRecord.from_document(parked) for parked in document.get("parked", ())),
         outbox=tuple(_record_from_document(record) for record in document.get("outbox", ())),
         deadlines=tuple((deadline["id"], deadline["due_at"]) for deadline in document.get("deadlines", ())),

@@ -6,9 +6,14 @@
 #   services.sh scale SERVICE N         run exactly N replicas of SERVICE
 #   services.sh stop [SERVICE...]       SIGTERM (graceful), then SIGKILL after a grace period
 #   services.sh status
+#   services.sh page-url                the insights page's address, with the API token to sign in
 #
 # Each replica serves /healthz, /readyz and /metrics on its own port: the service's base port plus
 # 100 per replica after the first (qualification: 8082, 8182, 8282, ...).
+#
+# The insights page and API demand an API token (README, Security). Unless DEALFLOW_API_TOKEN or
+# DEALFLOW_API_TOKEN_FILE is set, the first start generates one into .local/api-token (readable by this
+# user only), every later start reuses it, and the services read it through DEALFLOW_API_TOKEN_FILE.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -28,6 +33,29 @@ known() {
 }
 
 http_port() { echo $((${base_port[$1]} + 100 * ($2 - 1))); }
+
+token_file="$state/api-token"
+
+use_api_token() {
+  [[ -n "${DEALFLOW_API_TOKEN:-}" || -n "${DEALFLOW_API_TOKEN_FILE:-}" ]] && return
+  if [[ ! -s "$token_file" ]]; then
+    (umask 077 && "$python" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$token_file")
+    echo "generated the API token of the insights page and API: $token_file"
+  fi
+  export DEALFLOW_API_TOKEN_FILE="$token_file"
+}
+
+page_url() {
+  local token
+  if [[ -n "${DEALFLOW_API_TOKEN:-}" ]]; then
+    token="$DEALFLOW_API_TOKEN"
+  else
+    token="$(tr -d '[:space:]' <"${DEALFLOW_API_TOKEN_FILE:-$token_file}")"
+  fi
+  # On stdin, not the command line, where other users could read it.
+  printf '%s' "$token" | "$python" -c \
+    'import sys, urllib.parse; print(f"http://127.0.0.1:'"${base_port[insights]}"'/?token={urllib.parse.quote(sys.stdin.read(), safe=str())}")'
+}
 
 pid_files() { ls "$run_dir/$1".*.pid 2>/dev/null || true; }
 alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -80,16 +108,18 @@ scale() {
 command="${1:-status}"; shift || true
 case "$command" in
   start)
+    use_api_token
     for service in "${@:-${all_services[@]}}"; do
       known "$service"
       start_replica "$service" 1
     done ;;
-  scale) scale "${1:?usage: $0 scale SERVICE N}" "${2:?usage: $0 scale SERVICE N}" ;;
+  scale) use_api_token; scale "${1:?usage: $0 scale SERVICE N}" "${2:?usage: $0 scale SERVICE N}" ;;
+  page-url) page_url ;;
   stop)
     for service in "${@:-${all_services[@]}}"; do
       for pid_file in $(pid_files "$service"); do stop_pid_file "$pid_file"; done
     done ;;
   status)
     for service in "${all_services[@]}"; do echo "$service: $(running_count "$service") replica(s) running"; done ;;
-  *) echo "usage: $0 start|scale|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|scale|stop|status|page-url" >&2; exit 2 ;;
 esac

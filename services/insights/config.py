@@ -16,6 +16,24 @@ ForecastCategory = Literal["pipeline", "best_case", "commit", "closed"]
 UNKNOWN_TEAM = "no_team"
 
 
+class Limits(BaseModel):
+    """How much one deal's timeline keeps itemised, so its document stays far below the database's limit.
+
+    Beyond them the oldest items are folded: counted, and what the reports need of them kept as totals.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeline_entries: int = Field(
+        default=200, ge=1, description="entries of the event log kept, newest first; older ones are counted"
+    )
+    stage_visits: int = Field(
+        default=100,
+        ge=2,
+        description="stage visits kept; the oldest stays are folded into per-stage, per-month totals",
+    )
+
+
 class InsightsPlaybook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -26,6 +44,7 @@ class InsightsPlaybook(BaseModel):
     stall_days: dict[str, int] = Field(description="per open stage; a stage not listed never stalls")
     teams: dict[str, list[str]] = Field(default={}, description="team -> its owners")
     top_reasons: int = Field(default=5, ge=1)
+    limits: Limits = Limits()
 
     @model_validator(mode="after")
     def consistent(self) -> InsightsPlaybook:

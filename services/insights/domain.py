@@ -42,8 +42,8 @@ from contracts.events import (
     QuoteIssued,
     SlaBreached,
 )
-from services.insights.config import OPEN_STAGES, ForecastCategory, InsightsPlaybook
-from shared.domain import Decision
+from services.insights.config import OPEN_STAGES, ForecastCategory, InsightsPlaybook, Limits
+from shared.domain import Deadline, Decision, pending_by_id
 
 QUALIFICATION = "qualification"
 NURTURE = "nurture"
@@ -61,6 +61,7 @@ CLOSED_WON = frozenset({WON, ONBOARDING, LIVE})
 UNSCHEDULED = "unscheduled"
 ALL_TIME = "all"
 SECONDS_PER_DAY = 86_400
+STALLED = "stalled"  # the deadline of a stall, keyed by the stage and the deal's last progress
 
 
 class Visit(BaseModel):
@@ -74,6 +75,35 @@ class Entry(BaseModel):
     at: datetime
     event: str
     detail: str
+
+
+class FoldedStays(BaseModel):
+    """The folded stays in one stage that ended in one month: how many, and how long in all."""
+
+    stage: str
+    month: str
+    stays: int
+    seconds: float
+
+
+class Folded(BaseModel):
+    """What the reports still need of the oldest stage visits, folded out of a timeline's `visits`.
+
+    Exact: how many stays each stage had per month and how long they lasted in all, when the deal first
+    entered each stage, the months in which it entered one, and its stage at each month's end. A median
+    or p90 counts the folded stays of one stage and month as equally long. A visit that arrives late is
+    placed exactly when it is older than every visit (a replay may bring the first one last); one that
+    falls between folded visits is counted, but splits no folded stay.
+    """
+
+    visits: int = 0
+    until: datetime | None = None  # every folded visit entered before this; the kept visits start here
+    first: Visit | None = None  # the earliest folded visit: the deal's first stay began there
+    first_left_at: datetime | None = None  # and ended here
+    first_entered: list[Visit] = []  # per stage
+    months: list[str] = []
+    stays: list[FoldedStays] = []
+    stage_at_month_end: dict[str, str] = {}  # YYYY-MM -> stage
 
 
 class Timeline(BaseModel):
@@ -93,8 +123,10 @@ class Timeline(BaseModel):
     next_step: NextStep | None = None
     next_step_at: datetime | None = None  # when it was scheduled: a later stage makes it stale
     last_progress_at: datetime | None = None
-    stall_raised: str | None = None
-    entries: list[Entry] = []
+    stall_raised: str | None = None  # the key of the stall raised last: once per stage and progress
+    entries: list[Entry] = []  # the newest limits.timeline_entries
+    entries_folded: int = 0  # older entries, counted only
+    folded: Folded = Folded()  # the oldest visits beyond limits.stage_visits
 
 
 class Stay(BaseModel):
@@ -127,7 +159,8 @@ def current_stage(timeline: Timeline) -> str | None:
 
 
 def furthest_rank(timeline: Timeline) -> int | None:
-    ranks = [FUNNEL_RANK[visit.stage] for visit in timeline.visits if visit.stage in FUNNEL_RANK]
+    visits = [*timeline.folded.first_entered, *timeline.visits]
+    ranks = [FUNNEL_RANK[visit.stage] for visit in visits if visit.stage in FUNNEL_RANK]
     return max(ranks) if ranks else None
 
 
@@ -141,22 +174,146 @@ def _record(
     event: str,
     detail: str,
     *,
+    limits: Limits,
     stage: str | None = None,
     progress: bool = False,
     facts: Mapping[str, object] | None = None,
 ) -> Timeline:
-    """The timeline with one more entry; `stage` is entered at `at`; `progress` resets the stall clock."""
+    """The timeline with one more entry; `stage` is entered at `at`; `progress` resets the stall clock.
+
+    It keeps within the playbook's limits: the oldest entries and stays beyond them are folded.
+    """
     current = timeline or Timeline(deal_id=deal_id)
-    visits = current.visits
+    visits, folded = current.visits, current.folded
     if stage is not None and not any(v.stage == stage and v.entered_at == at for v in visits):
-        visits = sorted([*visits, Visit(stage=stage, entered_at=at)], key=lambda visit: visit.entered_at)
+        if folded.until is not None and at < folded.until:
+            folded = _fold_late_visit(folded, Visit(stage=stage, entered_at=at))
+        else:
+            visits = sorted([*visits, Visit(stage=stage, entered_at=at)], key=lambda visit: visit.entered_at)
+    if len(visits) > limits.stage_visits:
+        visits, folded = _fold_visits(visits, folded, limits.stage_visits)
     last_progress = current.last_progress_at
     if progress or stage is not None:
         last_progress = at if last_progress is None else max(last_progress, at)
     entries = sorted([*current.entries, Entry(at=at, event=event, detail=detail)], key=lambda entry: entry.at)
+    entries_folded = current.entries_folded + max(0, len(entries) - limits.timeline_entries)
     return current.model_copy(
-        update={"visits": visits, "last_progress_at": last_progress, "entries": entries, **(facts or {})}
+        update={
+            "visits": visits,
+            "folded": folded,
+            "last_progress_at": last_progress,
+            "entries": entries[-limits.timeline_entries :],
+            "entries_folded": entries_folded,
+            **(facts or {}),
+        }
     )
+
+
+def _fold_visits(visits: list[Visit], folded: Folded, limit: int) -> tuple[list[Visit], Folded]:
+    """Fold the oldest stays, whole, until at most `limit` visits are left; the current stay is kept."""
+    runs: list[list[Visit]] = []  # a stay: consecutive visits of one stage
+    for visit in visits:
+        if runs and runs[-1][0].stage == visit.stage:
+            runs[-1].append(visit)
+        else:
+            runs.append([visit])
+    left = len(visits)
+    while left > limit and len(runs) > 1:
+        stay, runs = runs[0], runs[1:]
+        left_at = runs[0][0].entered_at
+        folded = _add_stay(folded, stay[0].stage, stay[0].entered_at, left_at)
+        if folded.first is None or stay[0].entered_at < folded.first.entered_at:
+            folded = folded.model_copy(update={"first": stay[0], "first_left_at": left_at})
+        for visit in stay:
+            folded = _count_visit(folded, visit)
+        folded = folded.model_copy(update={"until": left_at})
+        left -= len(stay)
+    if left > limit:  # one long stay: its later visits change no stay, only the periods
+        current = runs[0]
+        redundant, kept = current[1 : 1 + left - limit], [current[0], *current[1 + left - limit :]]
+        for visit in redundant:
+            folded = _count_visit(folded, visit)
+        runs = [kept]
+    return [visit for run in runs for visit in run], folded
+
+
+def _fold_late_visit(folded: Folded, visit: Visit) -> Folded:
+    """A visit older than every kept one: before the first folded one it starts (or extends) the first
+    stay; between folded ones it is only counted."""
+    first, first_left_at = folded.first, folded.first_left_at
+    if first is None or first_left_at is None:
+        return _count_visit(folded, visit)
+    if visit == first:
+        return folded  # the same visit again
+    if visit.entered_at < first.entered_at:
+        if visit.stage == first.stage:
+            folded = _extend_stay(folded, first.stage, visit.entered_at, first.entered_at, first_left_at)
+        else:
+            folded = _add_stay(folded, visit.stage, visit.entered_at, first.entered_at)
+            first_left_at = first.entered_at
+        folded = folded.model_copy(update={"first": visit, "first_left_at": first_left_at})
+    return _count_visit(folded, visit)
+
+
+def _add_stay(folded: Folded, stage: str, entered_at: datetime, left_at: datetime) -> Folded:
+    return _extend_stay(folded, stage, entered_at, entered_at, left_at, new_stay=True)
+
+
+def _extend_stay(
+    folded: Folded,
+    stage: str,
+    entered_at: datetime,
+    was_entered_at: datetime,
+    left_at: datetime,
+    *,
+    new_stay: bool = False,
+) -> Folded:
+    """Count the time from `entered_at` to `was_entered_at` (or, for a new stay, to `left_at`) in the
+    folded stay of `stage` that ended at `left_at`."""
+    until = left_at if new_stay else was_entered_at
+    month = month_of(left_at)
+    bucket = next(
+        (b for b in folded.stays if (b.stage, b.month) == (stage, month)),
+        FoldedStays(stage=stage, month=month, stays=0, seconds=0),
+    )
+    bucket = bucket.model_copy(
+        update={
+            "stays": bucket.stays + (1 if new_stay else 0),
+            "seconds": bucket.seconds + (until - entered_at).total_seconds(),
+        }
+    )
+    others = [b for b in folded.stays if (b.stage, b.month) != (stage, month)]
+    month_ends = dict(folded.stage_at_month_end)
+    month_end = _next_month_start(entered_at)
+    while month_end <= until:  # the stay holds the moment just before this month starts
+        month_ends[month_of(month_end - timedelta(microseconds=1))] = stage
+        month_end = _next_month_start(month_end)
+    return folded.model_copy(
+        update={
+            "stays": sorted([*others, bucket], key=lambda b: (b.month, b.stage)),
+            "stage_at_month_end": dict(sorted(month_ends.items())),
+        }
+    )
+
+
+def _count_visit(folded: Folded, visit: Visit) -> Folded:
+    """Count a folded visit: its stage's first entry, its month."""
+    first = {known.stage: known for known in folded.first_entered}
+    if visit.stage not in first or visit.entered_at < first[visit.stage].entered_at:
+        first[visit.stage] = visit
+    return folded.model_copy(
+        update={
+            "visits": folded.visits + 1,
+            "first_entered": sorted(first.values(), key=lambda known: (known.entered_at, known.stage)),
+            "months": sorted({*folded.months, month_of(visit.entered_at)}),
+        }
+    )
+
+
+def _next_month_start(moment: datetime) -> datetime:
+    """The start of the month after `moment`'s, in UTC: always later than `moment`."""
+    moment = moment.astimezone(UTC)
+    return datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=UTC)
 
 
 def on_prospect_identified(
@@ -170,7 +327,14 @@ def on_prospect_identified(
     facts |= _newer_next_step(timeline, prospect.next_step, now)
     return Decision(
         _record(
-            timeline, prospect.deal_id, now, "prospect.identified", detail, stage=QUALIFICATION, facts=facts
+            timeline,
+            prospect.deal_id,
+            now,
+            "prospect.identified",
+            detail,
+            stage=QUALIFICATION,
+            facts=facts,
+            limits=playbook.limits,
         )
     )
 
@@ -179,7 +343,7 @@ def on_lead_merged(
     timeline: Timeline | None, merged: LeadMerged, now: datetime, playbook: InsightsPlaybook
 ) -> Decision[Timeline]:
     detail = f"lead {merged.lead_id} merged (same {merged.matched_on})"
-    return Decision(_record(timeline, merged.deal_id, now, "lead.merged", detail))
+    return Decision(_record(timeline, merged.deal_id, now, "lead.merged", detail, limits=playbook.limits))
 
 
 def on_expansion_opened(
@@ -193,7 +357,14 @@ def on_expansion_opened(
     }
     return Decision(
         _record(
-            timeline, opened.deal_id, now, "deal.expansion_opened", detail, stage=QUALIFICATION, facts=facts
+            timeline,
+            opened.deal_id,
+            now,
+            "deal.expansion_opened",
+            detail,
+            stage=QUALIFICATION,
+            facts=facts,
+            limits=playbook.limits,
         )
     )
 
@@ -227,6 +398,7 @@ def on_next_step_scheduled(
             detail,
             progress=True,
             facts={"owner": scheduled.owner, **_newer_next_step(timeline, step, now)},
+            limits=playbook.limits,
         )
     )
 
@@ -234,14 +406,22 @@ def on_next_step_scheduled(
 def on_sla_breached(
     timeline: Timeline | None, breach: SlaBreached, now: datetime, playbook: InsightsPlaybook
 ) -> Decision[Timeline]:
-    return Decision(_record(timeline, breach.deal_id, now, "qualification.sla_breached", breach.sla))
+    return Decision(
+        _record(
+            timeline, breach.deal_id, now, "qualification.sla_breached", breach.sla, limits=playbook.limits
+        )
+    )
 
 
 def on_lead_nurtured(
     timeline: Timeline | None, nurtured: LeadNurtured, now: datetime, playbook: InsightsPlaybook
 ) -> Decision[Timeline]:
     detail = f"nurtured until {nurtured.reopen_on.isoformat()}: {nurtured.reason}"
-    return Decision(_record(timeline, nurtured.deal_id, now, "lead.nurtured", detail, stage=NURTURE))
+    return Decision(
+        _record(
+            timeline, nurtured.deal_id, now, "lead.nurtured", detail, stage=NURTURE, limits=playbook.limits
+        )
+    )
 
 
 def on_qualification_reopened(
@@ -256,6 +436,7 @@ def on_qualification_reopened(
             "reopened",
             stage=QUALIFICATION,
             facts={"owner": reopened.owner},
+            limits=playbook.limits,
         )
     )
 
@@ -282,6 +463,7 @@ def on_lead_qualified(
             detail,
             progress=True,
             facts=facts,
+            limits=playbook.limits,
         )
     )
 
@@ -301,6 +483,7 @@ def on_lead_disqualified(
                 "disqualified_at": disqualified.disqualified_at,
                 "disqualification_reason": disqualified.reason_code,
             },
+            limits=playbook.limits,
         )
     )
 
@@ -311,7 +494,13 @@ def on_stage_changed(
     detail = f"{changed.previous_stage or 'new'} -> {changed.stage}"
     return Decision(
         _record(
-            timeline, changed.deal_id, changed.changed_at, "deal.stage_changed", detail, stage=changed.stage
+            timeline,
+            changed.deal_id,
+            changed.changed_at,
+            "deal.stage_changed",
+            detail,
+            stage=changed.stage,
+            limits=playbook.limits,
         )
     )
 
@@ -325,7 +514,16 @@ def on_quote_issued(
     )
     facts: dict[str, object] = {"amount": total} if issued.status == "sent" else {}
     return Decision(
-        _record(timeline, issued.deal_id, now, "quote.issued", detail, progress=True, facts=facts)
+        _record(
+            timeline,
+            issued.deal_id,
+            now,
+            "quote.issued",
+            detail,
+            progress=True,
+            facts=facts,
+            limits=playbook.limits,
+        )
     )
 
 
@@ -333,7 +531,11 @@ def on_quote_expired(
     timeline: Timeline | None, expired: QuoteExpired, now: datetime, playbook: InsightsPlaybook
 ) -> Decision[Timeline]:
     detail = f"quote v{expired.quote_version} expired"
-    return Decision(_record(timeline, expired.deal_id, expired.expired_at, "quote.expired", detail))
+    return Decision(
+        _record(
+            timeline, expired.deal_id, expired.expired_at, "quote.expired", detail, limits=playbook.limits
+        )
+    )
 
 
 def on_deal_lost(
@@ -351,6 +553,7 @@ def on_deal_lost(
             detail,
             stage=LOST,
             facts={"lost_at": lost.lost_at, "loss_reason": lost.reason_code, "competitor": lost.competitor},
+            limits=playbook.limits,
         )
     )
 
@@ -373,6 +576,7 @@ def on_deal_won(
                 "owner": won.owner,
                 "company": won.customer.name or won.customer.domain,
             },
+            limits=playbook.limits,
         )
     )
 
@@ -382,7 +586,15 @@ def on_onboarding_started(
 ) -> Decision[Timeline]:
     detail = f"onboarding started ({started.template or 'default'} plan, {len(started.plan)} tasks)"
     return Decision(
-        _record(timeline, started.deal_id, started.started_at, "onboarding.started", detail, stage=ONBOARDING)
+        _record(
+            timeline,
+            started.deal_id,
+            started.started_at,
+            "onboarding.started",
+            detail,
+            stage=ONBOARDING,
+            limits=playbook.limits,
+        )
     )
 
 
@@ -393,7 +605,13 @@ def on_onboarding_completed(
     detail = f"live after {days:.1f} days"
     return Decision(
         _record(
-            timeline, completed.deal_id, completed.completed_at, "onboarding.completed", detail, stage=LIVE
+            timeline,
+            completed.deal_id,
+            completed.completed_at,
+            "onboarding.completed",
+            detail,
+            stage=LIVE,
+            limits=playbook.limits,
         )
     )
 
@@ -401,29 +619,41 @@ def on_onboarding_completed(
 # --- stalls ----------------------------------------------------------------------------------------
 
 
-def stall_deadline(timeline: Timeline, playbook: InsightsPlaybook) -> tuple[str, datetime] | None:
-    """The stall this deal is heading for: its id (stage and last progress) and when it is due."""
+def stall_deadline(timeline: Timeline, playbook: InsightsPlaybook) -> Deadline | None:
+    """The stall this deal is heading for, keyed by its stage and last progress, due that many days on."""
     stage = current_stage(timeline)
     days = None if stage is None else playbook.stall_days.get(stage)
     if days is None or timeline.last_progress_at is None:
         return None
     since = timeline.last_progress_at.astimezone(UTC)
-    return f"stalled:{stage}:{since:%Y%m%dT%H%M%S.%fZ}", since + timedelta(days=days)
+    return Deadline(STALLED, f"{stage}:{since:%Y%m%dT%H%M%S.%fZ}", since + timedelta(days=days))
 
 
-def deadlines(timeline: Timeline, playbook: InsightsPlaybook) -> dict[str, datetime]:
-    """The pending stall, unless it was raised already: progress makes a new id, so a new stall."""
+def deadlines(timeline: Timeline, playbook: InsightsPlaybook) -> list[Deadline]:
+    """The pending stall, unless it was raised already: progress makes a new key, so a new stall."""
     pending = stall_deadline(timeline, playbook)
-    if pending is None or pending[0] == timeline.stall_raised:
-        return {}
-    return {pending[0]: pending[1]}
+    if pending is None or _raised(timeline, pending):
+        return []
+    return [pending]
+
+
+def _raised(timeline: Timeline, stall: Deadline) -> bool:
+    # A stall raised before deadlines were typed is remembered by its old id, `stalled:<key>`.
+    return timeline.stall_raised in (stall.key, f"{STALLED}:{stall.key}")
 
 
 def on_deadline(
     timeline: Timeline | None, deadline: DeadlineReached, now: datetime, playbook: InsightsPlaybook
 ) -> Decision[Timeline]:
-    if timeline is None or deadline.deadline_id not in deadlines(timeline, playbook):
-        return Decision(timeline or Timeline(deal_id=deadline.deal_id))
+    if timeline is None:
+        return Decision(Timeline(deal_id=deadline.deal_id))
+    try:
+        named = Deadline.parse(deadline.deadline_id)
+    except ValueError:
+        return Decision(timeline)
+    stall = pending_by_id(deadlines(timeline, playbook)).get(named.id)
+    if stall is None:
+        return Decision(timeline)  # raised already, or the deal made progress since
     stage = current_stage(timeline) or ""
     since = timeline.last_progress_at or now
     days = (now - since) // timedelta(days=1)
@@ -437,8 +667,13 @@ def on_deadline(
         detected_at=now,
     )
     updated = _record(
-        timeline, timeline.deal_id, now, "deal.stalled", f"{days} days without progress in {stage}"
-    ).model_copy(update={"stall_raised": deadline.deadline_id})
+        timeline,
+        timeline.deal_id,
+        now,
+        "deal.stalled",
+        f"{days} days without progress in {stage}",
+        limits=playbook.limits,
+    ).model_copy(update={"stall_raised": stall.key})
     return Decision(updated, [stalled])
 
 
@@ -476,7 +711,7 @@ def days_between(start: datetime, end: datetime) -> float:
 
 def is_stalled(timeline: Timeline, now: datetime, playbook: InsightsPlaybook) -> bool:
     pending = stall_deadline(timeline, playbook)
-    return pending is not None and pending[1] <= now
+    return pending is not None and pending.due_at <= now
 
 
 def card(timeline: Timeline, now: datetime, playbook: InsightsPlaybook) -> Card | None:
@@ -734,13 +969,18 @@ def reached_at(timeline: Timeline, stage: str) -> datetime | None:
     """When the deal first reached `stage` or a stage beyond it."""
     times = [
         visit.entered_at
-        for visit in timeline.visits
+        for visit in [*timeline.folded.first_entered, *timeline.visits]
         if visit.stage in FUNNEL_RANK and FUNNEL_RANK[visit.stage] >= FUNNEL_RANK[stage]
     ]
     return min(times) if times else None
 
 
-def _stage_at(timeline: Timeline, moment: datetime) -> str | None:
+def _stage_at_period_end(timeline: Timeline, end: datetime) -> str | None:
+    """The deal's stage just before `end` (now, or the start of the month after a period's month)."""
+    moment = end - timedelta(microseconds=1)
+    folded = timeline.folded
+    if folded.until is not None and moment < folded.until:
+        return folded.stage_at_month_end.get(month_of(moment))  # among folded stays: known at month ends
     earlier = [stay for stay in stays(timeline) if stay.entered_at <= moment]
     return earlier[-1].stage if earlier else None
 
@@ -762,9 +1002,7 @@ def _velocity(
     timelines: Sequence[Timeline], period: str, now: datetime, playbook: InsightsPlaybook
 ) -> Velocity:
     end = _period_end(period, now)
-    open_deals = sum(
-        1 for timeline in timelines if _stage_at(timeline, end - timedelta(microseconds=1)) in OPEN_STAGES
-    )
+    open_deals = sum(1 for timeline in timelines if _stage_at_period_end(timeline, end) in OPEN_STAGES)
     won = [timeline for timeline in timelines if _in_period(timeline.won_at, period)]
     lost = [timeline for timeline in timelines if _in_period(timeline.lost_at, period)]
     win_rate = _ratio(len(won), len(won) + len(lost))
@@ -825,6 +1063,10 @@ def bottlenecks_for(
                 durations[stay.stage].append(
                     (stay.left_at - stay.entered_at).total_seconds() / SECONDS_PER_DAY
                 )
+        for folded in timeline.folded.stays:
+            if period in (ALL_TIME, folded.month):
+                mean_days = folded.seconds / folded.stays / SECONDS_PER_DAY
+                durations[folded.stage].extend([mean_days] * folded.stays)
     time_in_stage = [
         TimeInStage(
             stage=stage,
@@ -851,7 +1093,9 @@ def bottlenecks_for(
 
 def periods(timelines: Iterable[Timeline]) -> list[str]:
     """Every month in which a deal entered a stage, newest first."""
-    return sorted({month_of(visit.entered_at) for t in timelines for visit in t.visits}, reverse=True)
+    months = {month for t in timelines for month in t.folded.months}
+    months |= {month_of(visit.entered_at) for t in timelines for visit in t.visits}
+    return sorted(months, reverse=True)
 
 
 def bottlenecks(
@@ -867,12 +1111,18 @@ class Report(BaseModel):
     board: dict[str, list[Card]]
     funnel: list[FunnelStep]
     forecast: Forecast
+    periods: list[str]
     bottlenecks: list[Bottlenecks]
     stalled: list[Card]
 
 
-def report(timelines: Sequence[Timeline], now: datetime, playbook: InsightsPlaybook) -> Report:
+def report(
+    timelines: Sequence[Timeline], now: datetime, playbook: InsightsPlaybook, period: str | None = None
+) -> Report:
+    """Everything the reports show. `periods` lists `all` and every month there are figures for;
+    `bottlenecks` has each of them, or with `period` only that one (none if it is not among them)."""
     columns = board(timelines, now, playbook)
+    known = [ALL_TIME, *periods(timelines)]
     return Report(
         generated_at=now,
         reporting_currency=playbook.reporting_currency,
@@ -880,7 +1130,12 @@ def report(timelines: Sequence[Timeline], now: datetime, playbook: InsightsPlayb
         board=columns,
         funnel=funnel(timelines),
         forecast=forecast(timelines, playbook),
-        bottlenecks=bottlenecks(timelines, now, playbook),
+        periods=known,
+        bottlenecks=[
+            bottlenecks_for(timelines, chosen, now, playbook)
+            for chosen in known
+            if period is None or chosen == period
+        ],
         # The board has every deal's card already: the stalled list is those of them.
         stalled=_longest_stalled_first(c for column in columns.values() for c in column if c.stalled),
     )

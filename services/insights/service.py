@@ -24,7 +24,7 @@ from contracts.events import (
 )
 from services.insights import api, domain
 from services.insights.config import load_playbook
-from shared.stage import EventHandler, StageDefinition, with_playbook
+from shared.runtime import EventHandler, StageDefinition, with_playbook
 
 NAME = "insights"
 

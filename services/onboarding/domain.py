@@ -32,9 +32,12 @@ from contracts.events import (
     UsageReported,
 )
 from services.onboarding.config import OnboardingPlaybook
-from shared.domain import Decision, RuleBroken
+from shared.domain import Deadline, Decision, RuleBroken, pending_by_id
 
 GO_LIVE = "go_live"
+# Deadline kinds: an open task's due date (keyed by the task), a check-in after go-live (by its name).
+TASK_DUE = "task_due"
+CHECK_IN = "check_in"
 
 
 class PlannedTask(BaseModel):
@@ -44,7 +47,7 @@ class PlannedTask(BaseModel):
     required: bool
     completed_at: datetime | None = None
     skipped: bool = False
-    flagged_at_risk: bool = False
+    flagged_at_risk: bool = False  # for its current due date: rescheduling it watches the new date
 
     @property
     def done(self) -> bool:
@@ -72,17 +75,18 @@ class Onboarding(BaseModel):
         raise RuleBroken("unknown_task", f"the {self.template} plan has no task {name!r}", "task")
 
 
-def deadlines(onboarding: Onboarding) -> dict[str, datetime]:
-    pending = {
-        f"task:{task.task}": task.due_at
+def deadlines(onboarding: Onboarding) -> list[Deadline]:
+    """Each open task's due date until it is flagged at risk (before go-live), each check-in not yet due."""
+    pending = [
+        Deadline(TASK_DUE, task.task, task.due_at)
         for task in onboarding.tasks
         if not task.done and not task.flagged_at_risk and onboarding.go_live_at is None
-    }
-    pending |= {
-        f"check_in:{check_in.name}": check_in.due_at
+    ]
+    pending += [
+        Deadline(CHECK_IN, check_in.name, check_in.due_at)
         for check_in in onboarding.check_ins
         if check_in.name not in onboarding.check_ins_fired
-    }
+    ]
     return pending
 
 
@@ -163,7 +167,11 @@ def on_task_rescheduled(
     onboarding: Onboarding, moved: OnboardingTaskRescheduled, now: datetime, playbook: OnboardingPlaybook
 ) -> Decision[Onboarding]:
     task = _open_task(onboarding, moved.task)
-    return Decision(_replace_task(onboarding, task.model_copy(update={"due_at": moved.due_at})))
+    if moved.due_at == task.due_at:
+        return Decision(onboarding)
+    # A new due date is a new deadline (an announcement of the old one no longer matches): watched anew.
+    rescheduled = task.model_copy(update={"due_at": moved.due_at, "flagged_at_risk": False})
+    return Decision(_replace_task(onboarding, rescheduled))
 
 
 def on_usage_reported(
@@ -179,22 +187,26 @@ def on_usage_reported(
 def on_deadline(
     onboarding: Onboarding, deadline: DeadlineReached, now: datetime, playbook: OnboardingPlaybook
 ) -> Decision[Onboarding]:
-    if deadline.deadline_id not in deadlines(onboarding):
+    try:
+        named = Deadline.parse(deadline.deadline_id)
+    except ValueError:
         return Decision(onboarding)
-    kind, name = deadline.deadline_id.split(":", 1)
-    if kind == "check_in":
-        fired = onboarding.model_copy(update={"check_ins_fired": [*onboarding.check_ins_fired, name]})
+    due = pending_by_id(deadlines(onboarding)).get(named.id)
+    if due is None:
+        return Decision(onboarding)  # done, fired already, or moved to another date since
+    if due.kind == CHECK_IN:
+        fired = onboarding.model_copy(update={"check_ins_fired": [*onboarding.check_ins_fired, due.key]})
         return Decision(
             fired,
             [
                 CheckInDue(
-                    deal_id=onboarding.deal_id, check_in=name, due_at=deadline.due_at, owner=onboarding.owner
+                    deal_id=onboarding.deal_id, check_in=due.key, due_at=due.due_at, owner=onboarding.owner
                 )
             ],
         )
-    task = onboarding.task(name)
+    task = onboarding.task(due.key)
     at_risk = OnboardingAtRisk(
-        deal_id=onboarding.deal_id, task=name, owner_role=task.owner_role, due_at=task.due_at
+        deal_id=onboarding.deal_id, task=task.task, owner_role=task.owner_role, due_at=task.due_at
     )
     return Decision(_replace_task(onboarding, task.model_copy(update={"flagged_at_risk": True})), [at_risk])
 

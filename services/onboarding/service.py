@@ -11,7 +11,7 @@ from contracts.events import (
 )
 from services.onboarding import domain
 from services.onboarding.config import load_playbook
-from shared.stage import EventHandler, StageDefinition, with_playbook
+from shared.runtime import EventHandler, StageDefinition, with_playbook
 
 
 def definition() -> StageDefinition:

@@ -14,6 +14,22 @@ OPEN_STAGES = ("presentation", "proposal", "negotiation", "closing")
 ClosingStep = Literal["accepted_quote", "contract_signed", "payment_received"]
 
 
+class Limits(BaseModel):
+    """How much one deal's document may hold, so it stays far below the database's document size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quote_versions: int = Field(
+        default=20, ge=1, description="quote versions per deal; one more is refused (too_many_quote_versions)"
+    )
+    objections: int = Field(
+        default=50,
+        ge=1,
+        description="objections kept per deal: a new one folds the oldest resolved one away, and is "
+        "refused (too_many_open_objections) when all of them are open",
+    )
+
+
 class ProposalPlaybook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -25,6 +41,7 @@ class ProposalPlaybook(BaseModel):
     quote_validity_days: int = Field(default=30, ge=1)
     closing_requires: frozenset[ClosingStep]
     loss_reasons: frozenset[str]
+    limits: Limits = Limits()
 
     @model_validator(mode="after")
     def consistent(self) -> ProposalPlaybook:

@@ -42,7 +42,7 @@ from contracts.events import (
     StageVisit,
 )
 from services.proposal.config import ProposalPlaybook
-from shared.domain import Decision, RuleBroken
+from shared.domain import Deadline, Decision, RuleBroken, pending_by_id
 
 
 class Stage(StrEnum):
@@ -55,6 +55,7 @@ class Stage(StrEnum):
 
 
 CLOSED_STAGES = frozenset({Stage.WON, Stage.LOST})
+QUOTE_EXPIRY = "quote_expiry"  # the deadline of a sent quote, keyed by its version
 
 
 class QuoteStatus(StrEnum):
@@ -97,6 +98,7 @@ class Deal(BaseModel):
     signed: bool = False
     paid_minor: int = 0
     objections: dict[str, Objection] = {}
+    objections_folded: int = 0  # resolved objections dropped to make room (playbook limits.objections)
     demos_scheduled: int = 0
     demo_no_shows: int = 0
 
@@ -106,13 +108,13 @@ class Deal(BaseModel):
         return self.quotes[version - 1]
 
 
-def deadlines(deal: Deal) -> dict[str, datetime]:
+def deadlines(deal: Deal) -> list[Deadline]:
     """A sent quote nobody has accepted expires."""
-    return {
-        f"quote-{version.quote.version}:expires": version.expires_at
+    return [
+        Deadline(QUOTE_EXPIRY, str(version.quote.version), version.expires_at)
         for version in deal.quotes
         if version.status is QuoteStatus.SENT and version.expires_at is not None
-    }
+    ]
 
 
 # --- pricing -------------------------------------------------------------------------------------
@@ -313,8 +315,9 @@ def on_objection_raised(
 ) -> Decision[Deal]:
     _require_open(deal)
     objection = Objection(category=raised.category, notes=raised.notes)
+    kept = _room_for_objection(deal, raised.objection_id, playbook)
     return Decision(
-        deal.model_copy(update={"objections": {**deal.objections, raised.objection_id: objection}})
+        kept.model_copy(update={"objections": {**kept.objections, raised.objection_id: objection}})
     )
 
 
@@ -354,9 +357,14 @@ def on_deal_lost_reported(
 def on_deadline(
     deal: Deal, deadline: DeadlineReached, now: datetime, playbook: ProposalPlaybook
 ) -> Decision[Deal]:
-    if deadline.deadline_id not in deadlines(deal):
+    try:
+        named = Deadline.parse(deadline.deadline_id)
+    except ValueError:
         return Decision(deal)
-    version = deal.quote(int(deadline.deadline_id.removeprefix("quote-").split(":")[0]))
+    due = pending_by_id(deadlines(deal)).get(named.id)
+    if due is None:
+        return Decision(deal)  # accepted, superseded or expired already, or sent again since
+    version = deal.quote(int(due.key))
     expired = _replace_quote(deal, version.model_copy(update={"status": QuoteStatus.EXPIRED}))
     return Decision(
         expired, [QuoteExpired(deal_id=deal.deal_id, quote_version=version.quote.version, expired_at=now)]
@@ -373,6 +381,13 @@ def _prepare(
     discount_percent: int,
     playbook: ProposalPlaybook,
 ) -> Decision[Deal]:
+    if len(deal.quotes) >= playbook.limits.quote_versions:
+        raise RuleBroken(
+            "too_many_quote_versions",
+            f"the deal has {len(deal.quotes)} quote versions, the most the playbook allows: "
+            "send or accept one of them",
+            "lines",
+        )
     quote = price_quote(len(deal.quotes) + 1, currency, lines, discount_percent, playbook)
     needs_approval = effective_discount_percent(quote) > playbook.discount_approval_above_percent
     version = QuoteVersion(
@@ -387,6 +402,26 @@ def _prepare(
     updated = deal.model_copy(update={"quotes": [*superseded, version]})
     status = "needs_approval" if needs_approval else "approved"
     return Decision(updated, [QuoteIssued(deal_id=deal.deal_id, quote=quote, status=status)])
+
+
+def _room_for_objection(deal: Deal, objection_id: str, playbook: ProposalPlaybook) -> Deal:
+    """The deal with room for one more objection: the oldest resolved one is folded away if need be.
+
+    Raising an objection again (same id) takes no room. When every kept objection is open, a new one is
+    refused: an open objection blocks closing, so none may be forgotten.
+    """
+    if objection_id in deal.objections or len(deal.objections) < playbook.limits.objections:
+        return deal
+    oldest_resolved = next((key for key, objection in deal.objections.items() if not objection.open), None)
+    if oldest_resolved is None:
+        raise RuleBroken(
+            "too_many_open_objections",
+            f"the deal has {len(deal.objections)} open objections, the most the playbook allows: "
+            "resolve one first",
+            "objection_id",
+        )
+    kept = {key: objection for key, objection in deal.objections.items() if key != oldest_resolved}
+    return deal.model_copy(update={"objections": kept, "objections_folded": deal.objections_folded + 1})
 
 
 def _supersede_sent(deal: Deal) -> Deal:

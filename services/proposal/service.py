@@ -19,7 +19,7 @@ from contracts.events import (
 )
 from services.proposal import domain
 from services.proposal.config import load_playbook
-from shared.stage import EventHandler, StageDefinition, with_playbook
+from shared.runtime import EventHandler, StageDefinition, with_playbook
 
 
 def definition() -> StageDefinition:

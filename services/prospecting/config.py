@@ -97,11 +97,23 @@ class Deduplication(Strict):
     window_days: int = Field(default=90, ge=0, description="a lead matching a prospect this recent is merged")
 
 
+class Limits(Strict):
+    """How much one prospect's records may hold, so no document or event grows without bound."""
+
+    merged_leads: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="leads a lead.merged event lists (and the prospect's claim keeps): the most recent",
+    )
+
+
 class ProspectingPlaybook(Strict):
     icp: IdealCustomerProfile
     routing: Routing
     deduplication: Deduplication = Deduplication()
     free_mail_domains: frozenset[str]
+    limits: Limits = Limits()
 
 
 def load_playbook(path: Path | None = None) -> ProspectingPlaybook:

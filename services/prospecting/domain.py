@@ -16,6 +16,7 @@ import pycountry
 from pydantic import BaseModel
 
 from contracts.events import (
+    MAX_TEXT_LENGTH,
     Company,
     Contact,
     CriterionResult,
@@ -157,7 +158,7 @@ def on_lead_captured(
             [LeadRejected(lead_id=lead.lead_id, reasons=assessment)],
         )
     if known.duplicate is not None:
-        return _merged(lead.lead_id, assessment, known.duplicate)
+        return _merged(lead.lead_id, assessment, known.duplicate, playbook.limits.merged_leads)
     owner = route(assessment.company, playbook.routing, known.rep_loads)
     prospect = ProspectIdentified(
         deal_id=lead.lead_id,
@@ -185,16 +186,28 @@ def on_lead_captured(
     return Decision(outcome, [prospect])
 
 
-def _merged(lead_id: str, candidate: Candidate, duplicate: Duplicate) -> Decision[Lead]:
+def _merged(lead_id: str, candidate: Candidate, duplicate: Duplicate, max_merged: int) -> Decision[Lead]:
+    """The lead merged into the prospect: what it adds or changes, and the most recent leads merged.
+
+    What the event carries is bounded, so it fits a record however often the prospect is matched: at most
+    `max_merged` leads (the oldest are left out), each field's value within the contract's text limit.
+    """
     fields = candidate.snapshot()
     merged = LeadMerged(
         deal_id=duplicate.prospect_id,
         lead_id=lead_id,
         matched_on=duplicate.matched_on,
-        merged_fields={k: v for k, v in fields.items() if duplicate.prospect_fields.get(k) != v},
-        merged_leads=[*duplicate.merged_leads, lead_id],
+        merged_fields={
+            k: _within_text_limit(v) for k, v in fields.items() if duplicate.prospect_fields.get(k) != v
+        },
+        merged_leads=[*duplicate.merged_leads, lead_id][-max_merged:],
     )
     return Decision(Lead(lead_id=lead_id, outcome="merged", deal_id=duplicate.prospect_id), [merged])
+
+
+def _within_text_limit(value: str) -> str:
+    # A list such as the technologies, written out, may outgrow what one event field may hold.
+    return value if len(value) <= MAX_TEXT_LENGTH else value[: MAX_TEXT_LENGTH - 1] + "…"
 
 
 def assess(lead: LeadCaptured, playbook: ProspectingPlaybook) -> Candidate | list[Reason]:

@@ -24,7 +24,7 @@ from services.prospecting.domain import (
 )
 from shared.mongo import Document
 from shared.privacy import anonymise
-from shared.stage import StageDefinition
+from shared.runtime import StageDefinition
 from shared.store import ConcurrentWrite
 
 

@@ -1,5 +1,5 @@
 from services.qualification.service import definition
-from shared.stage import run_stage
+from shared.runtime import run_stage
 
 if __name__ == "__main__":
     run_stage(definition())

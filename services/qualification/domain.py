@@ -34,8 +34,9 @@ from contracts.events import (
     UpsellIdentified,
 )
 from services.qualification.config import QualificationPlaybook
-from shared.domain import Decision, RuleBroken
+from shared.domain import Deadline, Decision, RuleBroken, pending_by_id
 
+# Deadline kinds; each deadline's key is the qualification cycle it belongs to.
 FIRST_TOUCH_OVERDUE = "first_touch_overdue"
 CADENCE_END = "cadence_end"
 QUALIFICATION_OVERDUE = "qualification_overdue"
@@ -70,19 +71,21 @@ class Qualification(BaseModel):
     expansion_of: str | None = None  # the original deal, when this is an expansion deal
 
 
-def deadlines(state: Qualification, playbook: QualificationPlaybook) -> dict[str, datetime]:
-    """What is pending in time for this lead, by deadline id (`<cycle>:<kind>`)."""
-    pending: dict[str, datetime] = {}
+def deadlines(state: Qualification, playbook: QualificationPlaybook) -> list[Deadline]:
+    """What is pending in time for this lead, each keyed by its cycle (a reopened lead starts afresh)."""
+    cycle = str(state.cycle)
+    pending: list[Deadline] = []
     if state.status is Status.OPEN:
         if state.touches_done == 0 and FIRST_TOUCH_OVERDUE not in state.breached:
-            pending[FIRST_TOUCH_OVERDUE] = state.first_touch_due
+            pending.append(Deadline(FIRST_TOUCH_OVERDUE, cycle, state.first_touch_due))
         if not state.replied:
-            pending[CADENCE_END] = state.opened_at + timedelta(days=state.cadence_days)
+            pending.append(Deadline(CADENCE_END, cycle, state.opened_at + timedelta(days=state.cadence_days)))
         if QUALIFICATION_OVERDUE not in state.breached:
-            pending[QUALIFICATION_OVERDUE] = state.opened_at + timedelta(days=playbook.qualification_max_days)
+            due = state.opened_at + timedelta(days=playbook.qualification_max_days)
+            pending.append(Deadline(QUALIFICATION_OVERDUE, cycle, due))
     if state.status is Status.NURTURE and state.reopen_on is not None:
-        pending[REOPEN] = datetime.combine(state.reopen_on, time(), tzinfo=UTC)
-    return {f"{state.cycle}:{kind}": due for kind, due in pending.items()}
+        pending.append(Deadline(REOPEN, cycle, datetime.combine(state.reopen_on, time(), tzinfo=UTC)))
+    return pending
 
 
 def on_prospect_identified(
@@ -225,13 +228,13 @@ def on_nurture_requested(
 def on_deadline(
     state: Qualification, deadline: DeadlineReached, now: datetime, playbook: QualificationPlaybook
 ) -> Decision[Qualification]:
-    if deadline.deadline_id not in deadlines(state, playbook):
-        return Decision(state)  # already dealt with: fires once
-    kind = deadline.deadline_id.split(":", 1)[1]
-    if kind in (FIRST_TOUCH_OVERDUE, QUALIFICATION_OVERDUE):
-        breached = SlaBreached(deal_id=state.deal_id, owner=state.owner, sla=kind, due_at=deadline.due_at)
-        return Decision(state.model_copy(update={"breached": [*state.breached, kind]}), [breached])
-    if kind == CADENCE_END:
+    due = _pending(state, deadline, playbook)
+    if due is None:
+        return Decision(state)  # dealt with already, or moved: each deadline fires once
+    if due.kind in (FIRST_TOUCH_OVERDUE, QUALIFICATION_OVERDUE):
+        breached = SlaBreached(deal_id=state.deal_id, owner=state.owner, sla=due.kind, due_at=due.due_at)
+        return Decision(state.model_copy(update={"breached": [*state.breached, due.kind]}), [breached])
+    if due.kind == CADENCE_END:
         disqualified = LeadDisqualified(
             deal_id=state.deal_id,
             reason_code="no_response",
@@ -241,6 +244,7 @@ def on_deadline(
         return Decision(
             state.model_copy(update={"status": Status.DISQUALIFIED, "next_step": None}), [disqualified]
         )
+    # REOPEN: the nurture is over, the lead starts a new cycle with a fresh cadence.
     cadence = playbook.cadence_by_tier[state.tier]
     reopened = state.model_copy(
         update={
@@ -264,6 +268,17 @@ def on_deadline(
             _next_step_event(reopened),
         ],
     )
+
+
+def _pending(
+    state: Qualification, reached: DeadlineReached, playbook: QualificationPlaybook
+) -> Deadline | None:
+    """The pending deadline an announcement names; None for one not (or no longer) pending."""
+    try:
+        named = Deadline.parse(reached.deadline_id)
+    except ValueError:
+        return None
+    return pending_by_id(deadlines(state, playbook)).get(named.id)
 
 
 def _nurtured(state: Qualification, reason: str, reopen_on: date) -> Decision[Qualification]:

@@ -12,7 +12,7 @@ from contracts.events import (
 )
 from services.qualification import domain
 from services.qualification.config import load_playbook
-from shared.stage import StageDefinition, with_playbook
+from shared.runtime import StageDefinition, with_playbook
 
 
 def definition() -> StageDefinition:

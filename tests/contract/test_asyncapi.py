@@ -37,7 +37,7 @@ from contracts.events import (
 from contracts.flows import PARTIES, party
 from contracts.topics import SERVICES
 from shared.envelope import REQUIRED_ATTRIBUTES, encode
-from shared.stage import StageDefinition
+from shared.runtime import StageDefinition
 from tests.asyncapi_conformance import record_problems
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,6 +15,7 @@ import yaml
 
 from contracts.topics import SERVICES, STAGE_SERVICES
 from services.insights.service import definition as insights_definition
+from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -79,3 +80,15 @@ def test_the_image_refuses_an_unknown_service_and_names_every_known_one() -> Non
     )
     assert refused.returncode == 64
     assert all(service in refused.stderr for service in SERVICES), refused.stderr
+
+
+def test_only_insights_gets_the_api_token_from_the_environment_and_answers_to_its_service_name() -> None:
+    services = compose_services()
+    # A placeholder, empty unless DEALFLOW_API_TOKEN is set in the shell or .env: no secret in the file.
+    assert services["insights"]["environment"]["DEALFLOW_API_TOKEN"] == "${DEALFLOW_API_TOKEN:-}"
+    for service in STAGE_SERVICES:
+        assert "DEALFLOW_API_TOKEN" not in services[service]["environment"], service
+    # The rest of the shared environment still reaches insights.
+    assert services["insights"]["environment"]["DEALFLOW_HTTP_PORT"] == 8080
+    # Its Host allow-list takes the compose service name and the host port's loopback, by default.
+    assert {"insights", "127.0.0.1", "localhost"} <= set(Settings.model_fields["allowed_hosts"].default)

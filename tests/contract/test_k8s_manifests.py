@@ -308,6 +308,82 @@ def test_every_service_has_its_manifest_listed_in_the_kustomization() -> None:
     assert deployments == {f"dealflow-{service}" for service in SERVICES}
 
 
+def test_only_insights_gets_the_api_token_and_from_the_secret() -> None:
+    token = env("insights")["DEALFLOW_API_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"] == {"name": SECRET_NAME, "key": "api-token"}
+    assert "value" not in token
+    assert not {"DEALFLOW_API_TOKEN", "DEALFLOW_API_TOKEN_FILE"} & set(config())
+    for service in set(SERVICES) - {"insights"}:  # they serve no deal data: they need no token
+        assert not {"DEALFLOW_API_TOKEN", "DEALFLOW_API_TOKEN_FILE"} & set(env(service)), service
+
+
+def test_the_insights_api_answers_to_its_service_names_and_loopback_only() -> None:
+    namespace = kustomization()["namespace"]
+    allowed = set(deployed_settings().allowed_hosts)
+    service = resource("Service", "dealflow-insights")["metadata"]["name"]
+    cluster_names = {f"{service}.{namespace}.svc.cluster.local", f"{service}.{namespace}.svc", service}
+    assert cluster_names <= allowed
+    assert {"127.0.0.1", "localhost"} <= allowed  # kubectl port-forward
+    assert "*" not in allowed
+
+
+def network_policy(service: str) -> dict[str, Any]:
+    return resource("NetworkPolicy", f"dealflow-{service}")
+
+
+# Who may connect to a service's HTTP port: Prometheus scrapes every one; the ingress controller
+# serves insights' page. Each is named by its namespace and its pods' labels.
+PROMETHEUS = ("monitoring", "prometheus")
+INGRESS_CONTROLLER = ("ingress-nginx", "ingress-nginx")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_takes_connections_only_on_its_http_port_and_only_from_named_peers(
+    service: str,
+) -> None:
+    policy = network_policy(service)["spec"]
+    deployment = resource("Deployment", f"dealflow-{service}")["spec"]
+    assert policy["podSelector"] == {"matchLabels": deployment["selector"]["matchLabels"]}
+    assert policy["policyTypes"] == ["Ingress"]  # with no rule for a source, it is refused
+    [port] = container(service)["ports"]
+    peers = set()
+    for rule in policy["ingress"]:
+        # Only the port the container names `http` (health, metrics, the page): nothing else listens.
+        assert rule["ports"] == [{"protocol": "TCP", "port": port["name"]}]
+        assert rule.get("from"), "a rule without `from` admits every source"
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector", "podSelector"}, (
+                "an ipBlock or a lone selector is too wide"
+            )
+            pods = peer["podSelector"]["matchLabels"]
+            assert pods, "an empty pod selector admits every pod of the namespace"
+            namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            peers.add((namespace, pods["app.kubernetes.io/name"]))
+    assert peers == ({PROMETHEUS, INGRESS_CONTROLLER} if service == "insights" else {PROMETHEUS})
+    annotations = resource("Deployment", f"dealflow-{service}")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port["containerPort"])  # the port Prometheus may reach
+
+
+def test_every_pod_is_selected_by_a_network_policy_and_no_policy_opens_everything() -> None:
+    policies = [r for r in resources() if r["kind"] == "NetworkPolicy"]
+    assert {p["metadata"]["name"] for p in policies} == {f"dealflow-{service}" for service in SERVICES}
+    for policy in policies:
+        assert policy["spec"]["podSelector"].get("matchLabels"), "a policy for every pod of the namespace"
+        assert all(rule.get("from") for rule in policy["spec"].get("ingress", []))
+
+
+def test_a_broken_network_policy_is_rejected() -> None:
+    misspelt = copy.deepcopy(network_policy("insights"))
+    misspelt["spec"]["podselector"] = misspelt["spec"].pop("podSelector")
+    with pytest.raises(kubernetes_validate.ValidationError, match="podselector"):
+        validate(misspelt)
+
+    wrong_type = copy.deepcopy(network_policy("insights"))
+    wrong_type["spec"]["ingress"][0]["ports"][0]["protocol"] = ["TCP"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(wrong_type)
+
+
 def test_the_insights_page_is_reachable_in_the_cluster_on_its_own_port() -> None:
     definition = importlib.import_module("services.insights.service").definition()
     page = resource("Service", "dealflow-insights")["spec"]
@@ -387,6 +463,7 @@ def test_kustomize_renders_the_whole_deployment() -> None:
         "Namespace",
         "ConfigMap",
         "Deployment",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "ScaledObject",
         "Service",

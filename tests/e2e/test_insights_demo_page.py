@@ -4,13 +4,16 @@ their columns and the forecast totals the demo's quotes give."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from cli import demo
 from shared.settings import Settings
@@ -18,6 +21,8 @@ from tests.browser import page_view, rendered_dom
 from tests.e2e.processes import service_processes
 
 pytestmark = pytest.mark.e2e
+
+API_TOKEN = secrets.token_urlsafe(32)
 
 # Three deals won at 1,580,000 minor units each (10 platform licences at 10% off plus the onboarding
 # package): EUR 1,580,000 + USD 1,580,000 x 0.92 + GBP 1,580,000 x 1.17 = 4,882,200 EUR minor units.
@@ -39,6 +44,8 @@ DEMO_BOARD = {
 
 @pytest.fixture
 def five_services(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
+    # The processes get the token by DEALFLOW_API_TOKEN, as `settings.environment()` passes it on.
+    settings = settings.model_copy(update={"api_token": SecretStr(API_TOKEN), "api_token_file": None})
     with service_processes(settings, tmp_path) as ports:
         yield settings, f"http://127.0.0.1:{ports['insights']}"
 
@@ -49,7 +56,7 @@ def board_of(report: dict[str, Any]) -> dict[str, list[str]]:
 
 async def report_when(url: str, done: Any, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers={"authorization": f"Bearer {API_TOKEN}"}) as client:
         while True:
             try:
                 report: dict[str, Any] = (await client.get(f"{url}/api/report")).json()
@@ -72,7 +79,7 @@ async def test_the_page_shows_the_demos_deals_in_their_columns_and_the_right_tot
     report = await report_when(url, lambda report: board_of(report) == DEMO_BOARD)
     assert board_of(report) == DEMO_BOARD
 
-    view = page_view(await rendered_dom(f"{url}/"))
+    view = page_view(await rendered_dom(f"{url}/?token={quote(API_TOKEN, safe='')}"))
     assert view.loaded, "the page never drew a report"
     assert {stage: sorted(ids) for stage, ids in view.columns.items()} == DEMO_BOARD
     assert view.texts["total-deals"] == "6"

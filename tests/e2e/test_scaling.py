@@ -252,7 +252,7 @@ async def stored_deals(settings: Settings) -> dict[str, dict[str, object]]:
         return {
             document["_id"]: {
                 "version": document["version"],
-                "applied": sorted(document["applied"]),
+                "applied": sorted(applied["id"] for applied in document["applied"]),
                 "has_outbox": document["has_outbox"],
             }
             async for document in collection.find({}, projection)

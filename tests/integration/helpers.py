@@ -9,8 +9,8 @@ from cli.kafka_io import SeenEvent, all_topics, publish, wait_for
 from contracts import Event
 from contracts.events import LeadCaptured
 from shared.envelope import encode
+from shared.runtime import StageDefinition, StageService
 from shared.settings import Settings
-from shared.stage import StageDefinition, StageService
 
 
 def fit_lead(lead_id: str) -> LeadCaptured:

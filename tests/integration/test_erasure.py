@@ -81,3 +81,31 @@ async def test_a_person_is_anonymised_everywhere_and_each_service_confirms(setti
         assert "jana" not in held
         assert ERASED.lower() in held
         assert KEPT in held  # nobody else is touched
+
+
+async def test_an_event_about_an_erased_person_is_not_applied_and_its_dead_letter_holds_nothing(
+    settings: Settings,
+) -> None:
+    async with running(prospecting(), settings):
+        await send(settings, ErasureRequested(request_id="erasure-2", email=FORGOTTEN, requested_by="dpo"))
+        await events_when(settings, lambda seen: len(of_type(seen, "personal_data.erased.v1")) == 1)
+        # A copy from upstream arrives late (or a dead letter from before is redriven).
+        await send(
+            settings,
+            lead("lead-late", FORGOTTEN.upper(), "Jana", "Acme Robotics"),
+            lead("lead-other", KEPT, "Li", "Globex"),
+        )
+        events = await events_when(
+            settings,
+            lambda seen: (
+                any(event.headers.get("dlq_error_code") == "subject_erased" for event in seen)
+                and len(of_type(seen, "prospect.identified.v1")) == 1
+            ),
+        )
+        held = await stored_text(settings, "prospecting")
+    [dead] = [event for event in events if event.headers.get("dlq_error_code") == "subject_erased"]
+    assert dead.key == "lead-late"
+    assert dead.value == b"", "the dead letter keeps no personal data"
+    assert [event.key for event in of_type(events, "prospect.identified.v1")] == ["lead-other"]
+    assert FORGOTTEN.lower() not in held
+    assert "jana" not in held

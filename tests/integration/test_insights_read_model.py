@@ -17,10 +17,11 @@ from services.insights.rebuild import rebuild
 from services.insights.service import definition
 from shared.envelope import encode
 from shared.mongo import make_client
+from shared.runtime import StageService
 from shared.settings import Settings
-from shared.stage import StageService
 from tests.insights_events import EXPECTED_STALLED, NOW, assert_report_figures, known_events
 from tests.integration.helpers import Clock, events_when, of_type
+from tests.integration.test_insights_report_cli import AUTHORIZED, with_token
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +42,11 @@ async def eventually(check: Callable[[], Awaitable[None]], timeout: float = 60) 
 async def report_from_api(settings: Settings, clock: Clock) -> dict[str, Any]:
     mongo = make_client(settings, app_name="insights-test")
     try:
-        transport = httpx.ASGITransport(app=app(mongo[settings.database_name("insights")], clock=clock))
-        async with httpx.AsyncClient(transport=transport, base_url="http://insights") as client:
+        served = app(mongo[settings.database_name("insights")], clock=clock, settings=with_token(settings))
+        transport = httpx.ASGITransport(app=served)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://insights", headers=AUTHORIZED
+        ) as client:
             response = await client.get("/api/report")
         assert response.status_code == 200
         report: dict[str, Any] = response.json()

@@ -1,15 +1,18 @@
-"""`dealflow report` against the insights API served over HTTP from a real database."""
+"""`dealflow report` against the insights API served over HTTP from a real database, with its token."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from cli.main import app as cli
@@ -22,10 +25,21 @@ from tests.unit.test_insights import timelines_from
 
 pytestmark = pytest.mark.integration
 
+API_TOKEN = secrets.token_urlsafe(32)
+AUTHORIZED = {"authorization": f"Bearer {API_TOKEN}"}
+# What `dealflow report` reads the token from (the file variable emptied: one source at a time).
+TOKEN_ENV = {"DEALFLOW_API_TOKEN": API_TOKEN, "DEALFLOW_API_TOKEN_FILE": ""}
+
+
+def with_token(settings: Settings, token: str | None = API_TOKEN) -> Settings:
+    """The settings of an insights process that demands `token` (None: none configured)."""
+    return settings.model_copy(update={"api_token": None if token is None else SecretStr(token)})
+
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[str]:
-    """The insights API on a free loopback port, over the known timelines stored in the database."""
+async def serving(settings: Settings, *, token: str | None = API_TOKEN) -> AsyncIterator[str]:
+    """The insights API on a free loopback port, over the known timelines stored in the database, demanding
+    `token` (API_TOKEN unless told)."""
     mongo = make_client(settings, app_name="insights-cli-test")
     database = mongo[settings.database_name("insights")]
     await database["aggregates"].insert_many(
@@ -36,7 +50,8 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
     )
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app(database, clock=Clock(NOW)), log_level="warning"))
+    served = app(database, clock=Clock(NOW), settings=with_token(settings, token))
+    server = uvicorn.Server(uvicorn.Config(served, log_level="warning"))
     task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         while not server.started:  # noqa: ASYNC110 (uvicorn signals its start with a flag, not an event)
@@ -53,12 +68,11 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
 async def test_report_prints_funnel_forecast_and_bottlenecks_with_the_known_figures(
     settings: Settings,
 ) -> None:
+    env = {"COLUMNS": "200", **TOKEN_ENV}
     async with serving(settings) as url:
-        result = await asyncio.to_thread(
-            CliRunner().invoke, cli, ["report", "--url", url], env={"COLUMNS": "200"}
-        )
+        result = await asyncio.to_thread(CliRunner().invoke, cli, ["report", "--url", url], env=env)
         october = await asyncio.to_thread(
-            CliRunner().invoke, cli, ["report", "--url", url, "--period", "2026-10"], env={"COLUMNS": "200"}
+            CliRunner().invoke, cli, ["report", "--url", url, "--period", "2026-10"], env=env
         )
 
     assert result.exit_code == 0, result.output
@@ -100,14 +114,37 @@ def test_report_says_when_the_insights_service_cannot_be_reached() -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    result = CliRunner().invoke(cli, ["report", "--url", f"http://127.0.0.1:{port}"])
+    result = CliRunner().invoke(cli, ["report", "--url", f"http://127.0.0.1:{port}"], env=TOKEN_ENV)
 
     assert result.exit_code == 1
     assert "cannot read the report" in result.output
 
 
+async def test_report_sends_no_request_without_a_token_and_says_a_wrong_one_is_refused(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # No token in the environment, and no .local/api-token of a `make run` stack to fall back on.
+    no_token = {"DEALFLOW_API_TOKEN": "", "DEALFLOW_API_TOKEN_FILE": "", "DEALFLOW_STATE_DIR": str(tmp_path)}
+    wrong = TOKEN_ENV | {"DEALFLOW_API_TOKEN": secrets.token_urlsafe(32)}
+    (tmp_path / "make-run").mkdir()
+    (tmp_path / "make-run" / "api-token").write_text(API_TOKEN + "\n")
+    generated = no_token | {"DEALFLOW_STATE_DIR": str(tmp_path / "make-run"), "COLUMNS": "200"}
+    async with serving(settings) as url:
+        missing = await asyncio.to_thread(CliRunner().invoke, cli, ["report", "--url", url], env=no_token)
+        refused = await asyncio.to_thread(CliRunner().invoke, cli, ["report", "--url", url], env=wrong)
+        local = await asyncio.to_thread(CliRunner().invoke, cli, ["report", "--url", url], env=generated)
+
+    assert missing.exit_code == 1
+    assert "no API token: set DEALFLOW_API_TOKEN or DEALFLOW_API_TOKEN_FILE" in missing.output
+    assert refused.exit_code == 1
+    assert "cannot read the report" in refused.output
+    assert "401" in refused.output
+    assert local.exit_code == 0, local.output  # the token `make run` generated, read from its state dir
+    assert "Funnel" in local.output
+
+
 async def test_the_timeline_api_shows_one_deal_across_its_stages(settings: Settings) -> None:
-    async with serving(settings) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serving(settings) as url, httpx.AsyncClient(base_url=url, headers=AUTHORIZED) as client:
         found = await client.get("/api/timeline", params={"deal_id": "deal-c"})
         missing = await client.get("/api/timeline", params={"deal_id": "no-such-deal"})
 

@@ -18,8 +18,8 @@ from contracts.events import (
 )
 from services.onboarding.service import definition as onboarding
 from services.qualification.service import definition as qualification
+from shared.runtime import StageService
 from shared.settings import Settings
-from shared.stage import StageService
 from tests.integration.helpers import Clock, by, events_when, send
 
 pytestmark = pytest.mark.integration

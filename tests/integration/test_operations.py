@@ -16,8 +16,8 @@ from cli.kafka_io import publish
 from contracts import Topic
 from services.prospecting.service import definition as prospecting
 from shared.envelope import KafkaRecord, encode
+from shared.runtime import StageService, serve
 from shared.settings import Settings
-from shared.stage import StageService, serve
 from shared.tracing import trace_id
 from tests.integration.helpers import events_when, fit_lead, of_type, send
 

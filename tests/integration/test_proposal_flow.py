@@ -33,8 +33,8 @@ from contracts.events import (
 )
 from services.proposal.service import definition as proposal
 from shared.kafka import client_options, running
+from shared.runtime import StageService
 from shared.settings import Settings
-from shared.stage import StageService
 from tests.integration.helpers import Clock, by, events_when, of_type, send
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from contracts.events import (
 )
 from services.qualification.service import definition as qualification
 from shared.mongo import make_client, service_database
+from shared.runtime import StageService
 from shared.settings import Settings
-from shared.stage import StageService
 from tests.integration.helpers import Clock, events_when, send
 
 pytestmark = pytest.mark.integration

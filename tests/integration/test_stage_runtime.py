@@ -84,7 +84,7 @@ async def test_events_left_in_the_outbox_by_a_crash_are_published_at_start(setti
     client = make_client(settings, app_name="test")
     store = AggregateStore(service_database(client, settings, "prospecting")["aggregates"])
     stored = Aggregate(id="lead-good").changed(
-        applied_event_id="x",
+        applied=("x", ""),
         state={"lead_id": "lead-good", "outcome": "prospect"},
         parked=(),
         outbox=(pending,),
@@ -97,6 +97,45 @@ async def test_events_left_in_the_outbox_by_a_crash_are_published_at_start(setti
         )
 
     assert len([e for e in events if e.headers.get("ce_id") == "left-behind"]) == 1
+    assert (await store.load("lead-good")).outbox == ()
+    await client.close()
+
+
+async def test_a_record_in_the_outbox_the_broker_refuses_is_dead_lettered_not_retried_at_every_start(
+    settings: Settings,
+) -> None:
+    good = lead_record(settings, GOOD_LEAD, "fine")
+    refused = KafkaRecord(
+        topic=settings.topic(Topic.PROSPECTS),
+        key=b"lead-good",
+        value=b'{"x": "' + b"y" * (settings.max_event_bytes * 5) + b'"}',
+        headers=good.headers | {"ce_id": "too-large"},
+    )
+    fine = KafkaRecord(
+        topic=settings.topic(Topic.PROSPECTS), key=good.key, value=good.value, headers=good.headers
+    )
+    client = make_client(settings, app_name="test")
+    store = AggregateStore(service_database(client, settings, "prospecting")["aggregates"])
+    stored = Aggregate(id="lead-good").changed(
+        applied=("x", ""),
+        state={"lead_id": "lead-good", "outcome": "prospect"},
+        parked=(),
+        outbox=(refused, fine),
+    )
+    await store.save_all([(Aggregate(id="lead-good"), stored)])
+
+    async with running(prospecting(), settings) as service:
+        events = await events_when(
+            settings,
+            lambda seen: (
+                any(e.headers.get("dlq_error_code") == "broker_refused_record" for e in seen)
+                and any(e.headers.get("ce_id") == "fine" and "dlq_error_code" not in e.headers for e in seen)
+            ),
+        )
+        assert service.started
+    [dead] = [e for e in events if e.headers.get("dlq_error_code") == "broker_refused_record"]
+    assert dead.headers["ce_id"] == "too-large"
+    assert int(dead.headers["dlq_value_bytes"]) > settings.max_event_bytes * 5
     assert (await store.load("lead-good")).outbox == ()
     await client.close()
 

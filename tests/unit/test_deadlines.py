@@ -1,22 +1,17 @@
-"""Time in the runtime: which replica may announce a deadline, and what a deadline that is not due does."""
+"""Time in the runtime: which replica may announce a deadline, and where due deadlines are found."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from contracts.events import DeadlineReached, Event
-from services.qualification.service import definition as qualification
-from shared.envelope import decode, encode
 from shared.kafka import partition_of
-from shared.settings import Settings
-from shared.stage import StageService
-from shared.store import Aggregate, ParkedRecord
-from tests.unit.test_qualification import prospect
-
-NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+from shared.runtime.deadlines import DeadlineIndex
+from shared.store import Aggregate
 
 
 @pytest.mark.parametrize("deal_id", ["deal-1", "lead-acme-001", "ü-unicode", "x" * 200])
@@ -26,29 +21,38 @@ def test_a_deal_maps_to_the_partition_the_producers_send_it_to(deal_id: str, par
     assert partition_of(deal_id, partitions) == DefaultPartitioner()(deal_id.encode(), everything, everything)
 
 
-async def decided(service: StageService, aggregate: Aggregate, event: Event, event_id: str) -> Aggregate:
-    record = encode(event, topic=service.settings.topic(event.TOPIC), source="/test", event_id=event_id)
-    envelope = decode(record.headers, record.value, max_bytes=service.settings.max_event_bytes)
-    raw = ParkedRecord(record.topic, 0, 0, record.headers, record.value.decode())
-    return await service._decide(aggregate, envelope, raw)
+class CountingStore:
+    """Stands in for the database: counts reads, holds one stored deal with a deadline."""
+
+    def __init__(self, stored: dict[str, list[tuple[str, datetime]]]) -> None:
+        self.stored = stored
+        self.reads: list[list[int]] = []
+
+    async def deadlines_in(
+        self, partitions: list[int]
+    ) -> AsyncIterator[tuple[str, list[tuple[str, datetime]]]]:
+        self.reads.append(list(partitions))
+        for deal_id, deadlines in self.stored.items():
+            yield deal_id, deadlines
 
 
-async def test_a_deadline_not_due_in_the_state_is_left_unconsumed_and_a_due_one_is_applied() -> None:
-    service = StageService(qualification(), Settings(), clock=lambda: NOW)
-    opened = await decided(service, Aggregate(id="d-1"), prospect("A", NOW), "prospect-1")
-    pending = dict(opened.deadlines)
-    assert "1:first_touch_overdue" in pending
-
-    def deadline(deadline_id: str) -> DeadlineReached:
-        return DeadlineReached(
-            deal_id="d-1", stage_service="qualification", deadline_id=deadline_id, due_at=NOW
-        )
-
-    not_due = await decided(service, opened, deadline("1:reopen"), "deadline-reopen")
-    assert not_due is opened, "nothing stored, so the same deadline announced later is not a copy"
-
-    due = await decided(service, opened, deadline("1:first_touch_overdue"), "deadline-first-touch")
-    assert due.has_applied("deadline-first-touch")
-    assert [record.headers["ce_type"] for record in due.outbox] == [
-        "io.dealflow.qualification.sla_breached.v1"
-    ]
+async def test_due_deadlines_come_from_memory_read_once_per_assignment() -> None:
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    earlier, later = now - timedelta(hours=1), now + timedelta(hours=1)
+    store = CountingStore({"stored-deal": [("first_touch/1@x", earlier)]})
+    index = DeadlineIndex(store)  # type: ignore[arg-type]
+    index.assigned({0, 1})
+    await asyncio.sleep(0)  # the load runs in the background
+    assert store.reads == [[0, 1]]
+    assert index.loaded(0)
+    assert index.loaded(1)
+    index.note(
+        Aggregate(id="written-deal", partition=1, deadlines=(("quote/1@y", earlier), ("quote/2@z", later)))
+    )
+    for _ in range(3):
+        due = index.due(now)
+        assert sorted(d.deal_id for d in due) == ["stored-deal", "written-deal"]
+        index.postpone(due)
+    assert store.reads == [[0, 1]], "looking for due work reads nothing"
+    index.note(Aggregate(id="written-deal", partition=1))  # its write removed the deadlines
+    assert [d.deal_id for d in index.due(now)] == ["stored-deal"]

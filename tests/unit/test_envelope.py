@@ -37,22 +37,40 @@ def _headers(**overrides: str) -> dict[str, str]:
     ("headers", "value", "code"),
     [
         (_headers(), b'{"lead_id": "x", "email": ', "invalid_json"),
-        (_headers(), b"\xff\xfe\x00garbage", "invalid_json"),
+        (_headers(), b"\xff\xfe\x00garbage", "invalid_encoding"),
         (_headers(), json.dumps({"lead_id": "x"}).encode(), "schema_violation"),
         (_headers(), json.dumps({"lead_id": 5, "email": []}).encode(), "schema_violation"),
         (_headers(ce_type="io.dealflow.nothing.v9"), b"{}", "unknown_event_type"),
         (_headers(ce_id="<drop>"), b"{}", "missing_cloudevents_attribute"),
         (_headers(**{"content-type": "text/plain"}), b"{}", "unsupported_content_type"),
         (_headers(ce_specversion="0.3"), b"{}", "unsupported_specversion"),
-        (_headers(), b"{" + b" " * 20_000 + b"}", "oversized_payload"),
+        (_headers(), b"{" + b" " * 220_000 + b"}", "oversized_payload"),
         (_headers(), None, "empty_value"),
+        # What escaped the decoder before: each raised something other than PoisonMessage.
+        (_headers(), b"[" * 100_000, "too_deeply_nested"),
+        (
+            _headers(),
+            b'{"lead_id": "x", "email": "a@b.example", "ignored": ' + b"7" * 5000 + b"}",
+            "invalid_json",
+        ),
+        (_headers(), '{"lead_id": "x", "email": "a@b.example"}'.encode("utf-16"), "invalid_encoding"),
+        (_headers(), '{"lead_id": "x", "email": "a@b.example"}'.encode("utf-32"), "invalid_encoding"),
+        (_headers(), '\ufeff{"lead_id": "x", "email": "a@b.example"}'.encode(), "invalid_encoding"),
+        (_headers(), b'{"lead_id": "x", "email": "a@b.example", "employees": NaN}', "invalid_json"),
+        (
+            _headers(),
+            b'{"lead_id": "x", "email": "a@b.example", "employees": 1' + b"0" * 30 + b"}",
+            "unstorable_value",
+        ),
+        (_headers(ce_id="x" * 300), b"{}", "invalid_id"),
+        (_headers(ce_id="bad\nid"), b"{}", "invalid_id"),
     ],
 )
 def test_bad_records_are_poison_with_a_reason(
     headers: dict[str, str], value: bytes | None, code: str
 ) -> None:
     with pytest.raises(PoisonMessage) as caught:
-        decode(headers, value, max_bytes=10_000)
+        decode(headers, value, max_bytes=200_000)
 
     assert caught.value.code == code
     assert caught.value.detail

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +13,32 @@ import yaml
 from pydantic import ValidationError
 
 from contracts import Event
-from contracts.events import DeadlineReached, DealStalled, NextStep
+from contracts.events import (
+    DeadlineReached,
+    DealStalled,
+    LeadNurtured,
+    NextStep,
+    NextStepScheduled,
+    QualificationReopened,
+)
 from services.insights import domain
-from services.insights.config import DEFAULT_PLAYBOOK, InsightsPlaybook, load_playbook
+from services.insights.config import DEFAULT_PLAYBOOK, InsightsPlaybook, Limits, load_playbook
 from services.insights.service import definition
+from shared.domain import Deadline
 from shared.envelope import decode, encode
 from tests.insights_events import NOW, assert_report_figures, day, known_events, moved, prospect, qualified
 
 PLAYBOOK = load_playbook()
 
 
-def timelines_from(events: Iterable[tuple[Event, datetime]]) -> list[domain.Timeline]:
+def timelines_from(
+    events: Iterable[tuple[Event, datetime]], playbook: InsightsPlaybook = PLAYBOOK
+) -> list[domain.Timeline]:
     """Apply events as the service does: each to its deal's timeline, `now` being when it was published."""
-    handlers = definition().handlers
+    handlers = {
+        event_type: partial(handler.func, playbook=playbook)  # type: ignore[attr-defined]
+        for event_type, handler in definition().handlers.items()
+    }
     timelines: dict[str, domain.Timeline] = {}
     for event, published_at in events:
         decision = handlers[type(event)](timelines.get(event.partition_key), event, published_at)
@@ -99,8 +113,10 @@ def negotiating(since: datetime) -> domain.Timeline:
     return timeline
 
 
-def reach(timeline: domain.Timeline, deadline_id: str, at: datetime) -> tuple[domain.Timeline, list[Event]]:
-    deadline = DeadlineReached(deal_id="deal-s", stage_service="insights", deadline_id=deadline_id, due_at=at)
+def reach(timeline: domain.Timeline, stall: Deadline, at: datetime) -> tuple[domain.Timeline, list[Event]]:
+    deadline = DeadlineReached(
+        deal_id="deal-s", stage_service="insights", deadline_id=stall.id, due_at=stall.due_at
+    )
     decision = definition().handlers[DeadlineReached](timeline, deadline, at)
     return decision.state, decision.events
 
@@ -108,10 +124,12 @@ def reach(timeline: domain.Timeline, deadline_id: str, at: datetime) -> tuple[do
 def test_a_deal_without_progress_for_the_stages_days_raises_deal_stalled_once() -> None:
     since = day(10, 1)
     timeline = negotiating(since)
-    ((deadline_id, due_at),) = domain.deadlines(timeline, PLAYBOOK).items()
+    [stall] = domain.deadlines(timeline, PLAYBOOK)
+    due_at = stall.due_at
     assert due_at == since + timedelta(days=14)  # negotiation stalls after 14 days
+    assert (stall.kind, stall.key) == ("stalled", "negotiation:20261001T090000.000000Z")
 
-    timeline, events = reach(timeline, deadline_id, due_at + timedelta(hours=1))
+    timeline, events = reach(timeline, stall, due_at + timedelta(hours=1))
     assert events == [
         DealStalled(
             deal_id="deal-s",
@@ -123,24 +141,57 @@ def test_a_deal_without_progress_for_the_stages_days_raises_deal_stalled_once() 
             detected_at=due_at + timedelta(hours=1),
         )
     ]
-    assert domain.deadlines(timeline, PLAYBOOK) == {}  # nothing more pending for this stall
+    assert domain.deadlines(timeline, PLAYBOOK) == []  # nothing more pending for this stall
 
-    _, again = reach(timeline, deadline_id, due_at + timedelta(days=1))
+    _, again = reach(timeline, stall, due_at + timedelta(days=1))
     assert again == []
+
+
+def test_a_stall_is_raised_once_per_progress_point_even_when_the_stall_days_change(tmp_path: Path) -> None:
+    since = day(10, 1)
+    [stall] = domain.deadlines(negotiating(since), PLAYBOOK)
+    raised, _ = reach(negotiating(since), stall, stall.due_at)
+    longer = playbook_with(tmp_path, stall_days={**PLAYBOOK.stall_days, "negotiation": 20})
+
+    assert domain.deadlines(raised, longer) == []
+    assert [d.due_at for d in domain.deadlines(negotiating(since), longer)] == [since + timedelta(days=20)]
+
+
+def test_a_stall_raised_before_deadlines_were_typed_is_not_raised_again() -> None:
+    since = day(10, 1)
+    legacy = negotiating(since).model_copy(
+        update={"stall_raised": "stalled:negotiation:20261001T090000.000000Z"}
+    )
+
+    assert domain.deadlines(legacy, PLAYBOOK) == []
+
+
+@pytest.mark.parametrize("deadline_id", ["stalled:negotiation:20261001T090000.000000Z", "stalled/x@y", ""])
+def test_an_id_that_is_no_pending_stall_changes_nothing(deadline_id: str) -> None:
+    timeline = negotiating(day(10, 1))
+    deadline = DeadlineReached(
+        deal_id="deal-s", stage_service="insights", deadline_id=deadline_id, due_at=NOW
+    )
+
+    decision = definition().handlers[DeadlineReached](timeline, deadline, NOW)
+
+    assert (decision.state, decision.events) == (timeline, [])
 
 
 def test_progress_ends_a_stall_and_the_next_stall_is_raised_again() -> None:
     since = day(10, 1)
     timeline = negotiating(since)
-    ((first_stall, due_at),) = domain.deadlines(timeline, PLAYBOOK).items()
+    [first_stall] = domain.deadlines(timeline, PLAYBOOK)
+    due_at = first_stall.due_at
     timeline, _ = reach(timeline, first_stall, due_at)
 
     later = due_at + timedelta(days=2)
     timeline = domain.on_stage_changed(
         timeline, moved("deal-s", "negotiation", "closing", later), later, PLAYBOOK
     ).state
-    ((second_stall, second_due),) = domain.deadlines(timeline, PLAYBOOK).items()
-    assert second_stall != first_stall
+    [second_stall] = domain.deadlines(timeline, PLAYBOOK)
+    assert second_stall.id != first_stall.id
+    second_due = second_stall.due_at
     assert second_due == later + timedelta(days=7)  # closing stalls after 7 days
 
     _, events = reach(timeline, second_stall, second_due)
@@ -152,12 +203,12 @@ def test_progress_ends_a_stall_and_the_next_stall_is_raised_again() -> None:
 def test_a_deadline_the_deal_has_moved_past_changes_nothing() -> None:
     since = day(10, 1)
     timeline = negotiating(since)
-    ((stale, due_at),) = domain.deadlines(timeline, PLAYBOOK).items()
+    [stale] = domain.deadlines(timeline, PLAYBOOK)
     timeline = domain.on_stage_changed(
         timeline, moved("deal-s", "negotiation", "closing", since), since + timedelta(days=1), PLAYBOOK
     ).state
 
-    unchanged, events = reach(timeline, stale, due_at)
+    unchanged, events = reach(timeline, stale, stale.due_at)
     assert events == []
     assert unchanged == timeline
 
@@ -174,8 +225,113 @@ def test_closed_deals_never_stall() -> None:
     (won,) = timelines_from(event for event in known_events() if event[0].partition_key == "deal-b")
     (lost,) = timelines_from(event for event in known_events() if event[0].partition_key == "deal-c")
 
-    assert domain.deadlines(won, PLAYBOOK) == {}
-    assert domain.deadlines(lost, PLAYBOOK) == {}
+    assert domain.deadlines(won, PLAYBOOK) == []
+    assert domain.deadlines(lost, PLAYBOOK) == []
+
+
+# --- limits: a timeline's document stays bounded, its figures stay right ---------------------------
+
+
+def limited(**limits: int) -> InsightsPlaybook:
+    return PLAYBOOK.model_copy(update={"limits": Limits(**limits)})
+
+
+def test_the_playbook_limits_entries_and_visits() -> None:
+    assert PLAYBOOK.limits == Limits(timeline_entries=200, stage_visits=100)
+    assert InsightsPlaybook.model_validate(PLAYBOOK.model_dump(exclude={"limits"})).limits == PLAYBOOK.limits
+
+
+def next_steps(deal_id: str, count: int) -> list[tuple[Event, datetime]]:
+    start = day(10, 1)
+    return [
+        (
+            NextStepScheduled(
+                deal_id=deal_id,
+                owner="anna.schmidt",
+                next_step=NextStep(action=f"touch_{n}", due_at=start + timedelta(days=n + 1)),
+                touches_done=n,
+                touches_planned=count,
+            ),
+            start + timedelta(hours=n),
+        )
+        for n in range(count)
+    ]
+
+
+def test_a_timeline_keeps_its_newest_entries_and_counts_the_others() -> None:
+    events = next_steps("deal-n", 12)
+
+    (timeline,) = timelines_from(events, limited(timeline_entries=5))
+    (out_of_order,) = timelines_from(reversed(events), limited(timeline_entries=5))
+
+    assert [entry.detail.split()[2] for entry in timeline.entries] == [f"touch_{n}" for n in range(7, 12)]
+    assert timeline.entries_folded == 7
+    assert (out_of_order.entries, out_of_order.entries_folded) == (timeline.entries, 7)
+    assert timeline.next_step == NextStep(action="touch_11", due_at=day(10, 13))
+
+
+def nurture_cycles(deal_id: str, cycles: int) -> list[tuple[Event, datetime]]:
+    """A lead nurtured and reopened week after week, months long: two days open, five in nurture each time."""
+    start = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    events: list[tuple[Event, datetime]] = [(prospect(deal_id, "anna.schmidt"), start)]
+    for cycle in range(cycles):
+        nurtured_at, reopened_at = (
+            start + timedelta(days=7 * cycle + 2),
+            start + timedelta(days=7 * cycle + 7),
+        )
+        events += [
+            (LeadNurtured(deal_id=deal_id, reason="not yet", reopen_on=reopened_at.date()), nurtured_at),
+            (
+                QualificationReopened(deal_id=deal_id, owner="anna.schmidt", reopened_at=reopened_at),
+                reopened_at,
+            ),
+        ]
+    presentation_at = start + timedelta(days=7 * cycles + 2)
+    return [*events, (moved(deal_id, None, "presentation", presentation_at), presentation_at)]
+
+
+def stage_seconds(timeline: domain.Timeline) -> dict[str, float]:
+    """The time the deal spent in each stage it has left, itemised stays and folded ones together."""
+    seconds: dict[str, float] = {}
+    for stay in domain.stays(timeline):
+        if stay.left_at is not None:
+            seconds[stay.stage] = (
+                seconds.get(stay.stage, 0) + (stay.left_at - stay.entered_at).total_seconds()
+            )
+    for folded in timeline.folded.stays:
+        seconds[folded.stage] = seconds.get(folded.stage, 0) + folded.seconds
+    return seconds
+
+
+def test_folded_stage_visits_keep_the_time_in_stage_and_every_report_figure() -> None:
+    events = [*known_events(), *nurture_cycles("deal-x", 30)]
+    playbook = limited(stage_visits=4)
+
+    everything = {t.deal_id: t for t in timelines_from(events)}
+    bounded = {t.deal_id: t for t in timelines_from(events, playbook)}
+    bounded_reversed = {t.deal_id: t for t in timelines_from(reversed(events), playbook)}
+
+    assert len(everything["deal-x"].visits) == 62
+    assert all(len(t.visits) <= 4 for t in [*bounded.values(), *bounded_reversed.values()])
+    assert (bounded["deal-x"].folded.visits, bounded["deal-b"].folded.visits) == (58, 3)
+    for deal_id, timeline in everything.items():
+        assert stage_seconds(bounded[deal_id]) == stage_seconds(timeline), deal_id
+        assert stage_seconds(bounded_reversed[deal_id]) == stage_seconds(timeline), deal_id
+    assert report_of(list(bounded.values())) == report_of(list(everything.values()))
+    assert report_of(list(bounded_reversed.values())) == report_of(list(everything.values()))
+
+
+def test_a_first_visit_that_comes_last_still_opens_the_first_stay() -> None:
+    # A rebuild may read the prospects topic after the qualifications topic: the first visit comes last.
+    events = nurture_cycles("deal-x", 6)
+    late_first = [*events[1:], events[0]]
+
+    (bounded,) = timelines_from(late_first, limited(stage_visits=3))
+    (everything,) = timelines_from(events)
+
+    assert stage_seconds(bounded) == stage_seconds(everything)
+    assert domain.reached_at(bounded, "qualification") == datetime(2026, 1, 5, 9, tzinfo=UTC)
+    assert report_of([bounded]) == report_of([everything])
 
 
 # --- playbook --------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from services.onboarding.domain import (
     on_task_skipped,
     on_usage_reported,
 )
-from shared.domain import RuleBroken
+from shared.domain import Deadline, RuleBroken
 
 PLAYBOOK = load_playbook()
 WON_AT = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)
@@ -59,11 +59,30 @@ def done(task: str, days: int) -> OnboardingTaskCompleted:
     return OnboardingTaskCompleted(deal_id="d-1", task=task, occurred_at=WON_AT + timedelta(days=days))
 
 
-def reach(state: Onboarding, deadline_id: str) -> tuple[Onboarding, list[object]]:
-    due = deadlines(state)[deadline_id]
-    event = DeadlineReached(deal_id="d-1", stage_service="onboarding", deadline_id=deadline_id, due_at=due)
-    decision = on_deadline(state, event, due, PLAYBOOK)
+def pending(state: Onboarding) -> dict[tuple[str, str], datetime]:
+    return {(deadline.kind, deadline.key): deadline.due_at for deadline in deadlines(state)}
+
+
+def announced(deadline: Deadline) -> DeadlineReached:
+    return DeadlineReached(
+        deal_id="d-1", stage_service="onboarding", deadline_id=deadline.id, due_at=deadline.due_at
+    )
+
+
+def pending_deadline(state: Onboarding, kind: str, key: str) -> Deadline:
+    [deadline] = [d for d in deadlines(state) if (d.kind, d.key) == (kind, key)]
+    return deadline
+
+
+def reach(state: Onboarding, kind: str, key: str) -> tuple[Onboarding, list[object]]:
+    deadline = pending_deadline(state, kind, key)
+    decision = on_deadline(state, announced(deadline), deadline.due_at, PLAYBOOK)
     return decision.state, list(decision.events)
+
+
+def reschedule(state: Onboarding, task: str, due_at: datetime) -> Onboarding:
+    moved = OnboardingTaskRescheduled(deal_id="d-1", occurred_at=WON_AT, task=task, due_at=due_at)
+    return on_task_rescheduled(state, moved, WON_AT, PLAYBOOK).state
 
 
 def test_the_plan_comes_from_the_template_with_due_dates_relative_to_the_win() -> None:
@@ -115,16 +134,18 @@ def test_completing_on_time_gives_time_to_value_on_time_ratio_check_ins_and_cros
     assert [check_in.name for check_in in completed.check_ins] == ["day_30", "day_90"]
     assert isinstance(upsell, UpsellIdentified)
     assert (upsell.expansion_deal_id, upsell.product) == ("d-1-x1", "analytics-addon")
-    assert set(deadlines(decision.state)) == {"check_in:day_30", "check_in:day_90"}
+    assert set(pending(decision.state)) == {("check_in", "day_30"), ("check_in", "day_90")}
 
 
 def test_an_overdue_task_raises_at_risk_once() -> None:
-    state, events = reach(started(), "task:kickoff")
+    kickoff = pending_deadline(started(), "task_due", "kickoff")
+    state, events = reach(started(), "task_due", "kickoff")
 
     [at_risk] = events
     assert isinstance(at_risk, OnboardingAtRisk)
     assert (at_risk.task, at_risk.owner_role) == ("kickoff", "customer_success_manager")
-    assert "task:kickoff" not in deadlines(state)
+    assert ("task_due", "kickoff") not in pending(state)
+    assert on_deadline(state, announced(kickoff), kickoff.due_at, PLAYBOOK).events == []
 
 
 def test_check_ins_come_due_once_each() -> None:
@@ -132,10 +153,10 @@ def test_check_ins_come_due_once_each() -> None:
     for task in ["kickoff", "technical_setup", "training", "go_live"]:
         state = on_task_completed(state, done(task, 1), WON_AT, PLAYBOOK).state
 
-    state, events = reach(state, "check_in:day_30")
+    state, events = reach(state, "check_in", "day_30")
 
     assert [type(event) for event in events] == [CheckInDue]
-    assert set(deadlines(state)) == {"check_in:day_90"}
+    assert set(pending(state)) == {("check_in", "day_90")}
 
 
 def test_running_out_of_seats_identifies_an_upsell_once() -> None:
@@ -152,11 +173,48 @@ def test_running_out_of_seats_identifies_an_upsell_once() -> None:
 
 def test_rescheduling_moves_the_deadline() -> None:
     new_due = WON_AT + timedelta(days=9)
-    moved = OnboardingTaskRescheduled(deal_id="d-1", occurred_at=WON_AT, task="kickoff", due_at=new_due)
 
-    state = on_task_rescheduled(started(), moved, WON_AT, PLAYBOOK).state
+    state = reschedule(started(), "kickoff", new_due)
 
-    assert deadlines(state)["task:kickoff"] == new_due
+    assert pending(state)[("task_due", "kickoff")] == new_due
+
+
+def test_a_task_rescheduled_while_its_deadline_is_announced_is_at_risk_at_the_new_date_only() -> None:
+    # The old due date passed and its announcement is on its way when the task is moved: the announcement
+    # names the old date, so it changes nothing, and the new date raises at_risk when it is missed.
+    old = pending_deadline(started(), "task_due", "kickoff")
+    new_due = WON_AT + timedelta(days=9)
+    state = reschedule(started(), "kickoff", new_due)
+
+    stale = on_deadline(state, announced(old), old.due_at + timedelta(minutes=1), PLAYBOOK)
+    assert (stale.state, stale.events) == (state, [])
+    assert pending(stale.state)[("task_due", "kickoff")] == new_due
+
+    missed, events = reach(stale.state, "task_due", "kickoff")
+    [at_risk] = events
+    assert isinstance(at_risk, OnboardingAtRisk)
+    assert (at_risk.task, at_risk.due_at) == ("kickoff", new_due)
+    assert ("task_due", "kickoff") not in pending(missed)
+
+
+def test_a_task_at_risk_that_is_rescheduled_is_watched_again_at_its_new_date() -> None:
+    at_risk, _ = reach(started(), "task_due", "kickoff")
+    new_due = WON_AT + timedelta(days=9)
+
+    state = reschedule(at_risk, "kickoff", new_due)
+
+    assert pending(state)[("task_due", "kickoff")] == new_due
+    assert reschedule(at_risk, "kickoff", at_risk.task("kickoff").due_at) == at_risk, "same date: no change"
+
+
+@pytest.mark.parametrize("deadline_id", ["task:kickoff", "check_in:day_30", "task_due/kickoff", "??"])
+def test_an_id_that_is_no_pending_deadline_changes_nothing(deadline_id: str) -> None:
+    state = started()
+    event = DeadlineReached(deal_id="d-1", stage_service="onboarding", deadline_id=deadline_id, due_at=WON_AT)
+
+    decision = on_deadline(state, event, WON_AT + timedelta(days=100), PLAYBOOK)
+
+    assert (decision.state, decision.events) == (state, [])
 
 
 @pytest.mark.parametrize(

@@ -38,3 +38,24 @@ def test_documents_are_found_by_a_hash_of_each_email_they_hold() -> None:
     assert subject_key(" JANA@acme.de") == subject_key("jana@acme.de")
     assert "jana" not in subject_key("jana@acme.de")
     assert subject_keys(anonymise(STATE, "jana@acme.de")) == [subject_key("li@acme.de")]
+
+
+def test_erasure_finds_and_clears_a_person_in_parked_and_unpublished_events_too() -> None:
+    import json
+
+    from shared.envelope import KafkaRecord
+    from shared.privacy import subject_key
+    from shared.runtime.erasure import anonymised
+    from shared.store import Aggregate, ParkedRecord, _to_document
+
+    person = {"contact": {"email": "jana@acme.example", "first_name": "Jana", "phone": "+49 30 1"}}
+    parked = ParkedRecord("t", 0, 1, {"ce_id": "p"}, json.dumps(person))
+    pending = KafkaRecord("t", b"d-1", json.dumps(person).encode(), {})
+    only_parked = Aggregate(id="d-1", version=1, parked=(parked,), outbox=(pending,))
+    assert subject_key("jana@acme.example") in _to_document(only_parked)["subjects"]
+
+    cleared = anonymised(only_parked, "jana@acme.example")
+    for text in (cleared.parked[0].value, cleared.outbox[0].value.decode()):
+        assert "jana" not in text.lower()
+        assert "+49" not in text
+    assert _to_document(cleared)["subjects"] == []

@@ -28,7 +28,7 @@ from contracts.events import (
     QuoteLineRequest,
     QuotePrepared,
 )
-from services.proposal.config import load_playbook
+from services.proposal.config import Limits, ProposalPlaybook, load_playbook
 from services.proposal.domain import (
     Deal,
     QuoteStatus,
@@ -49,7 +49,7 @@ from services.proposal.domain import (
     percent_off,
     price_quote,
 )
-from shared.domain import RuleBroken
+from shared.domain import Deadline, RuleBroken
 
 PLAYBOOK = load_playbook()
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -176,11 +176,18 @@ def test_a_revision_supersedes_the_sent_version_which_can_no_longer_be_accepted(
     assert refused.value.code == "quote_not_sent"
 
 
+def announced(deadline: Deadline) -> DeadlineReached:
+    return DeadlineReached(
+        deal_id="d-1", stage_service="proposal", deadline_id=deadline.id, due_at=deadline.due_at
+    )
+
+
 def test_an_unanswered_quote_expires_once() -> None:
     deal = quoted()
-    [(deadline_id, due)] = deadlines(deal).items()
-    assert due == at(2) + timedelta(days=30)
-    reached = DeadlineReached(deal_id="d-1", stage_service="proposal", deadline_id=deadline_id, due_at=due)
+    [deadline] = deadlines(deal)
+    due = deadline.due_at
+    assert deadline == Deadline("quote_expiry", "1", at(2) + timedelta(days=30))
+    reached = announced(deadline)
 
     expired = on_deadline(deal, reached, due, PLAYBOOK)
 
@@ -189,6 +196,29 @@ def test_an_unanswered_quote_expires_once() -> None:
     with pytest.raises(RuleBroken) as refused:
         on_proposal_accepted(expired.state, activity(ProposalAccepted, 40), at(40), PLAYBOOK)
     assert refused.value.code == "quote_expired"
+
+
+def test_the_expiry_of_a_superseded_quote_changes_nothing() -> None:
+    deal = quoted()
+    [first_expiry] = deadlines(deal)
+    revised = on_proposal_sent(
+        deal, activity(ProposalSent, 3, currency="EUR", lines=LINES[:1]), at(3), PLAYBOOK
+    ).state
+    assert [(d.kind, d.key) for d in deadlines(revised)] == [("quote_expiry", "2")]
+
+    stale = on_deadline(revised, announced(first_expiry), first_expiry.due_at, PLAYBOOK)
+
+    assert (stale.state, stale.events) == (revised, [])
+
+
+@pytest.mark.parametrize("deadline_id", ["quote-1:expires", "quote_expiry/9@20261202T090000.000000Z", "?"])
+def test_an_id_that_is_no_pending_deadline_changes_nothing(deadline_id: str) -> None:
+    deal = quoted()
+    reached = DeadlineReached(deal_id="d-1", stage_service="proposal", deadline_id=deadline_id, due_at=at(40))
+
+    decision = on_deadline(deal, reached, at(40), PLAYBOOK)
+
+    assert (decision.state, decision.events) == (deal, [])
 
 
 def test_an_open_objection_blocks_closing_until_it_is_resolved() -> None:
@@ -273,3 +303,73 @@ def test_quote_totals_add_up_and_are_never_negative(
     assert quote.subtotal.amount_minor == sum(line.total_minor for line in quote.lines)
     assert 0 <= quote.total.amount_minor <= quote.subtotal.amount_minor <= quote.list_total.amount_minor
     assert quote.list_total.amount_minor == sum(line.quantity * line.unit_price_minor for line in quote.lines)
+
+
+# --- limits: a deal's document stays bounded ------------------------------------------------------
+
+
+def limited(**limits: int) -> ProposalPlaybook:
+    return PLAYBOOK.model_copy(update={"limits": Limits(**limits)})
+
+
+def test_the_playbook_limits_quote_versions_and_objections() -> None:
+    assert (PLAYBOOK.limits.quote_versions, PLAYBOOK.limits.objections) == (20, 50)
+    assert ProposalPlaybook.model_validate(PLAYBOOK.model_dump(exclude={"limits"})).limits == Limits(
+        quote_versions=20, objections=50
+    )
+
+
+def test_a_quote_version_beyond_the_limit_is_refused() -> None:
+    playbook = limited(quote_versions=3)
+    deal = qualified()
+    for day in range(3):
+        prepared = activity(QuotePrepared, day, currency="EUR", lines=LINES)
+        deal = on_quote_prepared(deal, prepared, at(day), playbook).state
+    assert len(deal.quotes) == 3
+
+    with pytest.raises(RuleBroken) as prepared_again:
+        on_quote_prepared(deal, activity(QuotePrepared, 4, currency="EUR", lines=LINES), at(4), playbook)
+    with pytest.raises(RuleBroken) as sent_with_lines:
+        on_proposal_sent(deal, activity(ProposalSent, 4, currency="EUR", lines=LINES), at(4), playbook)
+
+    assert (prepared_again.value.code, prepared_again.value.field) == ("too_many_quote_versions", "lines")
+    assert sent_with_lines.value.code == "too_many_quote_versions"
+    sent = on_proposal_sent(deal, activity(ProposalSent, 4, quote_version=3), at(4), playbook)
+    assert sent.state.quotes[2].status is QuoteStatus.SENT, "the versions there are can still be sent"
+
+
+def raise_objection(deal: Deal, objection_id: str, playbook: ProposalPlaybook) -> Deal:
+    raised = activity(ObjectionRaised, 2, objection_id=objection_id, category="price")
+    return on_objection_raised(deal, raised, at(2), playbook).state
+
+
+def resolve_objection(deal: Deal, objection_id: str, playbook: ProposalPlaybook) -> Deal:
+    resolved = activity(ObjectionResolved, 3, objection_id=objection_id)
+    return on_objection_resolved(deal, resolved, at(3), playbook).state
+
+
+def test_a_new_objection_beyond_the_limit_folds_the_oldest_resolved_one() -> None:
+    playbook = limited(objections=3)
+    deal = quoted()
+    for objection_id in ["o-1", "o-2", "o-3"]:
+        deal = raise_objection(deal, objection_id, playbook)
+    deal = resolve_objection(deal, "o-2", playbook)
+    deal = resolve_objection(deal, "o-1", playbook)
+
+    deal = raise_objection(deal, "o-4", playbook)
+    deal = raise_objection(deal, "o-3", playbook)  # raised again: takes no more room
+
+    assert list(deal.objections) == ["o-2", "o-3", "o-4"]
+    assert deal.objections_folded == 1
+    assert [objection.open for objection in deal.objections.values()] == [False, True, True]
+
+
+def test_a_new_objection_is_refused_when_every_kept_one_is_open() -> None:
+    playbook = limited(objections=2)
+    deal = raise_objection(raise_objection(quoted(), "o-1", playbook), "o-2", playbook)
+
+    with pytest.raises(RuleBroken) as refused:
+        raise_objection(deal, "o-3", playbook)
+
+    assert (refused.value.code, refused.value.field) == ("too_many_open_objections", "objection_id")
+    assert list(raise_objection(deal, "o-2", playbook).objections) == ["o-1", "o-2"]

@@ -4,8 +4,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.events import Company, Contact, LeadCaptured, LeadMerged, LeadRejected, ProspectIdentified
-from services.prospecting.config import ProspectingPlaybook, load_playbook
+from contracts.events import (
+    MAX_INPUT_ITEMS,
+    MAX_TEXT_LENGTH,
+    Company,
+    Contact,
+    LeadCaptured,
+    LeadMerged,
+    LeadRejected,
+    ProspectIdentified,
+)
+from services.prospecting.config import Limits, ProspectingPlaybook, load_playbook
 from services.prospecting.domain import (
     Candidate,
     Duplicate,
@@ -21,6 +30,7 @@ from services.prospecting.domain import (
     route,
     score,
 )
+from shared.envelope import encode
 
 PLAYBOOK = load_playbook()
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -117,6 +127,62 @@ def test_a_duplicate_is_merged_into_the_prospect_with_what_it_adds() -> None:
     assert event.merged_fields == {"contact_phone": "+49 30 1234"}
     assert event.merged_leads == ["lead-7", "lead-1"]
     assert decision.state == Lead(lead_id="lead-1", outcome="merged", deal_id="lead-0")
+
+
+def merged_into(
+    prospect_fields: dict[str, str],
+    merged_leads: list[str],
+    new_lead: LeadCaptured,
+    playbook: ProspectingPlaybook,
+) -> LeadMerged:
+    duplicate = Duplicate(
+        prospect_id="lead-0", matched_on="email", prospect_fields=prospect_fields, merged_leads=merged_leads
+    )
+    [event] = on_lead_captured(None, new_lead, NOW, KnownLeads(duplicate=duplicate), playbook).events
+    assert isinstance(event, LeadMerged)
+    return event
+
+
+def test_a_lead_merged_lists_the_most_recent_merged_leads_up_to_the_limit() -> None:
+    first = assess(lead(), PLAYBOOK)
+    assert isinstance(first, Candidate)
+    playbook = PLAYBOOK.model_copy(update={"limits": Limits(merged_leads=3)})
+    before = [f"lead-{n}" for n in range(10, 15)]
+
+    event = merged_into(first.snapshot(), before, lead(), playbook)
+
+    assert event.merged_leads == ["lead-13", "lead-14", "lead-1"]
+    assert PLAYBOOK.limits.merged_leads == 100
+    assert (
+        ProspectingPlaybook.model_validate(PLAYBOOK.model_dump(exclude={"limits"})).limits == PLAYBOOK.limits
+    )
+
+
+def test_a_prospect_merged_into_again_and_again_emits_a_record_of_bounded_size() -> None:
+    first = assess(lead(), PLAYBOOK)
+    assert isinstance(first, Candidate)
+    many = [f"lead-{n:06d}-{'x' * 100}" for n in range(5_000)]  # each lead id near its longest
+
+    event = merged_into(first.snapshot(), many, lead(), PLAYBOOK)
+    record = encode(event, topic="t", source="/test")
+
+    assert len(event.merged_leads) == PLAYBOOK.limits.merged_leads
+    assert event.merged_leads[-2:] == [many[-1], "lead-1"]
+    assert len(record.value) < 64 * 1024
+
+
+def test_a_merged_field_too_long_for_an_event_is_cut_to_the_contracts_text_limit() -> None:
+    # Up to 100 technologies of up to 1000 characters each: written out, far more than one field holds.
+    technologies = [f"{n:03d}-{'t' * 900}" for n in range(MAX_INPUT_ITEMS)]
+    first = assess(lead(), PLAYBOOK)
+    assert isinstance(first, Candidate)
+
+    event = merged_into(first.snapshot(), [], lead(technologies=technologies), PLAYBOOK)
+
+    value = event.merged_fields["company_technologies"]
+    assert len(value) == MAX_TEXT_LENGTH
+    assert value.startswith("['000-ttt")
+    assert value.endswith("…")
 
 
 def test_a_lead_seen_before_gets_no_second_answer() -> None:

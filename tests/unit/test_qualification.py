@@ -30,7 +30,7 @@ from services.qualification.domain import (
     on_prospect_identified,
     on_touch_logged,
 )
-from shared.domain import RuleBroken
+from shared.domain import Deadline, RuleBroken
 
 PLAYBOOK = load_playbook()
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -68,11 +68,20 @@ def call(**fields: object) -> DiscoveryCallLogged:
     )
 
 
+def pending(state: Qualification) -> set[tuple[str, str]]:
+    """The pending deadlines, as (kind, key): the key is the cycle."""
+    return {(deadline.kind, deadline.key) for deadline in deadlines(state, PLAYBOOK)}
+
+
+def announced(deadline: Deadline) -> DeadlineReached:
+    return DeadlineReached(
+        deal_id="d-1", stage_service="qualification", deadline_id=deadline.id, due_at=deadline.due_at
+    )
+
+
 def fire(state: Qualification, kind: str, at: datetime) -> tuple[Qualification, list[object]]:
-    deadline_id = f"{state.cycle}:{kind}"
-    due = deadlines(state, PLAYBOOK).get(deadline_id, at)
-    event = DeadlineReached(deal_id="d-1", stage_service="qualification", deadline_id=deadline_id, due_at=due)
-    decision = on_deadline(state, event, at, PLAYBOOK)
+    [deadline] = [deadline for deadline in deadlines(state, PLAYBOOK) if deadline.kind == kind]
+    decision = on_deadline(state, announced(deadline), at, PLAYBOOK)
     return decision.state, list(decision.events)
 
 
@@ -81,11 +90,11 @@ def test_a_prospect_opens_a_cadence_by_tier_and_publishes_the_next_step() -> Non
 
     assert (state.status, state.touches_planned, state.cadence_days) == (Status.OPEN, 3, 10)
     assert state.next_step == NextStep(action="touch_1", due_at=NOW + timedelta(hours=4))
-    assert set(deadlines(state, PLAYBOOK)) == {
-        "1:first_touch_overdue",
-        "1:cadence_end",
-        "1:qualification_overdue",
-    }
+    assert sorted(deadlines(state, PLAYBOOK)) == [
+        Deadline("cadence_end", "1", NOW + timedelta(days=10)),
+        Deadline("first_touch_overdue", "1", NOW + timedelta(hours=4)),
+        Deadline("qualification_overdue", "1", NOW + timedelta(days=30)),
+    ]
 
 
 def test_touches_advance_the_cadence_until_it_waits_for_a_reply() -> None:
@@ -99,7 +108,7 @@ def test_touches_advance_the_cadence_until_it_waits_for_a_reply() -> None:
         steps.append(event.next_step.action)
 
     assert steps == ["touch_2", "touch_3", "await_reply"]
-    assert "1:first_touch_overdue" not in deadlines(state, PLAYBOOK)
+    assert ("first_touch_overdue", "1") not in pending(state)
 
 
 def test_a_reply_makes_the_discovery_call_the_next_step_and_ends_the_no_response_clock() -> None:
@@ -110,7 +119,7 @@ def test_a_reply_makes_the_discovery_call_the_next_step_and_ends_the_no_response
     )
 
     assert decision.state.next_step == NextStep(action="discovery_call", due_at=meeting)
-    assert "1:cadence_end" not in deadlines(decision.state, PLAYBOOK)
+    assert ("cadence_end", "1") not in pending(decision.state)
 
 
 def test_bant_met_with_an_amount_qualifies_the_lead() -> None:
@@ -122,7 +131,7 @@ def test_bant_met_with_an_amount_qualifies_the_lead() -> None:
     assert isinstance(event, LeadQualified)
     assert (event.amount, event.owner, event.framework) == (amount, "rep", "BANT")
     assert decision.state.status is Status.QUALIFIED
-    assert deadlines(decision.state, PLAYBOOK) == {}
+    assert deadlines(decision.state, PLAYBOOK) == []
 
 
 def test_an_unmet_criterion_disqualifies_with_a_reason_code() -> None:
@@ -153,16 +162,16 @@ def test_not_yet_means_nurture_and_the_lead_reopens_on_the_date() -> None:
     )
     [nurtured] = decision.events
     assert isinstance(nurtured, LeadNurtured)
-    assert deadlines(decision.state, PLAYBOOK) == {"1:reopen": datetime(2027, 2, 1, tzinfo=UTC)}
+    assert deadlines(decision.state, PLAYBOOK) == [Deadline("reopen", "1", datetime(2027, 2, 1, tzinfo=UTC))]
 
     state, events = fire(decision.state, "reopen", datetime(2027, 2, 1, tzinfo=UTC))
 
     assert [type(event) for event in events] == [QualificationReopened, NextStepScheduled]
     assert (state.status, state.cycle, state.touches_done) == (Status.OPEN, 2, 0)
-    assert set(deadlines(state, PLAYBOOK)) == {
-        "2:first_touch_overdue",
-        "2:cadence_end",
-        "2:qualification_overdue",
+    assert pending(state) == {
+        ("first_touch_overdue", "2"),
+        ("cadence_end", "2"),
+        ("qualification_overdue", "2"),
     }
 
 
@@ -178,15 +187,39 @@ def test_a_nurture_request_parks_an_open_lead() -> None:
 
 
 def test_each_sla_fires_once() -> None:
-    state, events = fire(opened(), "first_touch_overdue", NOW + timedelta(hours=5))
-    [breach] = events
+    [first_touch] = [d for d in deadlines(opened(), PLAYBOOK) if d.kind == "first_touch_overdue"]
+    decision = on_deadline(opened(), announced(first_touch), NOW + timedelta(hours=5), PLAYBOOK)
+    [breach] = decision.events
     assert isinstance(breach, SlaBreached)
-    assert breach.sla == "first_touch_overdue"
+    assert (breach.sla, breach.due_at) == ("first_touch_overdue", first_touch.due_at)
 
-    again, repeated = fire(state, "first_touch_overdue", NOW + timedelta(hours=6))
+    again = on_deadline(decision.state, announced(first_touch), NOW + timedelta(hours=6), PLAYBOOK)
 
-    assert repeated == []
-    assert again == state
+    assert again.events == []
+    assert again.state == decision.state
+
+
+def test_a_deadline_of_an_earlier_cycle_changes_nothing_after_the_lead_reopens() -> None:
+    state = opened()
+    [first_touch] = [d for d in deadlines(state, PLAYBOOK) if d.kind == "first_touch_overdue"]
+    request = NurtureRequested(deal_id="d-1", occurred_at=NOW, reopen_on=date(2027, 1, 1), reason="later")
+    state = on_nurture_requested(state, request, NOW, PLAYBOOK).state
+    reopened, _ = fire(state, "reopen", datetime(2027, 1, 1, tzinfo=UTC))
+
+    stale = on_deadline(reopened, announced(first_touch), datetime(2027, 1, 1, 1, tzinfo=UTC), PLAYBOOK)
+
+    assert (stale.state, stale.events) == (reopened, [])
+    assert ("first_touch_overdue", "2") in pending(reopened)
+
+
+@pytest.mark.parametrize("deadline_id", ["1:first_touch_overdue", "first_touch_overdue/1", "", "x/y@z"])
+def test_an_id_that_is_no_pending_deadline_changes_nothing(deadline_id: str) -> None:
+    state = opened()
+    event = DeadlineReached(deal_id="d-1", stage_service="qualification", deadline_id=deadline_id, due_at=NOW)
+
+    decision = on_deadline(state, event, NOW + timedelta(days=60), PLAYBOOK)
+
+    assert (decision.state, decision.events) == (state, [])
 
 
 def test_a_cadence_that_ends_without_a_reply_disqualifies_for_no_response() -> None:
