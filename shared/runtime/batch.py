@@ -21,7 +21,7 @@ import structlog
 from aiokafka import ConsumerRecord
 from opentelemetry.trace import Link, SpanKind, Tracer, get_current_span
 
-from contracts.events import ErasureRequested
+from contracts.events import ErasureRequested, PersonalDataErased
 from shared.envelope import PoisonMessage, decode, decode_headers
 from shared.metrics import StageMetrics, known_type
 from shared.runtime.cache import AggregateCache
@@ -69,9 +69,11 @@ class Batches:
     async def handle_privacy_record(self, record: Record) -> None:
         try:
             headers = decode_headers(record.headers)
-            if headers.get("ce_type") != ErasureRequested.TYPE:
-                return  # the other services' confirmations share the topic
+            if headers.get("ce_type") == PersonalDataErased.TYPE:
+                return  # the services' confirmations share the topic
             envelope = decode(headers, record.value, max_bytes=self.settings.max_event_bytes)
+            if not isinstance(envelope.data, ErasureRequested):
+                raise PoisonMessage("unexpected_event_type", f"{envelope.type} does not belong on this topic")
         except Exception as bad:
             poison = bad if isinstance(bad, PoisonMessage) else PoisonMessage("undecodable", describe(bad))
             await self._dead_letter(record, poison.code, poison.detail)

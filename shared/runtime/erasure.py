@@ -72,6 +72,8 @@ class Erasure:
         self.store, self.erased, self.facts, self.cache = store, erased, facts, cache
         self.publish, self.topic, self.clock = publish, topic, clock
         self.log = structlog.get_logger()
+        self._erased_keys: set[str] = set()
+        self._erased_count: int | None = None
 
     async def erase(self, envelope: Envelope) -> None:
         """Anonymise every aggregate and fact holding the person's data, then confirm.
@@ -110,10 +112,16 @@ class Erasure:
         self.log.info("personal_data_erased", request_id=request.request_id, records=len(holding) + facts)
 
     async def erased_among(self, payloads: Sequence[Any]) -> set[str]:
-        """The emails in these payloads whose person was erased (one lookup by key per distinct email)."""
+        """The emails in these payloads whose person was erased.
+
+        Who was erased is read whole, and only when the count of erasures changed: erasures are few, and
+        a batch then costs one count, not a lookup per email.
+        """
         emails = {email.strip().lower() for payload in payloads for email in emails_in(payload)}
-        found = set()
-        for email in emails:
-            if await self.erased.find_one({"_id": subject_key(email)}, {"_id": 1}) is not None:
-                found.add(email)
-        return found
+        if not emails:
+            return set()
+        count = await self.erased.estimated_document_count()
+        if count != self._erased_count:
+            self._erased_keys = {document["_id"] async for document in self.erased.find({}, {"_id": 1})}
+            self._erased_count = count
+        return {email for email in emails if subject_key(email) in self._erased_keys}

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
@@ -47,6 +48,34 @@ from shared.tracing import make_tracer
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
     # Decoding is ours: FastStream's JSON decoding would fail on bad input before we could dead-letter it.
     return message.body
+
+
+async def _tolerant_parse(
+    message: ConsumerRecord[bytes, bytes] | tuple[ConsumerRecord[bytes, bytes], ...],
+    original: Callable[[Any], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """FastStream's parser, shown headers it can read, handing on the records exactly as they came.
+
+    It decodes every header value as UTF-8 before any handler runs, and a value that is not (or is
+    None) fails the whole batch where no handler can answer it, and its offsets are committed. The
+    runtime reads the original headers itself and gives each such record its dead letter.
+    """
+    records = message if isinstance(message, tuple) else (message,)
+    readable = tuple(replace(record, headers=_readable(record.headers)) for record in records)
+    parsed = await original(readable if isinstance(message, tuple) else readable[0])
+    parsed.raw_message = message
+    return parsed
+
+
+def _readable(headers: Sequence[tuple[str, bytes | None]]) -> list[tuple[str, bytes]]:
+    readable = []
+    for name, value in headers:
+        try:
+            (value or b"").decode()
+        except UnicodeDecodeError:
+            value = b""
+        readable.append((name, value or b""))
+    return readable
 
 
 class StageService:
@@ -141,6 +170,7 @@ class StageService:
             # Every record's outcome is decided in handle_batch; only a stop leaves it early, and then
             # redelivery (no commit) is what must happen.
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            parser=_tolerant_parse,
             decoder=_raw_body,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -161,6 +191,7 @@ class StageService:
             # the co-partitioned assignment of the stage's inputs.
             group_id=f"{self.settings.consumer_group(self.definition.name)}.privacy",
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            parser=_tolerant_parse,
             decoder=_raw_body,
             auto_offset_reset="earliest",
         )

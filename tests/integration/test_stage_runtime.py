@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from cli.kafka_io import SeenEvent, publish
 from contracts import Topic, dead_letter_topic
@@ -15,7 +16,7 @@ from services.proposal.service import definition as proposal
 from services.prospecting.service import definition as prospecting
 from services.qualification.service import definition as qualification
 from shared.envelope import KafkaRecord, encode
-from shared.mongo import make_client, service_database
+from shared.mongo import Document, make_client, service_database
 from shared.settings import Settings
 from shared.store import Aggregate, AggregateStore
 from tests.integration.helpers import events_when, fit_lead, of_type, running
@@ -76,20 +77,25 @@ async def test_bad_records_are_dead_lettered_and_good_ones_still_flow(settings: 
     assert service.metrics.total("dealflow_events_dead_lettered") == 3
 
 
+async def stored_with_outbox(
+    client: AsyncMongoClient[Document], settings: Settings, *outbox: KafkaRecord
+) -> AggregateStore:
+    """Prospecting's store holding a prospect whose events a crash left unpublished."""
+    store = AggregateStore(service_database(client, settings, "prospecting")["aggregates"])
+    stored = Aggregate(id="lead-good").changed(
+        applied=("x", ""), state={"lead_id": "lead-good", "outcome": "prospect"}, parked=(), outbox=outbox
+    )
+    await store.save_all([(Aggregate(id="lead-good"), stored)])
+    return store
+
+
 async def test_events_left_in_the_outbox_by_a_crash_are_published_at_start(settings: Settings) -> None:
     pending = lead_record(settings, GOOD_LEAD, "left-behind")
     pending = KafkaRecord(
         topic=settings.topic(Topic.PROSPECTS), key=pending.key, value=pending.value, headers=pending.headers
     )
     client = make_client(settings, app_name="test")
-    store = AggregateStore(service_database(client, settings, "prospecting")["aggregates"])
-    stored = Aggregate(id="lead-good").changed(
-        applied=("x", ""),
-        state={"lead_id": "lead-good", "outcome": "prospect"},
-        parked=(),
-        outbox=(pending,),
-    )
-    await store.save_all([(Aggregate(id="lead-good"), stored)])
+    store = await stored_with_outbox(client, settings, pending)
 
     async with running(prospecting(), settings):
         events = await events_when(
@@ -115,14 +121,7 @@ async def test_a_record_in_the_outbox_the_broker_refuses_is_dead_lettered_not_re
         topic=settings.topic(Topic.PROSPECTS), key=good.key, value=good.value, headers=good.headers
     )
     client = make_client(settings, app_name="test")
-    store = AggregateStore(service_database(client, settings, "prospecting")["aggregates"])
-    stored = Aggregate(id="lead-good").changed(
-        applied=("x", ""),
-        state={"lead_id": "lead-good", "outcome": "prospect"},
-        parked=(),
-        outbox=(refused, fine),
-    )
-    await store.save_all([(Aggregate(id="lead-good"), stored)])
+    store = await stored_with_outbox(client, settings, refused, fine)
 
     async with running(prospecting(), settings) as service:
         events = await events_when(

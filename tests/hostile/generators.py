@@ -1,0 +1,2193 @@
+"""Hostile records, class by class, drawn with Hypothesis; and the good journeys they are mixed with.
+
+Every hostile class is a Hypothesis strategy of *builders*: a builder turns a run context (the time, the
+ids the pipeline gave the phase-0 deals) into one or more `Probe`s, each a raw Kafka record (key, value,
+headers, partition) plus what the record may legitimately end as. The corpus is drawn once per run,
+derandomized (no example database), so CI sees the same records every time; only timestamps follow the
+clock.
+
+Outcomes, per consuming service: `applied`, `rejected` (an activity.rejected.v1 naming the record's
+ce_id), `dead_lettered` (optionally `dead_lettered:<code>`), `ignored` (another stage's event; or a
+deadline that changes nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import seed as hypothesis_seed
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from contracts import Event, Topic
+from contracts.events import (
+    Company,
+    Contact,
+    ContractSigned,
+    DeadlineReached,
+    DealLostReported,
+    DealStageChanged,
+    DealWon,
+    DemoHeld,
+    DemoScheduled,
+    DiscoveryCallLogged,
+    ErasureRequested,
+    LeadCaptured,
+    LeadQualified,
+    Money,
+    Needs,
+    NextStep,
+    ObjectionRaised,
+    ObjectionResolved,
+    OnboardingStarted,
+    OnboardingTaskCompleted,
+    OnboardingTaskSkipped,
+    PaymentReceived,
+    ProposalAccepted,
+    ProposalSent,
+    ProspectIdentified,
+    QuoteLine,
+    QuoteLineRequest,
+    TouchLogged,
+    UpsellIdentified,
+    UsageReported,
+)
+
+SETTLED = frozenset({"applied", "rejected", "dead_lettered"})
+DEAD = frozenset({"dead_lettered"})
+NO_EFFECT = frozenset({"ignored", "dead_lettered"})
+HOSTILE_SOURCE = "/hostile"
+GOOD_SOURCE = "/dealflow/cli"  # what `dealflow publish` uses: upstream input, not a service's output
+BASE_TIME = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # when the activities say they happened
+FUTURE = datetime(2030, 1, 1, tzinfo=UTC)  # for times that schedule deadlines: none falls due in a run
+
+# --- deals the run opens first (phase 0), so hostile activities meet deals in known states -------------
+
+HX_QUAL = [f"hx-qual-{i}" for i in range(4)]  # open in qualification: hostile activities land here
+HX_PROP = [f"hx-prop-{i}" for i in range(4)]  # in presentation at proposal
+HX_ONB = [f"hx-onb-{i}" for i in range(4)]  # won, onboarding started
+V_QUAL = [f"v-qual-{i}" for i in range(3)]  # victims: must end exactly as their journey says
+V_PROP = [f"v-prop-{i}" for i in range(3)]  # (negotiation, quote 1 sent and pending expiry)
+V_ONB = [f"v-onb-{i}" for i in range(3)]  # (won, onboarding tasks pending)
+W_DEALS = ["w-parked-0", "w-parked-1"]  # activities parked (phase 0) until their lead (phase 2)
+Z_QUAL = ["z-qual-0", "z-qual-1"]  # a forged deadline waits (phase 1) for the deal to open (phase 2)
+Z_ONB = ["z-onb-0"]
+VICTIMS = [*V_QUAL, *V_PROP, *V_ONB]
+PENDING_DEADLINES = {
+    "qualification": ["1:first_touch_overdue", "1:cadence_end", "1:qualification_overdue"],
+    "proposal": ["quote-1:expires"],
+    "onboarding": ["task:kickoff", "task:technical_setup", "task:training", "task:go_live"],
+}
+VICTIM_STAGE = {
+    **dict.fromkeys(V_QUAL, "qualification"),
+    **dict.fromkeys(V_PROP, "proposal"),
+    **dict.fromkeys(V_ONB, "onboarding"),
+}
+
+
+# --- good journeys ---------------------------------------------------------------------------------
+
+BANT_MET = {"budget": True, "authority": True, "need": True, "timeline": True}
+SEATS = QuoteLineRequest(product="dealflow-seat", quantity=3)  # 3 x 1,000.00 EUR
+AMOUNT = Money(amount_minor=300_000, currency="EUR")
+OPENED = Counter({"prospect.identified.v1": 1, "qualification.next_step_scheduled.v1": 1})
+PRESENTATION = OPENED + Counter({"lead.qualified.v1": 1, "deal.stage_changed.v1": 1})
+NEGOTIATION = OPENED + Counter({"lead.qualified.v1": 1, "quote.issued.v1": 1, "deal.stage_changed.v1": 3})
+WON = NEGOTIATION + Counter({"deal.stage_changed.v1": 2, "deal.won.v1": 1, "onboarding.started.v1": 1})
+LOST = NEGOTIATION + Counter({"deal.stage_changed.v1": 1, "deal.lost.v1": 1})
+EXPECTED: dict[str, Counter[str]] = {
+    "won": WON,
+    "lost": LOST,
+    "disqualified": OPENED + Counter({"lead.disqualified.v1": 1}),
+    "invalid": Counter({"lead.rejected.v1": 1}),
+    "not_a_fit": Counter({"lead.rejected.v1": 1}),
+    "open": OPENED,
+    "presentation": PRESENTATION,
+    "negotiation": NEGOTIATION,
+    "expansion": Counter({"deal.expansion_opened.v1": 1, "qualification.next_step_scheduled.v1": 1}),
+}
+
+
+@dataclass(frozen=True)
+class Journey:
+    """A good deal: the events that drive it, and exactly the stage events the pipeline must emit."""
+
+    deal_id: str
+    outcome: str
+    events: list[Event] = field(repr=False)
+    also_silent: tuple[str, ...] = ()  # keys that must see no stage event at all (a victim's upsell)
+
+    @property
+    def expected(self) -> Counter[str]:
+        return EXPECTED[self.outcome]
+
+
+def lead(deal_id: str, outcome: str = "won") -> LeadCaptured:
+    return LeadCaptured(
+        lead_id=deal_id,
+        email="not-an-email" if outcome == "invalid" else f"buyer@{deal_id}.example",
+        title="CTO",
+        company_name=f"Company {deal_id}",
+        country="DE",
+        employees=300,
+        industry="gambling" if outcome == "not_a_fit" else "software",
+        source="hostile_suite",
+    )
+
+
+def journey(deal_id: str, outcome: str) -> Journey:
+    """A lead and the activities that take it to `outcome` (as cli.workload scripts them)."""
+    at = BASE_TIME
+    events: list[Event] = [lead(deal_id, outcome)]
+    if outcome == "disqualified":
+        answers = BANT_MET | {"budget": False}
+        events.append(DiscoveryCallLogged(deal_id=deal_id, occurred_at=at, answers=answers))
+    if outcome in ("presentation", "negotiation", "won", "lost"):
+        events.append(
+            DiscoveryCallLogged(deal_id=deal_id, occurred_at=at, answers=BANT_MET, estimated_amount=AMOUNT)
+        )
+    if outcome in ("negotiation", "won", "lost"):
+        events += [
+            DemoHeld(deal_id=deal_id, occurred_at=at),
+            ProposalSent(deal_id=deal_id, occurred_at=at, currency="EUR", lines=[SEATS]),
+        ]
+    if outcome == "won":
+        events += [
+            ProposalAccepted(deal_id=deal_id, occurred_at=at),
+            ContractSigned(deal_id=deal_id, occurred_at=at),
+            PaymentReceived(deal_id=deal_id, occurred_at=at, amount=AMOUNT),
+        ]
+    if outcome == "lost":
+        events.append(
+            DealLostReported(deal_id=deal_id, occurred_at=at, reason_code="competitor", competitor="X")
+        )
+    silent = (f"{deal_id}-x1",) if deal_id in V_ONB else ()
+    return Journey(deal_id=deal_id, outcome=outcome, events=events, also_silent=silent)
+
+
+def expansion(deal_id: str) -> Journey:
+    """A good upsell.identified, as onboarding would send it: qualification opens the expansion deal."""
+    upsell = UpsellIdentified(
+        expansion_deal_id=deal_id,
+        original_deal_id=f"{deal_id}-origin",
+        customer=_company(deal_id),
+        contact=_contact(deal_id),
+        owner="anna.schmidt",
+        product="analytics-addon",
+        reason="bought dealflow-platform without analytics-addon",
+    )
+    return Journey(deal_id=deal_id, outcome="expansion", events=[upsell])
+
+
+def good_deals(count: int) -> list[Journey]:
+    """The good stream of phase 1, outcomes in a fixed rotation (won most often, like cli.workload)."""
+    rotation = ["won", "lost", "won", "disqualified", "won", "invalid", "won", "not_a_fit", "lost", "won"]
+    return [journey(f"g-{number:04d}", rotation[number % len(rotation)]) for number in range(count)]
+
+
+def phase0_journeys() -> list[Journey]:
+    """The deals hostile activities and forged deadlines aim at, opened before anything hostile."""
+    return [
+        *(journey(deal_id, "open") for deal_id in [*HX_QUAL, *V_QUAL]),
+        *(journey(deal_id, "presentation") for deal_id in HX_PROP),
+        *(journey(deal_id, "negotiation") for deal_id in V_PROP),
+        *(journey(deal_id, "won") for deal_id in [*HX_ONB, *V_ONB]),
+    ]
+
+
+def parked_journeys() -> list[Journey]:
+    """Their activities go out in phase 0 (and wait), their leads in phase 2."""
+    return [journey(deal_id, "won") for deal_id in W_DEALS]
+
+
+def late_journeys() -> list[Journey]:
+    """Opened in phase 2, after a forged deadline for them was consumed in phase 1."""
+    return [*(journey(deal_id, "open") for deal_id in Z_QUAL), *(journey(d, "won") for d in Z_ONB)]
+
+
+# --- the probe -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One hostile record and what it may end as."""
+
+    cls: str
+    variant: str
+    topic: Topic
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    allowed: frozenset[str]
+    event_type: str | None  # the dealflow type it claims to be, if its ce_type says one clearly
+    partition: int  # where it is produced
+    ce_id: str | None  # its ce_id, if a readable one
+    deadline_for: str | None = None  # for a well-formed deadline: the stage it names
+    conflict_copy: bool = False  # a second record under an id already used with other content
+    phase: int = 1
+
+    @property
+    def size(self) -> int:
+        return len(self.value or b"") + len(self.key or b"") + sum(len(v or b"") for _, v in self.headers)
+
+
+@dataclass
+class Context:
+    """What a builder needs that only the run knows."""
+
+    partitions: int
+    now: datetime
+    stall_ids: dict[str, list[str]] = field(default_factory=dict)  # insights' pending stall ids, by deal
+    numbers: Counter[str] = field(default_factory=Counter)
+
+    def number(self, cls: str) -> int:
+        """A number no other probe of the run has, so fresh ids never collide across classes."""
+        self.numbers[cls] += 1
+        self.numbers[""] += 1
+        return self.numbers[""]
+
+
+Builder = Callable[[Context], list[Probe]]
+
+
+def murmur2(key: bytes, partitions: int) -> int:
+    every = list(range(partitions))
+    return int(DefaultPartitioner()(key, every, every))
+
+
+def crc32_partition(key: bytes, partitions: int) -> int:
+    """librdkafka's default partitioner (consistent_random: CRC32 of the key)."""
+    return zlib.crc32(key) % partitions
+
+
+class Raw(str):
+    """JSON text to splice into a payload verbatim (numbers and nestings json.dumps cannot write)."""
+
+
+def render(payload: object) -> bytes:
+    raws: list[str] = []
+
+    def mark(value: object) -> object:
+        if isinstance(value, Raw):
+            raws.append(str(value))
+            return f"\x00RAW{len(raws) - 1}\x00"
+        if isinstance(value, dict):
+            return {key: mark(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [mark(item) for item in value]
+        return value
+
+    text = json.dumps(mark(payload), separators=(",", ":"), ensure_ascii=False)
+    for index, raw in enumerate(raws):
+        text = text.replace(json.dumps(f"\x00RAW{index}\x00"), raw, 1)
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+def ce_headers(
+    event_type: str, ce_id: str, now: datetime, /, **changes: bytes | str | None
+) -> tuple[tuple[str, bytes | None], ...]:
+    """CloudEvents binary-mode headers; a change of `None` drops the header, bytes are sent as they are.
+
+    Header names with a dash are passed with an underscore (`content_type`).
+    """
+    headers: dict[str, bytes | str | None] = {
+        "ce_specversion": "1.0",
+        "ce_id": ce_id,
+        "ce_source": HOSTILE_SOURCE,
+        "ce_type": f"io.dealflow.{event_type}",
+        "ce_time": now.isoformat(),
+        "content-type": "application/json",
+    }
+    for name, value in changes.items():
+        headers[name.replace("content_type", "content-type")] = value
+    return tuple(
+        (name, value if isinstance(value, bytes) else value.encode("utf-8", errors="surrogatepass"))
+        for name, value in headers.items()
+        if value is not None
+    )
+
+
+# --- templates: one valid record per input topic, aimed at a hostile deal ---------------------------
+
+
+def _contact(deal_id: str) -> Contact:
+    return Contact(
+        email=f"person@{deal_id}.example", title="CTO", seniority="c_level", function="engineering"
+    )
+
+
+def _company(deal_id: str) -> Company:
+    return Company(name=f"Company {deal_id}", country="DE", employees=300, industry="software")
+
+
+def _dump(event: Event) -> dict[str, Any]:
+    return event.model_dump(mode="json", exclude_none=True)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    topic: Topic
+    event_type: str  # without the io.dealflow. prefix
+    build: Callable[[int], dict[str, Any]]  # a valid payload, for the n-th use
+    key_field: str = "deal_id"
+    int_paths: tuple[str, ...] = ()  # integer fields without an upper bound
+    text_path: str = ""  # a free-text field
+    allowed_valid: frozenset[str] = SETTLED  # outcomes of a record that is still valid after a change
+
+    def payload(self, n: int) -> dict[str, Any]:
+        return self.build(n)
+
+    def partition_key(self, payload: dict[str, Any]) -> str:
+        return str(payload.get(self.key_field, ""))
+
+
+def _lead_payload(n: int) -> dict[str, Any]:
+    return _dump(lead(f"hx-lead-{n}"))
+
+
+def _prospect_payload(n: int) -> dict[str, Any]:
+    deal_id = f"hx-pros-{n}"
+    return _dump(
+        ProspectIdentified(
+            deal_id=deal_id,
+            lead_id=deal_id,
+            contact=_contact(deal_id),
+            company=_company(deal_id),
+            source="hostile_suite",
+            marketing_consent=False,
+            fit_score=90,
+            tier="A",
+            owner="anna.schmidt",
+            next_step=NextStep(action="first_touch", due_at=FUTURE),
+        )
+    )
+
+
+def _qualified_payload(n: int) -> dict[str, Any]:
+    deal_id = f"hx-qd-{n}"
+    return _dump(
+        LeadQualified(
+            deal_id=deal_id,
+            owner="anna.schmidt",
+            contact=_contact(deal_id),
+            company=_company(deal_id),
+            framework="BANT",
+            needs=Needs(pains=["manual work"]),
+            amount=AMOUNT,
+            qualified_at=BASE_TIME,
+        )
+    )
+
+
+def _stage_payload(n: int) -> dict[str, Any]:
+    return _dump(
+        DealStageChanged(deal_id=f"hx-stg-{n}", stage="presentation", probability=0.2, changed_at=BASE_TIME)
+    )
+
+
+def _won_payload(n: int) -> dict[str, Any]:
+    deal_id = f"hx-won-{n}"
+    line = QuoteLine(product="dealflow-seat", quantity=3, unit_price_minor=100_000, total_minor=300_000)
+    return _dump(
+        DealWon(
+            deal_id=deal_id,
+            customer=_company(deal_id),
+            contact=_contact(deal_id),
+            owner="anna.schmidt",
+            quote_version=1,
+            lines=[line],
+            amount=AMOUNT,
+            won_at=FUTURE,
+            stage_history=[],
+        )
+    )
+
+
+def _upsell_payload(n: int) -> dict[str, Any]:
+    deal_id = f"hx-up-{n}"
+    return _dump(
+        UpsellIdentified(
+            expansion_deal_id=deal_id,
+            original_deal_id=f"hx-orig-{n}",
+            customer=_company(deal_id),
+            contact=_contact(deal_id),
+            owner="anna.schmidt",
+            product="analytics-addon",
+            reason="hostile suite",
+        )
+    )
+
+
+def _started_payload(n: int) -> dict[str, Any]:
+    deal_id = f"hx-os-{n}"
+    return _dump(
+        OnboardingStarted(
+            deal_id=deal_id, customer=_company(deal_id), owner="anna.schmidt", plan=[], started_at=FUTURE
+        )
+    )
+
+
+def _touch_payload(n: int) -> dict[str, Any]:
+    return _dump(
+        TouchLogged(deal_id=HX_QUAL[n % 4], occurred_at=BASE_TIME, channel="call", outcome="no_answer")
+    )
+
+
+def _objection_payload(n: int) -> dict[str, Any]:
+    return _dump(
+        ObjectionRaised(
+            deal_id=HX_PROP[n % 4], occurred_at=BASE_TIME, objection_id=f"obj-{n}", category="price"
+        )
+    )
+
+
+def _demo_payload(n: int) -> dict[str, Any]:
+    return _dump(DemoScheduled(deal_id=HX_PROP[n % 4], occurred_at=BASE_TIME, scheduled_for=FUTURE))
+
+
+def _task_payload(n: int) -> dict[str, Any]:
+    return _dump(OnboardingTaskCompleted(deal_id=HX_ONB[n % 4], occurred_at=BASE_TIME, task="kickoff"))
+
+
+def _usage_payload(n: int) -> dict[str, Any]:
+    return _dump(
+        UsageReported(deal_id=HX_ONB[n % 4], occurred_at=BASE_TIME, seats_used=10, seats_purchased=100)
+    )
+
+
+def _deadline_payload(n: int) -> dict[str, Any]:
+    stage = ("qualification", "proposal", "onboarding", "insights")[n % 4]
+    deal_id = (HX_QUAL, HX_PROP, HX_ONB, HX_QUAL)[n % 4][n % 4]
+    return _dump(
+        DeadlineReached(deal_id=deal_id, stage_service=stage, deadline_id=f"hx:unknown-{n}", due_at=FUTURE)
+    )
+
+
+def _erasure_payload(n: int) -> dict[str, Any]:
+    return _dump(ErasureRequested(request_id=f"hx-er-{n}", email=f"nobody-{n}@hx-erase.example"))
+
+
+TEMPLATES = [
+    Template(
+        "lead",
+        Topic.LEADS,
+        "lead.captured.v1",
+        _lead_payload,
+        key_field="lead_id",
+        int_paths=("employees", "annual_revenue"),
+        text_path="company_name",
+    ),
+    Template("touch", Topic.ACTIVITIES, "activity.touch_logged.v1", _touch_payload, text_path="actor"),
+    Template(
+        "objection", Topic.ACTIVITIES, "activity.objection_raised.v1", _objection_payload, text_path="notes"
+    ),
+    Template("demo", Topic.ACTIVITIES, "activity.demo_scheduled.v1", _demo_payload, text_path="actor"),
+    Template(
+        "task", Topic.ACTIVITIES, "activity.onboarding_task_completed.v1", _task_payload, text_path="actor"
+    ),
+    Template("usage", Topic.ACTIVITIES, "activity.usage_reported.v1", _usage_payload, text_path="actor"),
+    Template(
+        "prospect",
+        Topic.PROSPECTS,
+        "prospect.identified.v1",
+        _prospect_payload,
+        int_paths=("company.employees", "company.annual_revenue", "fit_explanation_points"),
+        text_path="company.name",
+    ),
+    Template(
+        "qualified",
+        Topic.QUALIFICATIONS,
+        "lead.qualified.v1",
+        _qualified_payload,
+        int_paths=("company.employees", "company.annual_revenue"),
+        text_path="company.name",
+    ),
+    Template("stage", Topic.DEALS, "deal.stage_changed.v1", _stage_payload, text_path="stage"),
+    Template(
+        "won",
+        Topic.DEALS_WON,
+        "deal.won.v1",
+        _won_payload,
+        int_paths=("customer.employees", "lines.0.quantity", "lines.0.unit_price_minor", "quote_version"),
+        text_path="customer.name",
+    ),
+    Template(
+        "upsell",
+        Topic.ONBOARDINGS,
+        "upsell.identified.v1",
+        _upsell_payload,
+        key_field="expansion_deal_id",
+        int_paths=("customer.employees", "customer.annual_revenue"),
+        text_path="customer.name",
+    ),
+    Template(
+        "onboarding_started",
+        Topic.ONBOARDINGS,
+        "onboarding.started.v1",
+        _started_payload,
+        int_paths=("customer.employees",),
+        text_path="owner",
+    ),
+    Template(
+        "deadline",
+        Topic.DEADLINES,
+        "deadline.reached.v1",
+        _deadline_payload,
+        text_path="deadline_id",
+        allowed_valid=NO_EFFECT,
+    ),
+    Template(
+        "erasure",
+        Topic.PRIVACY,
+        "personal_data.erasure_requested.v1",
+        _erasure_payload,
+        key_field="request_id",
+        text_path="requested_by",
+    ),
+]
+BY_TOPIC: dict[Topic, list[Template]] = {}
+for _template in TEMPLATES:
+    BY_TOPIC.setdefault(_template.topic, []).append(_template)
+DEAL_TOPICS = [topic for topic in BY_TOPIC if topic is not Topic.PRIVACY]
+
+
+def set_path(payload: dict[str, Any], path: str, value: object) -> dict[str, Any]:
+    """A copy of the payload with the dotted path set (list indexes as numbers)."""
+    copy = json.loads(json.dumps(payload))
+    target: Any = copy
+    parts = path.split(".")
+    for part in parts[:-1]:
+        target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(target, list):
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return copy
+
+
+def _deadline_target(payload: dict[str, Any], template: Template) -> str | None:
+    if template.event_type == "deadline.reached.v1" and isinstance(payload.get("stage_service"), str):
+        return str(payload["stage_service"])
+    return None
+
+
+def probe(
+    ctx: Context,
+    cls: str,
+    variant: str,
+    template: Template,
+    *,
+    payload: dict[str, Any] | None = None,
+    value: bytes | Callable[[bytes], bytes | None] | object | None = ...,
+    headers: dict[str, bytes | str | None] | None = None,
+    key: bytes | str | None = "",
+    partition: int | None = None,
+    allowed: frozenset[str],
+    ce_id: str | None = None,
+    event_type: str | bool | None = True,
+    n: int | None = None,
+    phase: int = 1,
+    conflict_copy: bool = False,
+) -> Probe:
+    """A record made from a template's valid payload; each keyword changes one part of it.
+
+    `value` may be bytes (the whole value), None (a tombstone), or a function of the rendered payload;
+    `key` "" means the payload's partition key; `event_type` True means the template's type.
+    """
+    n = ctx.number(cls) if n is None else n
+    payload = template.payload(n) if payload is None else payload
+    body = render(payload)
+    raw_value = value(body) if callable(value) else body if value is ... else value
+    assert raw_value is None or isinstance(raw_value, bytes)
+    partition_key = template.partition_key(payload)
+    raw_key = partition_key.encode() if key == "" else key.encode() if isinstance(key, str) else key
+    ce_id = f"hx-{cls}-{n}" if ce_id is None else ce_id
+    headers_out = ce_headers(template.event_type, ce_id, ctx.now, **(headers or {}))
+    if partition is None:
+        partition = murmur2(raw_key if raw_key else partition_key.encode(), ctx.partitions)
+    claimed = f"io.dealflow.{template.event_type}" if event_type is True else event_type or None
+    readable_id = next(
+        (v.decode("utf-8") for k, v in headers_out if k == "ce_id" and v is not None and _utf8(v)), None
+    )
+    return Probe(
+        cls=cls,
+        variant=variant,
+        topic=template.topic,
+        key=raw_key,
+        value=raw_value,
+        headers=headers_out,
+        allowed=allowed,
+        event_type=str(claimed) if claimed else None,
+        partition=partition,
+        ce_id=readable_id,
+        deadline_for=_deadline_target(payload, template) if raw_value == body else None,
+        conflict_copy=conflict_copy,
+        phase=phase,
+    )
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# --- the classes -----------------------------------------------------------------------------------
+# Each is a function from a topic's templates to a strategy of builders.
+
+
+def templates_of(topic: Topic) -> st.SearchStrategy[Template]:
+    return st.sampled_from(BY_TOPIC[topic])
+
+
+def _nest(depth: int, shape: str) -> str:
+    opening, closing = {"array": ("[", "]"), "object": ('{"a":', "}"), "mixed": ('[{"a":', "}]")}[shape]
+    count = depth if shape != "mixed" else depth // 2
+    return opening * count + "0" + closing * count if shape == "object" else opening * count + closing * count
+
+
+def deep_nesting(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        depth = draw(st.one_of(st.just(100_000), st.integers(900, 3_000), st.integers(10_000, 150_000)))
+        shape = draw(st.sampled_from(["array", "object", "mixed"]))
+        where = draw(st.sampled_from(["ignored_field", "whole_value", "valid_field"]))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("deep_nesting")
+            payload = template.payload(n)
+            nested = Raw(_nest(depth, shape))
+            if where == "whole_value":
+                return [
+                    probe(
+                        ctx,
+                        "deep_nesting",
+                        f"{shape} {depth} deep as the value",
+                        template,
+                        n=n,
+                        value=_nest(depth, shape).encode(),
+                        allowed=DEAD,
+                    )
+                ]
+            path = "x_nested" if where == "ignored_field" else (template.text_path or "x_nested")
+            allowed = template.allowed_valid | DEAD if where == "ignored_field" else DEAD | SETTLED
+            return [
+                probe(
+                    ctx,
+                    "deep_nesting",
+                    f"{shape} {depth} deep in {path}",
+                    template,
+                    n=n,
+                    payload=set_path(payload, path, nested),
+                    allowed=allowed,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def huge_integer_digits(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        digits = draw(st.one_of(st.just(5_000), st.integers(4_301, 50_000)))
+        form = draw(st.sampled_from(["integer", "negative", "exponent", "fraction"]))
+        where = draw(st.sampled_from(["ignored_field", "int_field", "nested_ignored"]))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("huge_integer_digits")
+            number = {
+                "integer": "9" * digits,
+                "negative": "-" + "1" * digits,
+                "exponent": "1e" + "9" * min(digits, 400),
+                "fraction": "0." + "3" * digits,
+            }[form]
+            payload = template.payload(n)
+            paths = template.int_paths if where == "int_field" and template.int_paths else ()
+            path = paths[0] if paths else ("x_big" if where != "nested_ignored" else "x_meta.counts.0")
+            payload = set_path(payload, path, Raw(number))
+            return [
+                probe(
+                    ctx,
+                    "huge_integer_digits",
+                    f"{form} of {digits} digits in {path}",
+                    template,
+                    n=n,
+                    payload=payload,
+                    allowed=template.allowed_valid | SETTLED,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def int_beyond_64_bits(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        number = draw(
+            st.one_of(
+                st.sampled_from([10**30, 2**63, 2**64, -(2**63) - 1, 2**64 - 1]),
+                st.integers(2**63, 10**60),
+            )
+        )
+        form = draw(st.sampled_from(["int", "float_literal", "string"]))
+        pick = draw(st.integers(0, 5))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("int_beyond_64_bits")
+            paths = template.int_paths or ("x_count",)
+            path = paths[pick % len(paths)]
+            if path == "fit_explanation_points":
+                path = "fit_score"
+            value: object = {
+                "int": Raw(str(number)),
+                "float_literal": Raw(f"{float(number):e}"),
+                "string": str(number),
+            }[form]
+            payload = set_path(template.payload(n), path, value)
+            return [
+                probe(
+                    ctx,
+                    "int_beyond_64_bits",
+                    f"{form} {str(number)[:12]}... ({len(str(number))} digits) in {path}",
+                    template,
+                    n=n,
+                    payload=payload,
+                    allowed=template.allowed_valid | SETTLED,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+ENCODINGS = [
+    "utf-16",
+    "utf-16-le",
+    "utf-16-be",
+    "utf-32",
+    "utf-32-le",
+    "utf-32-be",
+    "latin-1",
+    "cesu-8 surrogate",
+    "overlong",
+    "truncated",
+    "utf-8 bom",
+]
+
+
+def non_utf8_body(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        encoding = draw(st.sampled_from(ENCODINGS))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("non_utf8_body")
+            payload = template.payload(n)
+            if template.text_path:
+                payload = set_path(payload, template.text_path, "Müller & Søn ünïcødé")
+            text = render(payload).decode()
+
+            def encode(_: bytes) -> bytes:
+                if encoding.startswith("utf-16") or encoding.startswith("utf-32"):
+                    return text.encode(encoding)
+                if encoding == "latin-1":
+                    return text.encode("latin-1", errors="replace")
+                if encoding == "cesu-8 surrogate":
+                    return text.replace("ü", "\udca0").encode("utf-8", errors="surrogatepass")
+                if encoding == "overlong":
+                    return text.encode().replace(b"/", b"\xc0\xaf").replace(b"\xc3\xbc", b"\xc1\xbc")
+                if encoding == "truncated":
+                    return text.encode().replace("ü".encode(), b"\xc3")
+                return b"\xef\xbb\xbf" + text.encode()
+
+            allowed = SETTLED | template.allowed_valid if encoding == "utf-8 bom" else DEAD
+            return [
+                probe(
+                    ctx,
+                    "non_utf8_body",
+                    encoding,
+                    template,
+                    n=n,
+                    payload=payload,
+                    value=encode,
+                    allowed=allowed,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def document_keys(topic: Topic) -> st.SearchStrategy[Builder]:
+    """Ids and names with dots or a dollar where a document database would make them keys."""
+    awkward = st.sampled_from(["a.b", "obj.1", "x..y", "$where", "$", "a$b", "1.0", "k.$gt", ".", "$set.x"])
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        name = draw(awkward)
+        where = draw(st.sampled_from(["id", "ignored_object_keys", "header_name", "objection_id", "answers"]))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("document_keys")
+            payload = template.payload(n)
+            if where == "objection_id" and topic is Topic.ACTIVITIES:
+                objection = _dump(
+                    ObjectionRaised(
+                        deal_id=HX_PROP[n % 4],
+                        occurred_at=BASE_TIME,
+                        objection_id="placeholder",
+                        category="other",
+                    )
+                )
+                objection["objection_id"] = f"{name.strip('.$') or 'o'}.{n}" if "$" not in name else name
+                return [
+                    probe(
+                        ctx,
+                        "document_keys",
+                        f"objection_id {objection['objection_id']!r}",
+                        BY_NAME["objection"],
+                        n=n,
+                        payload=objection,
+                        allowed=SETTLED,
+                    )
+                ]
+            if where == "answers" and topic is Topic.ACTIVITIES:
+                call = _dump(DiscoveryCallLogged(deal_id=HX_QUAL[n % 4], occurred_at=BASE_TIME))
+                call["answers"] = {name: True, "budget": True}
+                call_template = replace(BY_NAME["touch"], event_type="activity.discovery_call_logged.v1")
+                return [
+                    probe(
+                        ctx,
+                        "document_keys",
+                        f"answers key {name!r}",
+                        call_template,
+                        n=n,
+                        payload=call,
+                        allowed=SETTLED,
+                    )
+                ]
+            if where == "id":
+                field_name = template.key_field
+                fresh = f"hx{name}{n}" if not name.startswith(".") else f"hx{n}{name}"
+                payload = set_path(payload, field_name, fresh)
+                return [
+                    probe(
+                        ctx,
+                        "document_keys",
+                        f"{field_name} {fresh!r}",
+                        template,
+                        n=n,
+                        payload=payload,
+                        allowed=SETTLED | template.allowed_valid,
+                    )
+                ]
+            if where == "header_name":
+                return [
+                    probe(
+                        ctx,
+                        "document_keys",
+                        f"header named {name!r}",
+                        template,
+                        n=n,
+                        payload=payload,
+                        headers={name: "x", f"{name}.2": "y"},
+                        allowed=SETTLED | template.allowed_valid,
+                    )
+                ]
+            payload = set_path(payload, "x_meta", {name: 1, f"{name}.b": {"$ne": None}, "": 2})
+            return [
+                probe(
+                    ctx,
+                    "document_keys",
+                    f"ignored object with key {name!r}",
+                    template,
+                    n=n,
+                    payload=payload,
+                    allowed=SETTLED | template.allowed_valid,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type")
+BAD_BYTES = st.one_of(
+    st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"ok\xfe\xfe", b"\x80abc"]),
+    st.binary(min_size=1, max_size=40).filter(lambda raw: not _utf8(raw)),
+)
+
+
+def non_utf8_header(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        name = draw(
+            st.sampled_from(
+                [*REQUIRED_HEADERS, "ce_time", "ce_subject", "content-type", "traceparent", "x-origin"]
+            )
+        )
+        bad = draw(BAD_BYTES)
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("non_utf8_header")
+            required = name in REQUIRED_HEADERS
+            allowed = DEAD if required else SETTLED | template.allowed_valid
+            return [
+                probe(
+                    ctx,
+                    "non_utf8_header",
+                    f"{name}={bad[:8]!r}",
+                    template,
+                    n=n,
+                    headers={name.replace("-", "_") if name == "content-type" else name: bad},
+                    event_type=None if name == "ce_type" else True,
+                    allowed=allowed,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def null_header(topic: Topic) -> st.SearchStrategy[Builder]:
+    """Kafka allows a header without a value (null); aiokafka hands it over as None."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        name = draw(st.sampled_from([*REQUIRED_HEADERS, "ce_time", "content-type", "traceparent", "x-empty"]))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("null_header")
+            base = probe(ctx, "null_header", "", template, n=n, allowed=DEAD)
+            headers = tuple((k, None if k == name else v) for k, v in base.headers)
+            if name not in {k for k, _ in base.headers}:
+                headers = (*headers, (name, None))
+            allowed = DEAD if name in REQUIRED_HEADERS else DEAD | SETTLED | template.allowed_valid
+            return [
+                replace(
+                    base,
+                    variant=f"{name} without a value",
+                    headers=headers,
+                    allowed=allowed,
+                    event_type=None if name == "ce_type" else base.event_type,
+                    ce_id=None if name == "ce_id" else base.ce_id,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def header_confusion(topic: Topic) -> st.SearchStrategy[Builder]:
+    """Headers twice with different values, odd case, padding, empty values, enormous values."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        variant = draw(
+            st.sampled_from(
+                [
+                    "ce_type twice",
+                    "ce_id twice",
+                    "upper-case names",
+                    "padded values",
+                    "empty ce_source",
+                    "200 KB ce_source",
+                    "10,000 headers",
+                    "empty header name",
+                ]
+            )
+        )
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("header_confusion")
+            base = probe(
+                ctx, "header_confusion", variant, template, n=n, allowed=SETTLED | template.allowed_valid
+            )
+            headers = list(base.headers)
+            allowed = SETTLED | template.allowed_valid
+            event_type = base.event_type
+            ce_id = base.ce_id
+            if variant == "ce_type twice":
+                # Decoders keep the last of a repeated header: the record is, to them, the second type.
+                other = "io.dealflow.activity.deal_lost_reported.v1"
+                headers.append(("ce_type", other.encode()))
+                event_type = other
+            elif variant == "ce_id twice":
+                headers.append(("ce_id", f"{base.ce_id}-second".encode()))
+                ce_id = f"{base.ce_id}-second"
+            elif variant == "upper-case names":
+                headers = [(name.upper(), value) for name, value in headers]
+                allowed, event_type = DEAD, None
+            elif variant == "padded values":
+                headers = [(name, b" " + (value or b"") + b" ") for name, value in headers]
+                allowed, event_type = DEAD | SETTLED, None
+            elif variant == "empty ce_source":
+                headers = [(name, b"" if name == "ce_source" else value) for name, value in headers]
+                allowed = DEAD
+            elif variant == "200 KB ce_source":
+                headers = [
+                    (name, b"s" * 200_000 if name == "ce_source" else value) for name, value in headers
+                ]
+            elif variant == "10,000 headers":
+                headers += [(f"x-{i}", b"v") for i in range(10_000)]
+            else:
+                headers.append(("", b"nameless"))
+            return [
+                replace(base, headers=tuple(headers), allowed=allowed, event_type=event_type, ce_id=ce_id)
+            ]
+
+        return make
+
+    return build()
+
+
+def key_mismatch(topic: Topic) -> st.SearchStrategy[Builder]:
+    """The record key is not the event's partition key (or there is none): refused as key_mismatch."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        variant = draw(
+            st.sampled_from(
+                [
+                    "another deal's key",
+                    "no key",
+                    "empty key",
+                    "upper-case key",
+                    "key + space",
+                    "key + NUL",
+                    "non-UTF-8 key",
+                ]
+            )
+        )
+        placed = draw(st.sampled_from(["by the event's key", "by the record key"]))
+        on_victim = draw(st.booleans())
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("key_mismatch")
+            payload = template.payload(n)
+            chosen = template
+            if on_victim and topic is Topic.ACTIVITIES:
+                chosen, payload = _effectful_on_victim(n)
+            partition_key = chosen.partition_key(payload)
+            record_key: bytes | None = {
+                "another deal's key": f"{partition_key}-other".encode(),
+                "no key": None,
+                "empty key": b"",
+                "upper-case key": partition_key.upper().encode(),
+                "key + space": f"{partition_key} ".encode(),
+                "key + NUL": f"{partition_key}\x00".encode(),
+                "non-UTF-8 key": partition_key.encode() + b"\xff",
+            }[variant]
+            if record_key == partition_key.encode():  # upper-case of an upper-case key
+                record_key = partition_key.encode() + b"-x"
+            partition = murmur2(
+                record_key if record_key and placed == "by the record key" else partition_key.encode(),
+                ctx.partitions,
+            )
+            return [
+                probe(
+                    ctx,
+                    "key_mismatch",
+                    f"{variant}, placed {placed}" + (" (victim)" if chosen is not template else ""),
+                    chosen,
+                    n=n,
+                    payload=payload,
+                    key=record_key,
+                    partition=partition,
+                    allowed=frozenset({"dead_lettered:key_mismatch"}),
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def _effectful_on_victim(n: int) -> tuple[Template, dict[str, Any]]:
+    """An activity that would change a victim deal visibly, if it were applied."""
+    kind = n % 3
+    if kind == 0:
+        touch = TouchLogged(deal_id=V_QUAL[n % 3], occurred_at=BASE_TIME, channel="email", outcome="replied")
+        return BY_NAME["touch"], _dump(touch)
+    if kind == 1:
+        lost = DealLostReported(deal_id=V_PROP[n % 3], occurred_at=BASE_TIME, reason_code="price")
+        return replace(BY_NAME["touch"], event_type="activity.deal_lost_reported.v1"), _dump(lost)
+    usage = UsageReported(deal_id=V_ONB[n % 3], occurred_at=BASE_TIME, seats_used=99, seats_purchased=100)
+    return BY_NAME["usage"], _dump(usage)
+
+
+def wrong_partition(topic: Topic) -> st.SearchStrategy[Builder]:
+    """Key and event agree, but the record is not where Kafka's default partitioner (murmur2) puts it."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        how = draw(st.sampled_from(["librdkafka crc32", "next partition", "partition 0 for all"]))
+        on_victim = draw(st.booleans())
+
+        def make(ctx: Context) -> list[Probe]:
+            for _ in range(50):  # a case whose wrong partition really differs
+                n = ctx.number("wrong_partition")
+                chosen, payload = template, template.payload(n)
+                if on_victim and topic is Topic.ACTIVITIES:
+                    chosen, payload = _effectful_on_victim(n)
+                key = chosen.partition_key(payload).encode()
+                right = murmur2(key, ctx.partitions)
+                wrong = {
+                    "librdkafka crc32": crc32_partition(key, ctx.partitions),
+                    "next partition": (right + 1) % ctx.partitions,
+                    "partition 0 for all": 0,
+                }[how]
+                if wrong != right:
+                    break
+            else:
+                wrong = (right + 1) % ctx.partitions
+            label = f"{how}: partition {wrong}, murmur2 says {right}" + (
+                " (victim)" if chosen is not template else ""
+            )
+            return [
+                probe(
+                    ctx, "wrong_partition", label, chosen, n=n, payload=payload, partition=wrong, allowed=DEAD
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def huge_string(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        where = draw(
+            st.sampled_from(
+                [
+                    "ignored field",
+                    "text field over its limit",
+                    "whole record over the limit",
+                    "escaped",
+                    "long id",
+                ]
+            )
+        )
+        drawn_size = draw(st.integers(100_000, 900_000))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("huge_string")
+            payload = template.payload(n)
+            size = drawn_size
+            if where == "ignored field":
+                payload, allowed = set_path(payload, "x_text", "x" * size), SETTLED | template.allowed_valid
+            elif where == "text field over its limit":
+                payload = set_path(payload, template.text_path or "x_text", "y" * (size // 100))
+                allowed = DEAD | SETTLED | template.allowed_valid
+            elif where == "whole record over the limit":
+                size += 1_100_000
+                payload, allowed = set_path(payload, "x_text", "z" * size), DEAD
+            elif where == "escaped":
+                payload, allowed = (
+                    set_path(payload, "x_text", Raw('"' + "\\u0041" * (size // 6) + '"')),
+                    SETTLED,
+                )
+                allowed |= template.allowed_valid
+            else:
+                key = "i" * (size // 1000)
+                payload = set_path(payload, template.key_field, key)
+                allowed = DEAD | SETTLED | template.allowed_valid
+            return [
+                probe(
+                    ctx,
+                    "huge_string",
+                    f"{where} ({size:,} chars)",
+                    template,
+                    n=n,
+                    payload=payload,
+                    allowed=allowed,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def unicode_edges(topic: Topic) -> st.SearchStrategy[Builder]:
+    """Lone surrogates (as JSON escapes), NUL, non-characters, bidi overrides, in a valid text field."""
+    texts = st.one_of(
+        st.sampled_from(
+            [
+                "\\ud800",
+                "\\udfff x",
+                "a\\u0000b",
+                "\\uffff\\ufffe",
+                "\\u202eevil",
+                "\\ud83d\\ude00",
+                "\\u0000",
+                "\\ud800\\ud800",
+            ]
+        ),
+        st.text(st.characters(codec="utf-8"), min_size=1, max_size=30).map(
+            lambda text: json.dumps(text)[1:-1]
+        ),
+    )
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        text = draw(texts)
+        where = draw(st.sampled_from(["text field", "ignored field", "id field"]))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("unicode_edges")
+            path = {
+                "text field": template.text_path or "x_text",
+                "ignored field": "x_text",
+                "id field": template.key_field,
+            }[where]
+            payload = set_path(template.payload(n), path, Raw(f'"{text}"'))
+            return [
+                probe(
+                    ctx,
+                    "unicode_edges",
+                    f"{text[:20]!r} in {path}",
+                    template,
+                    n=n,
+                    payload=payload,
+                    allowed=SETTLED | template.allowed_valid,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def huge_list(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        where = draw(
+            st.sampled_from(["ignored field", "list field over its limit", "value is a list", "many keys"])
+        )
+        size = draw(st.integers(10_000, 150_000))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("huge_list")
+            payload = template.payload(n)
+            if where == "ignored field":
+                return [
+                    probe(
+                        ctx,
+                        "huge_list",
+                        f"{size:,} items in an ignored field",
+                        template,
+                        n=n,
+                        payload=set_path(payload, "x_list", Raw("[" + ",".join(["0"] * size) + "]")),
+                        allowed=SETTLED | template.allowed_valid,
+                    )
+                ]
+            if where == "list field over its limit":
+                listed = {"lead": "technologies", "demo": "attendees", "qualified": "needs.pains"}.get(
+                    template.name, "x_list"
+                )
+                allowed = DEAD if listed != "x_list" else SETTLED | template.allowed_valid
+                items = [f"item-{i}" for i in range(min(size, 5_000))]
+                return [
+                    probe(
+                        ctx,
+                        "huge_list",
+                        f"{len(items):,} items in {listed}",
+                        template,
+                        n=n,
+                        payload=set_path(payload, listed, items),
+                        allowed=allowed,
+                    )
+                ]
+            if where == "value is a list":
+                return [
+                    probe(
+                        ctx,
+                        "huge_list",
+                        f"the value is a list of {size // 10:,} events",
+                        template,
+                        n=n,
+                        value=b"[" + b",".join([render(payload)] * (size // 10 // 20 + 1)) + b"]",
+                        allowed=DEAD,
+                    )
+                ]
+            many = {f"k{i}": i for i in range(size // 5)}
+            return [
+                probe(
+                    ctx,
+                    "huge_list",
+                    f"{len(many):,} keys in an ignored object",
+                    template,
+                    n=n,
+                    payload=set_path(payload, "x_object", many),
+                    allowed=SETTLED | template.allowed_valid,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def id_conflict(topic: Topic) -> st.SearchStrategy[Builder]:
+    """A second record under a ce_id already used for the same aggregate, with other content."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        drawn_change = draw(st.sampled_from(["a field changed", "another event type", "one byte more"]))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("id_conflict")
+            change = drawn_change
+            original = probe(
+                ctx,
+                "id_conflict",
+                f"original ({change})",
+                template,
+                n=n,
+                allowed=SETTLED | template.allowed_valid,
+            )
+            payload = template.payload(n)
+            copy_template = _sibling(template) if change == "another event type" else template
+            if copy_template is template and change == "another event type":
+                change = "a field changed"
+            if change == "a field changed":
+                path = template.text_path or "x_changed"
+                payload = set_path(payload, path, f"changed-{n}")
+            elif change == "another event type":
+                payload = {**copy_template.payload(n), template.key_field: template.partition_key(payload)}
+                if copy_template.key_field != template.key_field:
+                    payload[copy_template.key_field] = template.partition_key(template.payload(n))
+            copy = probe(
+                ctx,
+                "id_conflict",
+                f"copy ({change})",
+                copy_template,
+                n=n,
+                payload=payload,
+                ce_id=original.ce_id,
+                allowed=frozenset({"dead_lettered:id_conflict"}),
+                conflict_copy=True,
+                value=(lambda body: body + b" ") if change == "one byte more" else ...,
+            )
+            return [original, copy]
+
+        return make
+
+    return build()
+
+
+def _sibling(template: Template) -> Template:
+    """Another template of the same topic, ideally handled by the same service."""
+    siblings = {
+        "touch": "touch",
+        "objection": "demo",
+        "demo": "objection",
+        "task": "usage",
+        "usage": "task",
+        "upsell": "upsell",
+        "onboarding_started": "onboarding_started",
+    }
+    return BY_NAME.get(siblings.get(template.name, template.name), template)
+
+
+DUE_ATS = {
+    "far future": "9999-12-31T23:59:59.999999+00:00",
+    "in a century": "2126-01-01T00:00:00+00:00",
+    "long past": "2001-01-01T00:00:00+00:00",
+    "now": None,  # filled with the run's time
+}
+
+
+def deadline_forgery(topic: Topic) -> st.SearchStrategy[Builder]:
+    """deadline.reached.v1 from a sender: a pending deadline not yet due, unknown ids, unknown deals."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        target = draw(
+            st.sampled_from(
+                [
+                    "victim, pending id",
+                    "victim, unknown id",
+                    "victim, parked expiry",
+                    "victim, insights stall",
+                    "unknown deal",
+                    "unknown deal, parked expiry",
+                ]
+            )
+        )
+        due = draw(st.sampled_from(list(DUE_ATS)))
+        stage_choice = draw(st.sampled_from(["its stage", "another stage", "nobody"]))
+        pick = draw(st.integers(0, 50))
+        odd_id = draw(
+            st.sampled_from(
+                [
+                    "2:cadence_end",
+                    "task:nope",
+                    "quote-99:expires",
+                    "quote-x:expires",
+                    "",
+                    "task:kick.off",
+                    "$where",
+                    "1:cadence_end\x00",
+                    "check_in:day_30",
+                ]
+            )
+        )
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("deadline_forgery")
+            due_at = DUE_ATS[due] or ctx.now.isoformat()
+            victim = VICTIMS[pick % len(VICTIMS)]
+            stage = VICTIM_STAGE[victim]
+            if target == "victim, pending id":
+                deal_id, deadline_id = victim, PENDING_DEADLINES[stage][pick % len(PENDING_DEADLINES[stage])]
+            elif target == "victim, unknown id":
+                deal_id, deadline_id = victim, odd_id
+            elif target == "victim, parked expiry":
+                deal_id, deadline_id = victim, f"parked-events-expire/forged-{n}"
+            elif target == "victim, insights stall":
+                stalls = ctx.stall_ids.get(victim) or [f"stalled:qualification:{ctx.now:%Y%m%dT%H%M%S.%fZ}"]
+                deal_id, deadline_id, stage = victim, stalls[pick % len(stalls)], "insights"
+            elif target == "unknown deal":
+                deal_id, deadline_id = f"ghost-{n}", odd_id or "1:cadence_end"
+                stage = ("qualification", "proposal", "onboarding", "insights")[pick % 4]
+            else:
+                deal_id, deadline_id = f"ghost-{n}", f"parked-events-expire/forged-{n}"
+                stage = ("qualification", "proposal", "onboarding")[pick % 3]
+            named = {
+                "its stage": stage,
+                "another stage": "prospecting" if stage != "prospecting" else "proposal",
+                "nobody": "nobody",
+            }[stage_choice]
+            payload = {
+                "deal_id": deal_id,
+                "stage_service": named,
+                "deadline_id": deadline_id,
+                "due_at": due_at,
+            }
+            return [
+                probe(
+                    ctx,
+                    "deadline_forgery",
+                    f"{target}: {deadline_id[:40]!r} due {due}, for {stage_choice}",
+                    BY_NAME["deadline"],
+                    n=n,
+                    payload=payload,
+                    allowed=NO_EFFECT,
+                    phase=0 if target.startswith("unknown deal") else 1,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def _fixed_forgeries() -> list[Builder]:
+    """The known holes, always in the corpus: a deadline forged before its deal opens; a parked expiry."""
+
+    def forged(deal_id: str, stage: str, deadline_id: str, variant: str) -> Builder:
+        def make(ctx: Context) -> list[Probe]:
+            payload = {
+                "deal_id": deal_id,
+                "stage_service": stage,
+                "deadline_id": deadline_id,
+                "due_at": DUE_ATS["far future"],
+            }
+            return [
+                probe(
+                    ctx, "deadline_forgery", variant, BY_NAME["deadline"], payload=payload, allowed=NO_EFFECT
+                )
+            ]
+
+        return make
+
+    def stalls(ctx: Context) -> list[Probe]:
+        """insights' pending stall of a victim, forged: one record per id it may have."""
+        victim = V_QUAL[1]
+        return [
+            probe(
+                ctx,
+                "deadline_forgery",
+                f"victim, insights stall: {deadline_id}",
+                BY_NAME["deadline"],
+                payload={
+                    "deal_id": victim,
+                    "stage_service": "insights",
+                    "deadline_id": deadline_id,
+                    "due_at": DUE_ATS["far future"],
+                },
+                allowed=NO_EFFECT,
+            )
+            for deadline_id in ctx.stall_ids.get(victim, [])
+        ]
+
+    return [
+        stalls,
+        forged(Z_QUAL[0], "qualification", "1:cadence_end", "before the deal opens: 1:cadence_end"),
+        forged(Z_QUAL[1], "qualification", "1:first_touch_overdue", "before the deal opens: first touch"),
+        forged(Z_ONB[0], "onboarding", "task:kickoff", "before the deal opens: task:kickoff"),
+        forged(W_DEALS[0], "qualification", "parked-events-expire/forged", "parked expiry, parked events"),
+        forged(W_DEALS[1], "proposal", "parked-events-expire/forged", "parked expiry, parked events"),
+        *(
+            forged(v, "qualification", "1:cadence_end", "victim, pending id: 1:cadence_end")
+            for v in V_QUAL[:1]
+        ),
+        *(
+            forged(v, "proposal", "quote-1:expires", "victim, pending id: quote-1:expires")
+            for v in V_PROP[:1]
+        ),
+        *(forged(v, "onboarding", "task:kickoff", "victim, pending id: task:kickoff") for v in V_ONB[:1]),
+    ]
+
+
+CE_TIMES = [
+    "",
+    "not a time",
+    "2026-13-45T99:99:99Z",
+    "9999-12-31T23:59:59+00:00",
+    "0001-01-01T00:00:00+00:00",
+    "2026-11-02T09:00:00",
+    "2026-11-02",
+    "1e10",
+    "\uff12\uff10\uff12\uff16-11-02T09:00:00Z",  # full-width digits
+    "2026-11-02T09:00:00+23:59",
+    "2026-11-02 09:00:00+00:00",
+    "2026-11-02T09:00:00.123456789Z",
+    "T" * 10_000,
+]
+
+
+def ce_time(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        text = draw(st.one_of(st.sampled_from(CE_TIMES), st.text(max_size=40)))
+
+        def make(ctx: Context) -> list[Probe]:
+            return [
+                probe(
+                    ctx,
+                    "ce_time",
+                    f"ce_time {text[:30]!r}",
+                    template,
+                    headers={"ce_time": text},
+                    allowed=SETTLED | template.allowed_valid,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def ce_type(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        variant = draw(
+            st.sampled_from(
+                [
+                    "missing",
+                    "empty",
+                    "unknown",
+                    "v2 of a known type",
+                    "upper case",
+                    "padded",
+                    "without the prefix",
+                    "another topic's type",
+                ]
+            )
+        )
+
+        def make(ctx: Context) -> list[Probe]:
+            claimed = f"io.dealflow.{template.event_type}"
+            header: str | None = {
+                "missing": None,
+                "empty": "",
+                "unknown": "io.dealflow.lead.teleported.v1",
+                "v2 of a known type": claimed.replace(".v1", ".v2"),
+                "upper case": claimed.upper(),
+                "padded": f" {claimed} ",
+                "without the prefix": template.event_type,
+                "another topic's type": "io.dealflow.lead.captured.v1"
+                if topic is not Topic.LEADS
+                else "io.dealflow.activity.demo_held.v1",
+            }[variant]
+            if variant == "another topic's type":
+                return [
+                    probe(
+                        ctx,
+                        "ce_type",
+                        variant,
+                        template,
+                        headers={"ce_type": header},
+                        event_type=header,
+                        allowed=SETTLED | NO_EFFECT,
+                    )
+                ]
+            return [
+                probe(
+                    ctx,
+                    "ce_type",
+                    variant,
+                    template,
+                    headers={"ce_type": header},
+                    event_type=None,
+                    allowed=DEAD,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def envelope_attributes(topic: Topic) -> st.SearchStrategy[Builder]:
+    """Wrong or missing specversion, content-type, id and source."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        variant = draw(
+            st.sampled_from(
+                [
+                    "specversion 0.3",
+                    "specversion 2.0",
+                    "no specversion",
+                    "specversion '1.0 '",
+                    "content-type xml",
+                    "content-type text/plain",
+                    "structured mode",
+                    "charset=utf-16 with a UTF-16 body",
+                    "charset=utf-16 with a UTF-8 body",
+                    "upper-case content-type",
+                    "no content-type",
+                    "no ce_id",
+                    "empty ce_id",
+                    "no ce_source",
+                    "ce_id of 10,000 characters",
+                ]
+            )
+        )
+
+        def make(ctx: Context) -> list[Probe]:
+            headers: dict[str, bytes | str | None] = {}
+            value: object = ...
+            allowed = DEAD
+            if variant.startswith("specversion") or variant == "no specversion":
+                headers["ce_specversion"] = {
+                    "specversion 0.3": "0.3",
+                    "specversion 2.0": "2.0",
+                    "no specversion": None,
+                }.get(variant, "1.0 ")
+            elif variant == "content-type xml":
+                headers["content_type"] = "application/xml"
+            elif variant == "content-type text/plain":
+                headers["content_type"] = "text/plain"
+            elif variant == "structured mode":
+                headers["content_type"] = "application/cloudevents+json"
+            elif variant == "charset=utf-16 with a UTF-16 body":
+                headers["content_type"] = "application/json; charset=utf-16"
+                value = lambda body: body.decode().encode("utf-16")  # noqa: E731
+            elif variant == "charset=utf-16 with a UTF-8 body":
+                headers["content_type"] = "application/json; charset=utf-16"
+                allowed = DEAD | SETTLED | template.allowed_valid
+            elif variant == "upper-case content-type":
+                headers["content_type"] = "APPLICATION/JSON"
+                allowed = DEAD | SETTLED | template.allowed_valid
+            elif variant == "no content-type":
+                headers["content_type"] = None
+                allowed = DEAD | SETTLED | template.allowed_valid
+            elif variant == "no ce_id":
+                headers["ce_id"] = None
+            elif variant == "empty ce_id":
+                headers["ce_id"] = ""
+            elif variant == "no ce_source":
+                headers["ce_source"] = None
+            else:
+                headers["ce_id"] = "i" * 10_000
+                allowed = DEAD | SETTLED | template.allowed_valid
+            return [
+                probe(
+                    ctx,
+                    "envelope_attributes",
+                    variant,
+                    template,
+                    headers=headers,
+                    value=value,
+                    allowed=allowed,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def empty_and_tombstone(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        value = draw(st.sampled_from([b"", None, b" ", b"\n", b"null", b"{}"]))
+        with_headers = draw(st.booleans())
+
+        def make(ctx: Context) -> list[Probe]:
+            base = probe(ctx, "empty_and_tombstone", "", template, value=value, allowed=DEAD)
+            headers = base.headers if with_headers else ()
+            label = {None: "tombstone (null value)", b"": "empty value"}.get(value, f"value {value!r}")
+            return [
+                replace(
+                    base,
+                    variant=f"{label}, {'CloudEvents headers' if with_headers else 'no headers'}",
+                    headers=headers,
+                    event_type=base.event_type if with_headers else None,
+                    ce_id=base.ce_id if with_headers else None,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def garbage_bytes(topic: Topic) -> st.SearchStrategy[Builder]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        raw = draw(st.binary(min_size=1, max_size=3_000))
+        headers = draw(
+            st.one_of(
+                st.just(None), st.lists(st.tuples(st.text(max_size=12), st.binary(max_size=30)), max_size=6)
+            )
+        )
+
+        def make(ctx: Context) -> list[Probe]:
+            base = probe(ctx, "garbage_bytes", f"{len(raw)} random bytes", template, value=raw, allowed=DEAD)
+            if headers is None:
+                return [base]
+            return [
+                replace(
+                    base,
+                    variant=f"{len(raw)} random bytes, random headers",
+                    headers=tuple(headers),
+                    event_type=None,
+                    ce_id=None,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def json_shapes(topic: Topic) -> st.SearchStrategy[Builder]:
+    """Valid JSON of the wrong shape, JSON's odd corners, Python's JSON extensions."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(templates_of(topic))
+        variant = draw(
+            st.sampled_from(
+                [
+                    "array",
+                    "number",
+                    "string",
+                    "null",
+                    "true",
+                    "NaN",
+                    "Infinity in a field",
+                    "NaN in a float field",
+                    "duplicate key",
+                    "wrong types",
+                    "1e400 in a field",
+                    "trailing garbage",
+                    "comments",
+                    "single quotes",
+                    "ids as numbers",
+                ]
+            )
+        )
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("json_shapes")
+            payload = template.payload(n)
+            body = render(payload)
+            allowed = DEAD
+            value: bytes | None = None
+            if variant in ("array", "number", "string", "null", "true", "NaN"):
+                value = {
+                    "array": b"[" + body + b"]",
+                    "number": b"42",
+                    "string": b'"event"',
+                    "null": b"null",
+                    "true": b"true",
+                    "NaN": b"NaN",
+                }[variant]
+            elif variant == "Infinity in a field":
+                value, allowed = render(set_path(payload, "x_float", Raw("Infinity"))), DEAD | SETTLED
+            elif variant == "NaN in a float field":
+                path = {"stage": "probability"}.get(
+                    template.name, template.int_paths[0] if template.int_paths else "x_float"
+                )
+                value, allowed = render(set_path(payload, path, Raw("NaN"))), DEAD | SETTLED
+            elif variant == "duplicate key":
+                key_field = template.key_field
+                value = body[:-1] + f',"{key_field}":"{template.partition_key(payload)}-dup"}}'.encode()
+                allowed = DEAD | SETTLED
+            elif variant == "wrong types":
+                value = render({name: [item] for name, item in payload.items()})
+            elif variant == "1e400 in a field":
+                path = template.int_paths[0] if template.int_paths else "x_float"
+                value, allowed = render(set_path(payload, path, Raw("1e400"))), DEAD | SETTLED
+            elif variant == "trailing garbage":
+                value = body + b"}{"
+            elif variant == "comments":
+                value = b"/* hi */" + body
+            elif variant == "single quotes":
+                value = body.replace(b'"', b"'")
+            else:
+                value = render(set_path(payload, template.key_field, Raw("12345")))
+                allowed = DEAD | SETTLED
+            if allowed != DEAD:
+                allowed |= template.allowed_valid
+            return [
+                probe(
+                    ctx, "json_shapes", variant, template, n=n, payload=payload, value=value, allowed=allowed
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def orphan_activity(topic: Topic) -> st.SearchStrategy[Builder]:
+    """A valid activity for a deal that never opens: it waits, then is dead-lettered (deal_never_opened)."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        template = draw(
+            st.sampled_from([BY_NAME[name] for name in ("touch", "objection", "demo", "task", "usage")])
+        )
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("orphan_activity")
+            payload = set_path(template.payload(n), "deal_id", f"orphan-{template.name}-{n}")
+            return [
+                probe(
+                    ctx,
+                    "orphan_activity",
+                    f"{template.event_type} for a deal never opened",
+                    template,
+                    n=n,
+                    payload=payload,
+                    allowed=DEAD,
+                    phase=0,
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+def rule_breaks(topic: Topic) -> st.SearchStrategy[Builder]:
+    """Valid activities a stage's rules refuse: each is answered by activity.rejected.v1, and only that."""
+
+    def refused(n: int, kind: str, actor: str) -> tuple[str, dict[str, Any]]:
+        at = BASE_TIME
+        event: Event = {
+            "unknown quote version": ProposalAccepted(
+                deal_id=HX_PROP[n % 4], occurred_at=at, quote_version=99
+            ),
+            "unknown loss reason": DealLostReported(
+                deal_id=HX_PROP[n % 4], occurred_at=at, reason_code="aliens"
+            ),
+            "unknown objection": ObjectionResolved(
+                deal_id=HX_PROP[n % 4], occurred_at=at, objection_id="never"
+            ),
+            "unknown task": OnboardingTaskCompleted(
+                deal_id=HX_ONB[n % 4], occurred_at=at, task="no_such_task"
+            ),
+            "required task skipped": OnboardingTaskSkipped(
+                deal_id=HX_ONB[n % 4], occurred_at=at, task="go_live", reason="hostile"
+            ),
+            "unknown framework": DiscoveryCallLogged(
+                deal_id=HX_QUAL[n % 4], occurred_at=at, framework="NOPE"
+            ),
+        }[kind]
+        payload = _dump(event) | {"actor": actor}
+        return event.TYPE.removeprefix("io.dealflow."), payload
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Builder:
+        kind = draw(
+            st.sampled_from(
+                [
+                    "unknown quote version",
+                    "unknown loss reason",
+                    "unknown objection",
+                    "unknown task",
+                    "required task skipped",
+                    "unknown framework",
+                ]
+            )
+        )
+        actor = draw(st.text(st.characters(codec="utf-8", categories=["L", "N"]), min_size=1, max_size=20))
+
+        def make(ctx: Context) -> list[Probe]:
+            n = ctx.number("rule_breaks")
+            event_type, payload = refused(n, kind, actor)
+            template = replace(BY_NAME["touch"], event_type=event_type)
+            return [
+                probe(
+                    ctx, "rule_breaks", kind, template, n=n, payload=payload, allowed=frozenset({"rejected"})
+                )
+            ]
+
+        return make
+
+    return build()
+
+
+BY_NAME = {template.name: template for template in TEMPLATES}
+
+# class name -> (strategy factory, topics it is tried on, examples per topic)
+CLASSES: dict[str, tuple[Callable[[Topic], st.SearchStrategy[Builder]], Sequence[Topic], int]] = {
+    "deep_nesting": (deep_nesting, list(BY_TOPIC), 2),
+    "huge_integer_digits": (huge_integer_digits, list(BY_TOPIC), 3),
+    "int_beyond_64_bits": (int_beyond_64_bits, list(BY_TOPIC), 3),
+    "non_utf8_body": (non_utf8_body, list(BY_TOPIC), 3),
+    "document_keys": (document_keys, list(BY_TOPIC), 3),
+    "non_utf8_header": (non_utf8_header, list(BY_TOPIC), 3),
+    "null_header": (null_header, list(BY_TOPIC), 2),
+    "header_confusion": (header_confusion, list(BY_TOPIC), 3),
+    "key_mismatch": (key_mismatch, DEAL_TOPICS, 3),
+    "wrong_partition": (wrong_partition, DEAL_TOPICS, 3),
+    "huge_string": (huge_string, list(BY_TOPIC), 2),
+    "unicode_edges": (unicode_edges, list(BY_TOPIC), 3),
+    "huge_list": (huge_list, list(BY_TOPIC), 2),
+    # Not on the deadlines topic: a deadline that changes nothing is not recorded, so no id is taken.
+    "id_conflict": (id_conflict, [t for t in DEAL_TOPICS if t is not Topic.DEADLINES], 2),
+    "deadline_forgery": (deadline_forgery, [Topic.DEADLINES], 18),
+    "ce_time": (ce_time, list(BY_TOPIC), 3),
+    "ce_type": (ce_type, list(BY_TOPIC), 3),
+    "envelope_attributes": (envelope_attributes, list(BY_TOPIC), 3),
+    "empty_and_tombstone": (empty_and_tombstone, list(BY_TOPIC), 2),
+    "garbage_bytes": (garbage_bytes, list(BY_TOPIC), 2),
+    "json_shapes": (json_shapes, list(BY_TOPIC), 3),
+    "orphan_activity": (orphan_activity, [Topic.ACTIVITIES], 6),
+    "rule_breaks": (rule_breaks, [Topic.ACTIVITIES], 12),
+}
+
+
+def _known() -> list[Builder]:
+    def nesting(ctx: Context) -> list[Probe]:
+        template = BY_NAME["lead"]
+        n = ctx.number("deep_nesting")
+        payload = set_path(template.payload(n), "x_nested", Raw(_nest(100_000, "array")))
+        return [
+            probe(
+                ctx,
+                "deep_nesting",
+                "known: 100,000 deep in an ignored field",
+                template,
+                n=n,
+                payload=payload,
+                allowed=SETTLED | DEAD,
+            )
+        ]
+
+    def digits(ctx: Context) -> list[Probe]:
+        template = BY_NAME["touch"]
+        n = ctx.number("huge_integer_digits")
+        payload = set_path(template.payload(n), "x_ignored", Raw("7" * 5_000))
+        return [
+            probe(
+                ctx,
+                "huge_integer_digits",
+                "known: 5,000 digits in an ignored field",
+                template,
+                n=n,
+                payload=payload,
+                allowed=SETTLED,
+            )
+        ]
+
+    def employees(ctx: Context) -> list[Probe]:
+        template = BY_NAME["lead"]
+        n = ctx.number("int_beyond_64_bits")
+        payload = set_path(template.payload(n), "employees", Raw(str(10**30)))
+        return [
+            probe(
+                ctx,
+                "int_beyond_64_bits",
+                "known: lead employees 10**30",
+                template,
+                n=n,
+                payload=payload,
+                allowed=SETTLED,
+            )
+        ]
+
+    def utf16(ctx: Context) -> list[Probe]:
+        template = BY_NAME["lead"]
+        return [
+            probe(
+                ctx,
+                "non_utf8_body",
+                "known: UTF-16 body",
+                template,
+                value=lambda body: body.decode().encode("utf-16"),
+                allowed=DEAD,
+            )
+        ]
+
+    def oversized(ctx: Context) -> list[Probe]:
+        template = BY_NAME["demo"]
+        n = ctx.number("huge_string")
+        payload = set_path(template.payload(n), "x_text", "z" * 1_500_000)
+        return [
+            probe(
+                ctx,
+                "huge_string",
+                "known: a 1.5 MB record (over the 1 MiB limit)",
+                template,
+                n=n,
+                payload=payload,
+                allowed=DEAD,
+            )
+        ]
+
+    def null_type(ctx: Context) -> list[Probe]:
+        base = probe(ctx, "null_header", "", BY_NAME["lead"], allowed=DEAD)
+        headers = tuple((name, None if name == "ce_type" else value) for name, value in base.headers)
+        return [replace(base, variant="known: ce_type without a value", headers=headers, event_type=None)]
+
+    def charset(ctx: Context) -> list[Probe]:
+        return [
+            probe(
+                ctx,
+                "envelope_attributes",
+                "known: charset=utf-16 with a UTF-16 body",
+                BY_NAME["touch"],
+                headers={"content_type": "application/json; charset=utf-16"},
+                value=lambda body: body.decode().encode("utf-16"),
+                allowed=DEAD,
+            )
+        ]
+
+    def dotted_objection(ctx: Context) -> list[Probe]:
+        template = BY_NAME["objection"]
+        n = ctx.number("document_keys")
+        payload = set_path(template.payload(n), "objection_id", f"obj.{n}.a")
+        return [
+            probe(
+                ctx,
+                "document_keys",
+                "known: objection_id with dots (a key of the deal's objections)",
+                template,
+                n=n,
+                payload=payload,
+                allowed=SETTLED,
+            )
+        ]
+
+    return [
+        nesting,
+        digits,
+        employees,
+        utf16,
+        oversized,
+        null_type,
+        charset,
+        dotted_objection,
+        *_fixed_forgeries(),
+    ]
+
+
+def draw(strategy: st.SearchStrategy[Builder], count: int, *, name: str) -> list[Builder]:
+    """`count` builders from the strategy, the same ones every run: a seed of their own (from `name`), no
+    example database. Hypothesis tries the simplest example first (each class's first variants are the
+    canonical cases), then random ones."""
+    drawn: list[Builder] = []
+
+    @hypothesis_seed(zlib.crc32(name.encode()))
+    @hypothesis_settings(
+        max_examples=count,
+        database=None,
+        phases=[Phase.generate],
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @given(strategy)
+    def collect(builder: Builder) -> None:
+        drawn.append(builder)
+
+    collect()
+    return drawn[:count]
+
+
+def corpus(only: Iterable[str] | None = None) -> list[tuple[str, Builder]]:
+    """Every class's builders: the cases known to break the runtime of the day first (always there,
+    whatever Hypothesis draws), then Hypothesis's draws, per class and topic."""
+    wanted = set(CLASSES) if only is None else set(only)
+    unknown = wanted - set(CLASSES)
+    if unknown:
+        raise ValueError(f"no hostile class {sorted(unknown)}; the classes are {sorted(CLASSES)}")
+    builders: list[tuple[str, Builder]] = []
+    for builder in _known():
+        builders.append(("known", builder))
+    for name, (factory, topics, per_topic) in CLASSES.items():
+        if name in wanted:
+            for topic in topics:
+                drawn = draw(factory(topic), per_topic, name=f"{name}/{topic.value}")
+                builders += [(name, builder) for builder in drawn]
+    return builders
+
+
+def materialize(
+    builders: Iterable[tuple[str, Builder]], ctx: Context, only: Iterable[str] | None
+) -> list[Probe]:
+    wanted = None if only is None else set(only)
+    probes = [probe for _, builder in builders for probe in builder(ctx)]
+    return [p for p in probes if wanted is None or p.cls in wanted]
