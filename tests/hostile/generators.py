@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -349,6 +350,21 @@ class Template:
     def partition_key(self, payload: dict[str, Any]) -> str:
         return str(payload.get(self.key_field, ""))
 
+    @property
+    def ce_type(self) -> str:
+        return f"io.dealflow.{self.event_type}"
+
+    @property
+    def any_outcome(self) -> frozenset[str]:
+        """What a changed record may end as when the change may leave it valid or may make it refused."""
+        return SETTLED | self.allowed_valid
+
+    def int_field(self, otherwise: str) -> str:
+        return self.int_paths[0] if self.int_paths else otherwise
+
+    def text_field(self, otherwise: str) -> str:
+        return self.text_path or otherwise
+
 
 def _lead_payload(n: int) -> dict[str, Any]:
     return _dump(lead(f"hx-lead-{n}"))
@@ -557,7 +573,14 @@ TEMPLATES = [
 BY_TOPIC: dict[Topic, list[Template]] = {}
 for _template in TEMPLATES:
     BY_TOPIC.setdefault(_template.topic, []).append(_template)
+BY_NAME = {template.name: template for template in TEMPLATES}
+ALL_TOPICS = list(BY_TOPIC)
 DEAL_TOPICS = [topic for topic in BY_TOPIC if topic is not Topic.PRIVACY]
+
+
+def _activity(event_type: str) -> Template:
+    """A template for an activity type that has none of its own: a touch's, under that type."""
+    return replace(BY_NAME["touch"], event_type=event_type)
 
 
 def set_path(payload: dict[str, Any], path: str, value: object) -> dict[str, Any]:
@@ -581,61 +604,6 @@ def _deadline_target(payload: dict[str, Any], template: Template) -> str | None:
     return None
 
 
-def probe(
-    ctx: Context,
-    cls: str,
-    variant: str,
-    template: Template,
-    *,
-    payload: dict[str, Any] | None = None,
-    value: bytes | Callable[[bytes], bytes | None] | object | None = ...,
-    headers: dict[str, bytes | str | None] | None = None,
-    key: bytes | str | None = "",
-    partition: int | None = None,
-    allowed: frozenset[str],
-    ce_id: str | None = None,
-    event_type: str | bool | None = True,
-    n: int | None = None,
-    phase: int = 1,
-    conflict_copy: bool = False,
-) -> Probe:
-    """A record made from a template's valid payload; each keyword changes one part of it.
-
-    `value` may be bytes (the whole value), None (a tombstone), or a function of the rendered payload;
-    `key` "" means the payload's partition key; `event_type` True means the template's type.
-    """
-    n = ctx.number(cls) if n is None else n
-    payload = template.payload(n) if payload is None else payload
-    body = render(payload)
-    raw_value = value(body) if callable(value) else body if value is ... else value
-    assert raw_value is None or isinstance(raw_value, bytes)
-    partition_key = template.partition_key(payload)
-    raw_key = partition_key.encode() if key == "" else key.encode() if isinstance(key, str) else key
-    ce_id = f"hx-{cls}-{n}" if ce_id is None else ce_id
-    headers_out = ce_headers(template.event_type, ce_id, ctx.now, **(headers or {}))
-    if partition is None:
-        partition = murmur2(raw_key if raw_key else partition_key.encode(), ctx.partitions)
-    claimed = f"io.dealflow.{template.event_type}" if event_type is True else event_type or None
-    readable_id = next(
-        (v.decode("utf-8") for k, v in headers_out if k == "ce_id" and v is not None and _utf8(v)), None
-    )
-    return Probe(
-        cls=cls,
-        variant=variant,
-        topic=template.topic,
-        key=raw_key,
-        value=raw_value,
-        headers=headers_out,
-        allowed=allowed,
-        event_type=str(claimed) if claimed else None,
-        partition=partition,
-        ce_id=readable_id,
-        deadline_for=_deadline_target(payload, template) if raw_value == body else None,
-        conflict_copy=conflict_copy,
-        phase=phase,
-    )
-
-
 def _utf8(value: bytes) -> bool:
     try:
         value.decode("utf-8")
@@ -644,12 +612,138 @@ def _utf8(value: bytes) -> bool:
     return True
 
 
-# --- the classes -----------------------------------------------------------------------------------
-# Each is a function from a topic's templates to a strategy of builders.
+def _as_utf16(body: bytes) -> bytes:
+    return body.decode().encode("utf-16")
+
+
+# --- the draft: a class's record in the making ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A class's n-th use of a template in a run: the valid record a class changes into a hostile one.
+
+    Its number comes from the run's context when the builder runs, so ids are fresh across the whole run.
+    """
+
+    ctx: Context
+    cls: str
+    template: Template
+    n: int
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.template.payload(self.n)
+
+    def payload_with(self, path: str, value: object) -> dict[str, Any]:
+        return set_path(self.payload, path, value)
+
+    def renumbered(self) -> Draft:
+        return replace(self, n=self.ctx.number(self.cls))
+
+    def probe(
+        self,
+        variant: str,
+        *,
+        allowed: frozenset[str],
+        template: Template | None = None,
+        payload: dict[str, Any] | None = None,
+        value: bytes | Callable[[bytes], bytes | None] | object | None = ...,
+        headers: Mapping[str, bytes | str | None] | None = None,
+        key: bytes | str | None = "",
+        partition: int | None = None,
+        ce_id: str | None = None,
+        event_type: str | bool | None = True,
+        phase: int = 1,
+        conflict_copy: bool = False,
+    ) -> Probe:
+        """The valid record of the template (the draft's, or another); each keyword changes one part of it.
+
+        `value` may be bytes (the whole value), None (a tombstone), or a function of the rendered payload;
+        `key` "" means the payload's partition key; `event_type` True means the template's type.
+        """
+        template = self.template if template is None else template
+        payload = template.payload(self.n) if payload is None else payload
+        body = render(payload)
+        raw_value = value(body) if callable(value) else body if value is ... else value
+        assert raw_value is None or isinstance(raw_value, bytes)
+        partition_key = template.partition_key(payload)
+        raw_key = partition_key.encode() if key == "" else key.encode() if isinstance(key, str) else key
+        ce_id = f"hx-{self.cls}-{self.n}" if ce_id is None else ce_id
+        headers_out = ce_headers(template.event_type, ce_id, self.ctx.now, **(headers or {}))
+        if partition is None:
+            partition = murmur2(raw_key if raw_key else partition_key.encode(), self.ctx.partitions)
+        claimed = template.ce_type if event_type is True else event_type or None
+        readable_id = next(
+            (v.decode("utf-8") for k, v in headers_out if k == "ce_id" and v is not None and _utf8(v)), None
+        )
+        return Probe(
+            cls=self.cls,
+            variant=variant,
+            topic=template.topic,
+            key=raw_key,
+            value=raw_value,
+            headers=headers_out,
+            allowed=allowed,
+            event_type=str(claimed) if claimed else None,
+            partition=partition,
+            ce_id=readable_id,
+            deadline_for=_deadline_target(payload, template) if raw_value == body else None,
+            conflict_copy=conflict_copy,
+            phase=phase,
+        )
+
+
+Make = Callable[[Draft], Probe | list[Probe]]  # one record, or several that go out together
+
+
+def _builder(cls: str, template: Template, make: Make) -> Builder:
+    def build(ctx: Context) -> list[Probe]:
+        made = make(Draft(ctx, cls, template, ctx.number(cls)))
+        return made if isinstance(made, list) else [made]
+
+    return build
 
 
 def templates_of(topic: Topic) -> st.SearchStrategy[Template]:
     return st.sampled_from(BY_TOPIC[topic])
+
+
+def hostile_class(
+    *, template: str | None = None, among: Sequence[str] = ()
+) -> Callable[[Callable[[st.DrawFn], Make]], Callable[[Topic], st.SearchStrategy[Builder]]]:
+    """Turns a class, a function that draws what it varies and returns how to make its record from a draft,
+    into its factory: topic -> strategy of builders. The class is named after the function.
+
+    The draft's template is drawn first, from the topic's templates or `among` these, unless the class
+    always starts from one (`template`): the draws, and so the corpus, depend on that order.
+    """
+
+    def decorate(vary: Callable[[st.DrawFn], Make]) -> Callable[[Topic], st.SearchStrategy[Builder]]:
+        cls = vary.__name__
+
+        def factory(topic: Topic) -> st.SearchStrategy[Builder]:
+            @st.composite
+            def build(draw: st.DrawFn) -> Builder:
+                if template is not None:
+                    chosen = BY_NAME[template]
+                elif among:
+                    chosen = draw(st.sampled_from([BY_NAME[name] for name in among]))
+                else:
+                    chosen = draw(templates_of(topic))
+                return _builder(cls, chosen, vary(draw))
+
+            return build()
+
+        factory.__name__ = cls
+        factory.__doc__ = vary.__doc__
+        return factory
+
+    return decorate
+
+
+# --- the classes -----------------------------------------------------------------------------------
+# Each draws what it varies (after its template: see hostile_class) and says how to make its record.
 
 
 def _nest(depth: int, shape: str) -> str:
@@ -658,281 +752,170 @@ def _nest(depth: int, shape: str) -> str:
     return opening * count + "0" + closing * count if shape == "object" else opening * count + closing * count
 
 
-def deep_nesting(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        depth = draw(st.one_of(st.just(100_000), st.integers(900, 3_000), st.integers(10_000, 150_000)))
-        shape = draw(st.sampled_from(["array", "object", "mixed"]))
-        where = draw(st.sampled_from(["ignored_field", "whole_value", "valid_field"]))
+@hostile_class()
+def deep_nesting(draw: st.DrawFn) -> Make:
+    depth = draw(st.one_of(st.just(100_000), st.integers(900, 3_000), st.integers(10_000, 150_000)))
+    shape = draw(st.sampled_from(["array", "object", "mixed"]))
+    where = draw(st.sampled_from(["ignored_field", "whole_value", "valid_field"]))
 
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("deep_nesting")
-            payload = template.payload(n)
-            nested = Raw(_nest(depth, shape))
-            if where == "whole_value":
-                return [
-                    probe(
-                        ctx,
-                        "deep_nesting",
-                        f"{shape} {depth} deep as the value",
-                        template,
-                        n=n,
-                        value=_nest(depth, shape).encode(),
-                        allowed=DEAD,
-                    )
-                ]
-            path = "x_nested" if where == "ignored_field" else (template.text_path or "x_nested")
-            allowed = template.allowed_valid | DEAD if where == "ignored_field" else DEAD | SETTLED
-            return [
-                probe(
-                    ctx,
-                    "deep_nesting",
-                    f"{shape} {depth} deep in {path}",
-                    template,
-                    n=n,
-                    payload=set_path(payload, path, nested),
-                    allowed=allowed,
-                )
-            ]
-
-        return make
-
-    return build()
-
-
-def huge_integer_digits(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        digits = draw(st.one_of(st.just(5_000), st.integers(4_301, 50_000)))
-        form = draw(st.sampled_from(["integer", "negative", "exponent", "fraction"]))
-        where = draw(st.sampled_from(["ignored_field", "int_field", "nested_ignored"]))
-
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("huge_integer_digits")
-            number = {
-                "integer": "9" * digits,
-                "negative": "-" + "1" * digits,
-                "exponent": "1e" + "9" * min(digits, 400),
-                "fraction": "0." + "3" * digits,
-            }[form]
-            payload = template.payload(n)
-            paths = template.int_paths if where == "int_field" and template.int_paths else ()
-            path = paths[0] if paths else ("x_big" if where != "nested_ignored" else "x_meta.counts.0")
-            payload = set_path(payload, path, Raw(number))
-            return [
-                probe(
-                    ctx,
-                    "huge_integer_digits",
-                    f"{form} of {digits} digits in {path}",
-                    template,
-                    n=n,
-                    payload=payload,
-                    allowed=template.allowed_valid | SETTLED,
-                )
-            ]
-
-        return make
-
-    return build()
-
-
-def int_beyond_64_bits(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        number = draw(
-            st.one_of(
-                st.sampled_from([10**30, 2**63, 2**64, -(2**63) - 1, 2**64 - 1]),
-                st.integers(2**63, 10**60),
+    def make(draft: Draft) -> Probe:
+        template = draft.template
+        if where == "whole_value":
+            return draft.probe(
+                f"{shape} {depth} deep as the value", value=_nest(depth, shape).encode(), allowed=DEAD
             )
+        path = "x_nested" if where == "ignored_field" else template.text_field("x_nested")
+        allowed = template.allowed_valid | DEAD if where == "ignored_field" else SETTLED
+        payload = draft.payload_with(path, Raw(_nest(depth, shape)))
+        return draft.probe(f"{shape} {depth} deep in {path}", payload=payload, allowed=allowed)
+
+    return make
+
+
+@hostile_class()
+def huge_integer_digits(draw: st.DrawFn) -> Make:
+    numbers: dict[str, Callable[[int], str]] = {
+        "integer": lambda digits: "9" * digits,
+        "negative": lambda digits: "-" + "1" * digits,
+        "exponent": lambda digits: "1e" + "9" * min(digits, 400),
+        "fraction": lambda digits: "0." + "3" * digits,
+    }
+    digits = draw(st.one_of(st.just(5_000), st.integers(4_301, 50_000)))
+    form = draw(st.sampled_from(list(numbers)))
+    where = draw(st.sampled_from(["ignored_field", "int_field", "nested_ignored"]))
+
+    def make(draft: Draft) -> Probe:
+        template = draft.template
+        path = {
+            "ignored_field": "x_big",
+            "int_field": template.int_field("x_big"),
+            "nested_ignored": "x_meta.counts.0",
+        }[where]
+        payload = draft.payload_with(path, Raw(numbers[form](digits)))
+        return draft.probe(
+            f"{form} of {digits} digits in {path}", payload=payload, allowed=template.any_outcome
         )
-        form = draw(st.sampled_from(["int", "float_literal", "string"]))
-        pick = draw(st.integers(0, 5))
 
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("int_beyond_64_bits")
-            paths = template.int_paths or ("x_count",)
-            path = paths[pick % len(paths)]
-            if path == "fit_explanation_points":
-                path = "fit_score"
-            value: object = {
-                "int": Raw(str(number)),
-                "float_literal": Raw(f"{float(number):e}"),
-                "string": str(number),
-            }[form]
-            payload = set_path(template.payload(n), path, value)
-            return [
-                probe(
-                    ctx,
-                    "int_beyond_64_bits",
-                    f"{form} {str(number)[:12]}... ({len(str(number))} digits) in {path}",
-                    template,
-                    n=n,
-                    payload=payload,
-                    allowed=template.allowed_valid | SETTLED,
-                )
-            ]
-
-        return make
-
-    return build()
+    return make
 
 
-ENCODINGS = [
-    "utf-16",
-    "utf-16-le",
-    "utf-16-be",
-    "utf-32",
-    "utf-32-le",
-    "utf-32-be",
-    "latin-1",
-    "cesu-8 surrogate",
-    "overlong",
-    "truncated",
-    "utf-8 bom",
-]
+@hostile_class()
+def int_beyond_64_bits(draw: st.DrawFn) -> Make:
+    spellings: dict[str, Callable[[int], object]] = {
+        "int": lambda number: Raw(str(number)),
+        "float_literal": lambda number: Raw(f"{float(number):e}"),
+        "string": str,
+    }
+    number = draw(
+        st.one_of(
+            st.sampled_from([10**30, 2**63, 2**64, -(2**63) - 1, 2**64 - 1]),
+            st.integers(2**63, 10**60),
+        )
+    )
+    form = draw(st.sampled_from(list(spellings)))
+    pick = draw(st.integers(0, 5))
+
+    def make(draft: Draft) -> Probe:
+        paths = draft.template.int_paths or ("x_count",)
+        path = paths[pick % len(paths)]
+        if path == "fit_explanation_points":
+            path = "fit_score"
+        return draft.probe(
+            f"{form} {str(number)[:12]}... ({len(str(number))} digits) in {path}",
+            payload=draft.payload_with(path, spellings[form](number)),
+            allowed=draft.template.any_outcome,
+        )
+
+    return make
 
 
-def non_utf8_body(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        encoding = draw(st.sampled_from(ENCODINGS))
-
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("non_utf8_body")
-            payload = template.payload(n)
-            if template.text_path:
-                payload = set_path(payload, template.text_path, "Müller & Søn ünïcødé")
-            text = render(payload).decode()
-
-            def encode(_: bytes) -> bytes:
-                if encoding.startswith("utf-16") or encoding.startswith("utf-32"):
-                    return text.encode(encoding)
-                if encoding == "latin-1":
-                    return text.encode("latin-1", errors="replace")
-                if encoding == "cesu-8 surrogate":
-                    return text.replace("ü", "\udca0").encode("utf-8", errors="surrogatepass")
-                if encoding == "overlong":
-                    return text.encode().replace(b"/", b"\xc0\xaf").replace(b"\xc3\xbc", b"\xc1\xbc")
-                if encoding == "truncated":
-                    return text.encode().replace("ü".encode(), b"\xc3")
-                return b"\xef\xbb\xbf" + text.encode()
-
-            allowed = SETTLED | template.allowed_valid if encoding == "utf-8 bom" else DEAD
-            return [
-                probe(
-                    ctx,
-                    "non_utf8_body",
-                    encoding,
-                    template,
-                    n=n,
-                    payload=payload,
-                    value=encode,
-                    allowed=allowed,
-                )
-            ]
-
-        return make
-
-    return build()
+# variant -> the body it sends for the JSON text (the text field, where there is one, has an "ü")
+ENCODINGS: dict[str, Callable[[str], bytes]] = {
+    **{
+        codec: partial(str.encode, encoding=codec)
+        for codec in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be")
+    },
+    "latin-1": lambda text: text.encode("latin-1", errors="replace"),
+    "cesu-8 surrogate": lambda text: text.replace("ü", "\udca0").encode("utf-8", errors="surrogatepass"),
+    "overlong": lambda text: text.encode().replace(b"/", b"\xc0\xaf").replace(b"\xc3\xbc", b"\xc1\xbc"),
+    "truncated": lambda text: text.encode().replace("ü".encode(), b"\xc3"),
+    "utf-8 bom": lambda text: b"\xef\xbb\xbf" + text.encode(),
+}
 
 
-def document_keys(topic: Topic) -> st.SearchStrategy[Builder]:
+@hostile_class()
+def non_utf8_body(draw: st.DrawFn) -> Make:
+    encoding = draw(st.sampled_from(list(ENCODINGS)))
+
+    def make(draft: Draft) -> Probe:
+        template = draft.template
+        payload = draft.payload
+        if template.text_path:
+            payload = set_path(payload, template.text_path, "Müller & Søn ünïcødé")
+        return draft.probe(
+            encoding,
+            payload=payload,
+            value=lambda body: ENCODINGS[encoding](body.decode()),
+            allowed=template.any_outcome if encoding == "utf-8 bom" else DEAD,
+        )
+
+    return make
+
+
+@hostile_class()
+def document_keys(draw: st.DrawFn) -> Make:
     """Ids and names with dots or a dollar where a document database would make them keys."""
-    awkward = st.sampled_from(["a.b", "obj.1", "x..y", "$where", "$", "a$b", "1.0", "k.$gt", ".", "$set.x"])
+    name = draw(
+        st.sampled_from(["a.b", "obj.1", "x..y", "$where", "$", "a$b", "1.0", "k.$gt", ".", "$set.x"])
+    )
+    where = draw(st.sampled_from(["id", "ignored_object_keys", "header_name", "objection_id", "answers"]))
 
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        name = draw(awkward)
-        where = draw(st.sampled_from(["id", "ignored_object_keys", "header_name", "objection_id", "answers"]))
-
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("document_keys")
-            payload = template.payload(n)
-            if where == "objection_id" and topic is Topic.ACTIVITIES:
-                objection = _dump(
-                    ObjectionRaised(
-                        deal_id=HX_PROP[n % 4],
-                        occurred_at=BASE_TIME,
-                        objection_id="placeholder",
-                        category="other",
-                    )
+    def make(draft: Draft) -> Probe:
+        template, n = draft.template, draft.n
+        on_activities = template.topic is Topic.ACTIVITIES
+        if where == "objection_id" and on_activities:
+            objection = _dump(
+                ObjectionRaised(
+                    deal_id=HX_PROP[n % 4],
+                    occurred_at=BASE_TIME,
+                    objection_id="placeholder",
+                    category="other",
                 )
-                objection["objection_id"] = f"{name.strip('.$') or 'o'}.{n}" if "$" not in name else name
-                return [
-                    probe(
-                        ctx,
-                        "document_keys",
-                        f"objection_id {objection['objection_id']!r}",
-                        BY_NAME["objection"],
-                        n=n,
-                        payload=objection,
-                        allowed=SETTLED,
-                    )
-                ]
-            if where == "answers" and topic is Topic.ACTIVITIES:
-                call = _dump(DiscoveryCallLogged(deal_id=HX_QUAL[n % 4], occurred_at=BASE_TIME))
-                call["answers"] = {name: True, "budget": True}
-                call_template = replace(BY_NAME["touch"], event_type="activity.discovery_call_logged.v1")
-                return [
-                    probe(
-                        ctx,
-                        "document_keys",
-                        f"answers key {name!r}",
-                        call_template,
-                        n=n,
-                        payload=call,
-                        allowed=SETTLED,
-                    )
-                ]
-            if where == "id":
-                field_name = template.key_field
-                fresh = f"hx{name}{n}" if not name.startswith(".") else f"hx{n}{name}"
-                payload = set_path(payload, field_name, fresh)
-                return [
-                    probe(
-                        ctx,
-                        "document_keys",
-                        f"{field_name} {fresh!r}",
-                        template,
-                        n=n,
-                        payload=payload,
-                        allowed=SETTLED | template.allowed_valid,
-                    )
-                ]
-            if where == "header_name":
-                return [
-                    probe(
-                        ctx,
-                        "document_keys",
-                        f"header named {name!r}",
-                        template,
-                        n=n,
-                        payload=payload,
-                        headers={name: "x", f"{name}.2": "y"},
-                        allowed=SETTLED | template.allowed_valid,
-                    )
-                ]
-            payload = set_path(payload, "x_meta", {name: 1, f"{name}.b": {"$ne": None}, "": 2})
-            return [
-                probe(
-                    ctx,
-                    "document_keys",
-                    f"ignored object with key {name!r}",
-                    template,
-                    n=n,
-                    payload=payload,
-                    allowed=SETTLED | template.allowed_valid,
-                )
-            ]
+            )
+            objection["objection_id"] = f"{name.strip('.$') or 'o'}.{n}" if "$" not in name else name
+            return draft.probe(
+                f"objection_id {objection['objection_id']!r}",
+                template=BY_NAME["objection"],
+                payload=objection,
+                allowed=SETTLED,
+            )
+        if where == "answers" and on_activities:
+            call = _dump(DiscoveryCallLogged(deal_id=HX_QUAL[n % 4], occurred_at=BASE_TIME))
+            call["answers"] = {name: True, "budget": True}
+            return draft.probe(
+                f"answers key {name!r}",
+                template=_activity("activity.discovery_call_logged.v1"),
+                payload=call,
+                allowed=SETTLED,
+            )
+        if where == "id":
+            fresh = f"hx{name}{n}" if not name.startswith(".") else f"hx{n}{name}"
+            return draft.probe(
+                f"{template.key_field} {fresh!r}",
+                payload=draft.payload_with(template.key_field, fresh),
+                allowed=template.any_outcome,
+            )
+        if where == "header_name":
+            return draft.probe(
+                f"header named {name!r}", headers={name: "x", f"{name}.2": "y"}, allowed=template.any_outcome
+            )
+        return draft.probe(
+            f"ignored object with key {name!r}",
+            payload=draft.payload_with("x_meta", {name: 1, f"{name}.b": {"$ne": None}, "": 2}),
+            allowed=template.any_outcome,
+        )
 
-        return make
-
-    return build()
+    return make
 
 
 REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type")
@@ -942,195 +925,93 @@ BAD_BYTES = st.one_of(
 )
 
 
-def non_utf8_header(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        name = draw(
-            st.sampled_from(
-                [*REQUIRED_HEADERS, "ce_time", "ce_subject", "content-type", "traceparent", "x-origin"]
-            )
+@hostile_class()
+def non_utf8_header(draw: st.DrawFn) -> Make:
+    name = draw(
+        st.sampled_from(
+            [*REQUIRED_HEADERS, "ce_time", "ce_subject", "content-type", "traceparent", "x-origin"]
         )
-        bad = draw(BAD_BYTES)
+    )
+    bad = draw(BAD_BYTES)
+    changed = name.replace("-", "_") if name == "content-type" else name  # how ce_headers spells it
 
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("non_utf8_header")
-            required = name in REQUIRED_HEADERS
-            allowed = DEAD if required else SETTLED | template.allowed_valid
-            return [
-                probe(
-                    ctx,
-                    "non_utf8_header",
-                    f"{name}={bad[:8]!r}",
-                    template,
-                    n=n,
-                    headers={name.replace("-", "_") if name == "content-type" else name: bad},
-                    event_type=None if name == "ce_type" else True,
-                    allowed=allowed,
-                )
-            ]
-
-        return make
-
-    return build()
+    return lambda draft: draft.probe(
+        f"{name}={bad[:8]!r}",
+        headers={changed: bad},
+        event_type=None if name == "ce_type" else True,
+        allowed=DEAD if name in REQUIRED_HEADERS else draft.template.any_outcome,
+    )
 
 
-def null_header(topic: Topic) -> st.SearchStrategy[Builder]:
+def _null_header(draft: Draft, name: str, variant: str) -> Probe:
+    """The draft's record with header `name` present but without a value (added where it is absent)."""
+    record = draft.probe(variant, allowed=DEAD if name in REQUIRED_HEADERS else draft.template.any_outcome)
+    headers = tuple((k, None if k == name else v) for k, v in record.headers)
+    if name not in {k for k, _ in record.headers}:
+        headers = (*headers, (name, None))
+    return replace(
+        record,
+        headers=headers,
+        event_type=None if name == "ce_type" else record.event_type,
+        ce_id=None if name == "ce_id" else record.ce_id,
+    )
+
+
+@hostile_class()
+def null_header(draw: st.DrawFn) -> Make:
     """Kafka allows a header without a value (null); aiokafka hands it over as None."""
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        name = draw(st.sampled_from([*REQUIRED_HEADERS, "ce_time", "content-type", "traceparent", "x-empty"]))
-
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("null_header")
-            base = probe(ctx, "null_header", "", template, n=n, allowed=DEAD)
-            headers = tuple((k, None if k == name else v) for k, v in base.headers)
-            if name not in {k for k, _ in base.headers}:
-                headers = (*headers, (name, None))
-            allowed = DEAD if name in REQUIRED_HEADERS else DEAD | SETTLED | template.allowed_valid
-            return [
-                replace(
-                    base,
-                    variant=f"{name} without a value",
-                    headers=headers,
-                    allowed=allowed,
-                    event_type=None if name == "ce_type" else base.event_type,
-                    ce_id=None if name == "ce_id" else base.ce_id,
-                )
-            ]
-
-        return make
-
-    return build()
+    name = draw(st.sampled_from([*REQUIRED_HEADERS, "ce_time", "content-type", "traceparent", "x-empty"]))
+    return lambda draft: _null_header(draft, name, f"{name} without a value")
 
 
-def header_confusion(topic: Topic) -> st.SearchStrategy[Builder]:
+@hostile_class()
+def header_confusion(draw: st.DrawFn) -> Make:
     """Headers twice with different values, odd case, padding, empty values, enormous values."""
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        variant = draw(
-            st.sampled_from(
-                [
-                    "ce_type twice",
-                    "ce_id twice",
-                    "upper-case names",
-                    "padded values",
-                    "empty ce_source",
-                    "200 KB ce_source",
-                    "10,000 headers",
-                    "empty header name",
-                ]
-            )
-        )
-
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("header_confusion")
-            base = probe(
-                ctx, "header_confusion", variant, template, n=n, allowed=SETTLED | template.allowed_valid
-            )
-            headers = list(base.headers)
-            allowed = SETTLED | template.allowed_valid
-            event_type = base.event_type
-            ce_id = base.ce_id
-            if variant == "ce_type twice":
-                # Decoders keep the last of a repeated header: the record is, to them, the second type.
-                other = "io.dealflow.activity.deal_lost_reported.v1"
-                headers.append(("ce_type", other.encode()))
-                event_type = other
-            elif variant == "ce_id twice":
-                headers.append(("ce_id", f"{base.ce_id}-second".encode()))
-                ce_id = f"{base.ce_id}-second"
-            elif variant == "upper-case names":
-                headers = [(name.upper(), value) for name, value in headers]
-                allowed, event_type = DEAD, None
-            elif variant == "padded values":
-                headers = [(name, b" " + (value or b"") + b" ") for name, value in headers]
-                allowed, event_type = DEAD | SETTLED, None
-            elif variant == "empty ce_source":
-                headers = [(name, b"" if name == "ce_source" else value) for name, value in headers]
-                allowed = DEAD
-            elif variant == "200 KB ce_source":
-                headers = [
-                    (name, b"s" * 200_000 if name == "ce_source" else value) for name, value in headers
-                ]
-            elif variant == "10,000 headers":
-                headers += [(f"x-{i}", b"v") for i in range(10_000)]
-            else:
-                headers.append(("", b"nameless"))
-            return [
-                replace(base, headers=tuple(headers), allowed=allowed, event_type=event_type, ce_id=ce_id)
+    variant = draw(
+        st.sampled_from(
+            [
+                "ce_type twice",
+                "ce_id twice",
+                "upper-case names",
+                "padded values",
+                "empty ce_source",
+                "200 KB ce_source",
+                "10,000 headers",
+                "empty header name",
             ]
-
-        return make
-
-    return build()
-
-
-def key_mismatch(topic: Topic) -> st.SearchStrategy[Builder]:
-    """The record key is not the event's partition key (or there is none): refused as key_mismatch."""
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        variant = draw(
-            st.sampled_from(
-                [
-                    "another deal's key",
-                    "no key",
-                    "empty key",
-                    "upper-case key",
-                    "key + space",
-                    "key + NUL",
-                    "non-UTF-8 key",
-                ]
-            )
         )
-        placed = draw(st.sampled_from(["by the event's key", "by the record key"]))
-        on_victim = draw(st.booleans())
+    )
 
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("key_mismatch")
-            payload = template.payload(n)
-            chosen = template
-            if on_victim and topic is Topic.ACTIVITIES:
-                chosen, payload = _effectful_on_victim(n)
-            partition_key = chosen.partition_key(payload)
-            record_key: bytes | None = {
-                "another deal's key": f"{partition_key}-other".encode(),
-                "no key": None,
-                "empty key": b"",
-                "upper-case key": partition_key.upper().encode(),
-                "key + space": f"{partition_key} ".encode(),
-                "key + NUL": f"{partition_key}\x00".encode(),
-                "non-UTF-8 key": partition_key.encode() + b"\xff",
-            }[variant]
-            if record_key == partition_key.encode():  # upper-case of an upper-case key
-                record_key = partition_key.encode() + b"-x"
-            partition = murmur2(
-                record_key if record_key and placed == "by the record key" else partition_key.encode(),
-                ctx.partitions,
-            )
-            return [
-                probe(
-                    ctx,
-                    "key_mismatch",
-                    f"{variant}, placed {placed}" + (" (victim)" if chosen is not template else ""),
-                    chosen,
-                    n=n,
-                    payload=payload,
-                    key=record_key,
-                    partition=partition,
-                    allowed=frozenset({"dead_lettered:key_mismatch"}),
-                )
-            ]
+    def make(draft: Draft) -> Probe:
+        allowed = draft.template.any_outcome
+        base = draft.probe(variant, allowed=allowed)
+        headers, event_type, ce_id = list(base.headers), base.event_type, base.ce_id
+        if variant == "ce_type twice":
+            # Decoders keep the last of a repeated header: the record is, to them, the second type.
+            other = "io.dealflow.activity.deal_lost_reported.v1"
+            headers.append(("ce_type", other.encode()))
+            event_type = other
+        elif variant == "ce_id twice":
+            headers.append(("ce_id", f"{base.ce_id}-second".encode()))
+            ce_id = f"{base.ce_id}-second"
+        elif variant == "upper-case names":
+            headers = [(name.upper(), value) for name, value in headers]
+            allowed, event_type = DEAD, None
+        elif variant == "padded values":
+            headers = [(name, b" " + (value or b"") + b" ") for name, value in headers]
+            allowed, event_type = DEAD | SETTLED, None
+        elif variant == "empty ce_source":
+            headers = [(name, b"" if name == "ce_source" else value) for name, value in headers]
+            allowed = DEAD
+        elif variant == "200 KB ce_source":
+            headers = [(name, b"s" * 200_000 if name == "ce_source" else value) for name, value in headers]
+        elif variant == "10,000 headers":
+            headers += [(f"x-{i}", b"v") for i in range(10_000)]
+        else:
+            headers.append(("", b"nameless"))
+        return replace(base, headers=tuple(headers), allowed=allowed, event_type=event_type, ce_id=ce_id)
 
-        return make
-
-    return build()
+    return make
 
 
 def _effectful_on_victim(n: int) -> tuple[Template, dict[str, Any]]:
@@ -1141,276 +1022,201 @@ def _effectful_on_victim(n: int) -> tuple[Template, dict[str, Any]]:
         return BY_NAME["touch"], _dump(touch)
     if kind == 1:
         lost = DealLostReported(deal_id=V_PROP[n % 3], occurred_at=BASE_TIME, reason_code="price")
-        return replace(BY_NAME["touch"], event_type="activity.deal_lost_reported.v1"), _dump(lost)
+        return _activity("activity.deal_lost_reported.v1"), _dump(lost)
     usage = UsageReported(deal_id=V_ONB[n % 3], occurred_at=BASE_TIME, seats_used=99, seats_purchased=100)
     return BY_NAME["usage"], _dump(usage)
 
 
-def wrong_partition(topic: Topic) -> st.SearchStrategy[Builder]:
-    """Key and event agree, but the record is not where Kafka's default partitioner (murmur2) puts it."""
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        how = draw(st.sampled_from(["librdkafka crc32", "next partition", "partition 0 for all"]))
-        on_victim = draw(st.booleans())
-
-        def make(ctx: Context) -> list[Probe]:
-            for _ in range(50):  # a case whose wrong partition really differs
-                n = ctx.number("wrong_partition")
-                chosen, payload = template, template.payload(n)
-                if on_victim and topic is Topic.ACTIVITIES:
-                    chosen, payload = _effectful_on_victim(n)
-                key = chosen.partition_key(payload).encode()
-                right = murmur2(key, ctx.partitions)
-                wrong = {
-                    "librdkafka crc32": crc32_partition(key, ctx.partitions),
-                    "next partition": (right + 1) % ctx.partitions,
-                    "partition 0 for all": 0,
-                }[how]
-                if wrong != right:
-                    break
-            else:
-                wrong = (right + 1) % ctx.partitions
-            label = f"{how}: partition {wrong}, murmur2 says {right}" + (
-                " (victim)" if chosen is not template else ""
-            )
-            return [
-                probe(
-                    ctx, "wrong_partition", label, chosen, n=n, payload=payload, partition=wrong, allowed=DEAD
-                )
-            ]
-
-        return make
-
-    return build()
+def _aimed(draft: Draft, on_victim: bool) -> tuple[Template, dict[str, Any]]:
+    """The draft's template and payload; or, asked for and on the activities topic, one at a victim deal."""
+    if on_victim and draft.template.topic is Topic.ACTIVITIES:
+        return _effectful_on_victim(draft.n)
+    return draft.template, draft.payload
 
 
-def huge_string(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        where = draw(
-            st.sampled_from(
-                [
-                    "ignored field",
-                    "text field over its limit",
-                    "whole record over the limit",
-                    "escaped",
-                    "long id",
-                ]
-            )
+@hostile_class()
+def key_mismatch(draw: st.DrawFn) -> Make:
+    """The record key is not the event's partition key (or there is none): refused as key_mismatch."""
+    record_keys: dict[str, Callable[[str], bytes | None]] = {
+        "another deal's key": lambda key: f"{key}-other".encode(),
+        "no key": lambda key: None,
+        "empty key": lambda key: b"",
+        "upper-case key": lambda key: key.upper().encode(),
+        "key + space": lambda key: f"{key} ".encode(),
+        "key + NUL": lambda key: f"{key}\x00".encode(),
+        "non-UTF-8 key": lambda key: key.encode() + b"\xff",
+    }
+    variant = draw(st.sampled_from(list(record_keys)))
+    placed = draw(st.sampled_from(["by the event's key", "by the record key"]))
+    on_victim = draw(st.booleans())
+
+    def make(draft: Draft) -> Probe:
+        chosen, payload = _aimed(draft, on_victim)
+        partition_key = chosen.partition_key(payload)
+        record_key = record_keys[variant](partition_key)
+        if record_key == partition_key.encode():  # upper-case of an upper-case key
+            record_key = partition_key.encode() + b"-x"
+        placed_by = record_key if record_key and placed == "by the record key" else partition_key.encode()
+        return draft.probe(
+            f"{variant}, placed {placed}" + (" (victim)" if chosen is not draft.template else ""),
+            template=chosen,
+            payload=payload,
+            key=record_key,
+            partition=murmur2(placed_by, draft.ctx.partitions),
+            allowed=frozenset({"dead_lettered:key_mismatch"}),
         )
-        drawn_size = draw(st.integers(100_000, 900_000))
 
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("huge_string")
-            payload = template.payload(n)
-            size = drawn_size
-            if where == "ignored field":
-                payload, allowed = set_path(payload, "x_text", "x" * size), SETTLED | template.allowed_valid
-            elif where == "text field over its limit":
-                payload = set_path(payload, template.text_path or "x_text", "y" * (size // 100))
-                allowed = DEAD | SETTLED | template.allowed_valid
-            elif where == "whole record over the limit":
-                size += 1_100_000
-                payload, allowed = set_path(payload, "x_text", "z" * size), DEAD
-            elif where == "escaped":
-                payload, allowed = (
-                    set_path(payload, "x_text", Raw('"' + "\\u0041" * (size // 6) + '"')),
-                    SETTLED,
-                )
-                allowed |= template.allowed_valid
-            else:
-                key = "i" * (size // 1000)
-                payload = set_path(payload, template.key_field, key)
-                allowed = DEAD | SETTLED | template.allowed_valid
-            return [
-                probe(
-                    ctx,
-                    "huge_string",
-                    f"{where} ({size:,} chars)",
-                    template,
-                    n=n,
-                    payload=payload,
-                    allowed=allowed,
-                )
-            ]
-
-        return make
-
-    return build()
+    return make
 
 
-def unicode_edges(topic: Topic) -> st.SearchStrategy[Builder]:
-    """Lone surrogates (as JSON escapes), NUL, non-characters, bidi overrides, in a valid text field."""
-    texts = st.one_of(
+@hostile_class()
+def wrong_partition(draw: st.DrawFn) -> Make:
+    """Key and event agree, but the record is not where Kafka's default partitioner (murmur2) puts it."""
+    how = draw(st.sampled_from(["librdkafka crc32", "next partition", "partition 0 for all"]))
+    on_victim = draw(st.booleans())
+
+    def make(draft: Draft) -> Probe:
+        partitions = draft.ctx.partitions
+        for attempt in range(50):  # a case whose wrong partition really differs
+            if attempt:
+                draft = draft.renumbered()
+            chosen, payload = _aimed(draft, on_victim)
+            key = chosen.partition_key(payload).encode()
+            right = murmur2(key, partitions)
+            wrong = {
+                "librdkafka crc32": crc32_partition(key, partitions),
+                "next partition": (right + 1) % partitions,
+                "partition 0 for all": 0,
+            }[how]
+            if wrong != right:
+                break
+        else:
+            wrong = (right + 1) % partitions
+        return draft.probe(
+            f"{how}: partition {wrong}, murmur2 says {right}"
+            + (" (victim)" if chosen is not draft.template else ""),
+            template=chosen,
+            payload=payload,
+            partition=wrong,
+            allowed=DEAD,
+        )
+
+    return make
+
+
+@hostile_class()
+def huge_string(draw: st.DrawFn) -> Make:
+    where = draw(
         st.sampled_from(
             [
-                "\\ud800",
-                "\\udfff x",
-                "a\\u0000b",
-                "\\uffff\\ufffe",
-                "\\u202eevil",
-                "\\ud83d\\ude00",
-                "\\u0000",
-                "\\ud800\\ud800",
+                "ignored field",
+                "text field over its limit",
+                "whole record over the limit",
+                "escaped",
+                "long id",
             ]
-        ),
-        st.text(st.characters(codec="utf-8"), min_size=1, max_size=30).map(
-            lambda text: json.dumps(text)[1:-1]
-        ),
-    )
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        text = draw(texts)
-        where = draw(st.sampled_from(["text field", "ignored field", "id field"]))
-
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("unicode_edges")
-            path = {
-                "text field": template.text_path or "x_text",
-                "ignored field": "x_text",
-                "id field": template.key_field,
-            }[where]
-            payload = set_path(template.payload(n), path, Raw(f'"{text}"'))
-            return [
-                probe(
-                    ctx,
-                    "unicode_edges",
-                    f"{text[:20]!r} in {path}",
-                    template,
-                    n=n,
-                    payload=payload,
-                    allowed=SETTLED | template.allowed_valid,
-                )
-            ]
-
-        return make
-
-    return build()
-
-
-def huge_list(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        where = draw(
-            st.sampled_from(["ignored field", "list field over its limit", "value is a list", "many keys"])
         )
-        size = draw(st.integers(10_000, 150_000))
+    )
+    drawn_size = draw(st.integers(100_000, 900_000))
 
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("huge_list")
-            payload = template.payload(n)
-            if where == "ignored field":
-                return [
-                    probe(
-                        ctx,
-                        "huge_list",
-                        f"{size:,} items in an ignored field",
-                        template,
-                        n=n,
-                        payload=set_path(payload, "x_list", Raw("[" + ",".join(["0"] * size) + "]")),
-                        allowed=SETTLED | template.allowed_valid,
-                    )
+    def make(draft: Draft) -> Probe:
+        template, size = draft.template, drawn_size
+        if where == "ignored field":
+            payload = draft.payload_with("x_text", "x" * size)
+        elif where == "text field over its limit":
+            payload = draft.payload_with(template.text_field("x_text"), "y" * (size // 100))
+        elif where == "whole record over the limit":
+            size += 1_100_000
+            payload = draft.payload_with("x_text", "z" * size)
+        elif where == "escaped":
+            payload = draft.payload_with("x_text", Raw('"' + "\\u0041" * (size // 6) + '"'))
+        else:
+            payload = draft.payload_with(template.key_field, "i" * (size // 1000))
+        allowed = DEAD if where == "whole record over the limit" else template.any_outcome
+        return draft.probe(f"{where} ({size:,} chars)", payload=payload, allowed=allowed)
+
+    return make
+
+
+@hostile_class()
+def unicode_edges(draw: st.DrawFn) -> Make:
+    """Lone surrogates (as JSON escapes), NUL, non-characters, bidi overrides, in a valid text field."""
+    text = draw(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "\\ud800",
+                    "\\udfff x",
+                    "a\\u0000b",
+                    "\\uffff\\ufffe",
+                    "\\u202eevil",
+                    "\\ud83d\\ude00",
+                    "\\u0000",
+                    "\\ud800\\ud800",
                 ]
-            if where == "list field over its limit":
-                listed = {"lead": "technologies", "demo": "attendees", "qualified": "needs.pains"}.get(
-                    template.name, "x_list"
-                )
-                allowed = DEAD if listed != "x_list" else SETTLED | template.allowed_valid
-                items = [f"item-{i}" for i in range(min(size, 5_000))]
-                return [
-                    probe(
-                        ctx,
-                        "huge_list",
-                        f"{len(items):,} items in {listed}",
-                        template,
-                        n=n,
-                        payload=set_path(payload, listed, items),
-                        allowed=allowed,
-                    )
-                ]
-            if where == "value is a list":
-                return [
-                    probe(
-                        ctx,
-                        "huge_list",
-                        f"the value is a list of {size // 10:,} events",
-                        template,
-                        n=n,
-                        value=b"[" + b",".join([render(payload)] * (size // 10 // 20 + 1)) + b"]",
-                        allowed=DEAD,
-                    )
-                ]
-            many = {f"k{i}": i for i in range(size // 5)}
-            return [
-                probe(
-                    ctx,
-                    "huge_list",
-                    f"{len(many):,} keys in an ignored object",
-                    template,
-                    n=n,
-                    payload=set_path(payload, "x_object", many),
-                    allowed=SETTLED | template.allowed_valid,
-                )
-            ]
+            ),
+            st.text(st.characters(codec="utf-8"), min_size=1, max_size=30).map(
+                lambda text: json.dumps(text)[1:-1]
+            ),
+        )
+    )
+    where = draw(st.sampled_from(["text field", "ignored field", "id field"]))
 
-        return make
+    def make(draft: Draft) -> Probe:
+        template = draft.template
+        path = {
+            "text field": template.text_field("x_text"),
+            "ignored field": "x_text",
+            "id field": template.key_field,
+        }[where]
+        return draft.probe(
+            f"{text[:20]!r} in {path}",
+            payload=draft.payload_with(path, Raw(f'"{text}"')),
+            allowed=template.any_outcome,
+        )
 
-    return build()
+    return make
 
 
-def id_conflict(topic: Topic) -> st.SearchStrategy[Builder]:
-    """A second record under a ce_id already used for the same aggregate, with other content."""
+@hostile_class()
+def huge_list(draw: st.DrawFn) -> Make:
+    where = draw(
+        st.sampled_from(["ignored field", "list field over its limit", "value is a list", "many keys"])
+    )
+    size = draw(st.integers(10_000, 150_000))
 
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        drawn_change = draw(st.sampled_from(["a field changed", "another event type", "one byte more"]))
-
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("id_conflict")
-            change = drawn_change
-            original = probe(
-                ctx,
-                "id_conflict",
-                f"original ({change})",
-                template,
-                n=n,
-                allowed=SETTLED | template.allowed_valid,
+    def make(draft: Draft) -> Probe:
+        template = draft.template
+        if where == "ignored field":
+            return draft.probe(
+                f"{size:,} items in an ignored field",
+                payload=draft.payload_with("x_list", Raw("[" + ",".join(["0"] * size) + "]")),
+                allowed=template.any_outcome,
             )
-            payload = template.payload(n)
-            copy_template = _sibling(template) if change == "another event type" else template
-            if copy_template is template and change == "another event type":
-                change = "a field changed"
-            if change == "a field changed":
-                path = template.text_path or "x_changed"
-                payload = set_path(payload, path, f"changed-{n}")
-            elif change == "another event type":
-                payload = {**copy_template.payload(n), template.key_field: template.partition_key(payload)}
-                if copy_template.key_field != template.key_field:
-                    payload[copy_template.key_field] = template.partition_key(template.payload(n))
-            copy = probe(
-                ctx,
-                "id_conflict",
-                f"copy ({change})",
-                copy_template,
-                n=n,
-                payload=payload,
-                ce_id=original.ce_id,
-                allowed=frozenset({"dead_lettered:id_conflict"}),
-                conflict_copy=True,
-                value=(lambda body: body + b" ") if change == "one byte more" else ...,
+        if where == "list field over its limit":
+            listed = {"lead": "technologies", "demo": "attendees", "qualified": "needs.pains"}.get(
+                template.name, "x_list"
             )
-            return [original, copy]
+            items = [f"item-{i}" for i in range(min(size, 5_000))]
+            return draft.probe(
+                f"{len(items):,} items in {listed}",
+                payload=draft.payload_with(listed, items),
+                allowed=DEAD if listed != "x_list" else template.any_outcome,
+            )
+        if where == "value is a list":
+            return draft.probe(
+                f"the value is a list of {size // 10:,} events",
+                value=lambda body: b"[" + b",".join([body] * (size // 10 // 20 + 1)) + b"]",
+                allowed=DEAD,
+            )
+        many = {f"k{i}": i for i in range(size // 5)}
+        return draft.probe(
+            f"{len(many):,} keys in an ignored object",
+            payload=draft.payload_with("x_object", many),
+            allowed=template.any_outcome,
+        )
 
-        return make
-
-    return build()
+    return make
 
 
 def _sibling(template: Template) -> Template:
@@ -1427,6 +1233,39 @@ def _sibling(template: Template) -> Template:
     return BY_NAME.get(siblings.get(template.name, template.name), template)
 
 
+@hostile_class()
+def id_conflict(draw: st.DrawFn) -> Make:
+    """A second record under a ce_id already used for the same aggregate, with other content."""
+    drawn_change = draw(st.sampled_from(["a field changed", "another event type", "one byte more"]))
+
+    def make(draft: Draft) -> list[Probe]:
+        template, n = draft.template, draft.n
+        change = drawn_change
+        original = draft.probe(f"original ({change})", allowed=template.any_outcome)
+        payload = draft.payload
+        copy_template = _sibling(template) if change == "another event type" else template
+        if copy_template is template and change == "another event type":
+            change = "a field changed"
+        if change == "a field changed":
+            payload = set_path(payload, template.text_field("x_changed"), f"changed-{n}")
+        elif change == "another event type":
+            payload = {**copy_template.payload(n), template.key_field: template.partition_key(payload)}
+            if copy_template.key_field != template.key_field:
+                payload[copy_template.key_field] = template.partition_key(template.payload(n))
+        copy = draft.probe(
+            f"copy ({change})",
+            template=copy_template,
+            payload=payload,
+            ce_id=original.ce_id,
+            allowed=frozenset({"dead_lettered:id_conflict"}),
+            conflict_copy=True,
+            value=(lambda body: body + b" ") if change == "one byte more" else ...,
+        )
+        return [original, copy]
+
+    return make
+
+
 DUE_ATS = {
     "far future": "9999-12-31T23:59:59.999999+00:00",
     "in a century": "2126-01-01T00:00:00+00:00",
@@ -1435,128 +1274,101 @@ DUE_ATS = {
 }
 
 
-def deadline_forgery(topic: Topic) -> st.SearchStrategy[Builder]:
+def _forged(
+    deal_id: str, stage: str, deadline_id: str, due_at: str | None = DUE_ATS["far future"]
+) -> dict[str, Any]:
+    """A deadline.reached.v1 payload with due_at exactly as written (the model would re-render it)."""
+    return {"deal_id": deal_id, "stage_service": stage, "deadline_id": deadline_id, "due_at": due_at}
+
+
+@hostile_class(template="deadline")
+def deadline_forgery(draw: st.DrawFn) -> Make:
     """deadline.reached.v1 from a sender: a pending deadline not yet due, unknown ids, unknown deals."""
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        target = draw(
-            st.sampled_from(
-                [
-                    "victim, pending id",
-                    "victim, unknown id",
-                    "victim, parked expiry",
-                    "victim, insights stall",
-                    "unknown deal",
-                    "unknown deal, parked expiry",
-                ]
-            )
-        )
-        due = draw(st.sampled_from(list(DUE_ATS)))
-        stage_choice = draw(st.sampled_from(["its stage", "another stage", "nobody"]))
-        pick = draw(st.integers(0, 50))
-        odd_id = draw(
-            st.sampled_from(
-                [
-                    "2:cadence_end",
-                    "task:nope",
-                    "quote-99:expires",
-                    "quote-x:expires",
-                    "",
-                    "task:kick.off",
-                    "$where",
-                    "1:cadence_end\x00",
-                    "check_in:day_30",
-                ]
-            )
-        )
-
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("deadline_forgery")
-            due_at = DUE_ATS[due] or ctx.now.isoformat()
-            victim = VICTIMS[pick % len(VICTIMS)]
-            stage = VICTIM_STAGE[victim]
-            if target == "victim, pending id":
-                deal_id, deadline_id = victim, PENDING_DEADLINES[stage][pick % len(PENDING_DEADLINES[stage])]
-            elif target == "victim, unknown id":
-                deal_id, deadline_id = victim, odd_id
-            elif target == "victim, parked expiry":
-                deal_id, deadline_id = victim, f"parked-events-expire/forged-{n}"
-            elif target == "victim, insights stall":
-                stalls = ctx.stall_ids.get(victim) or [f"stalled:qualification:{ctx.now:%Y%m%dT%H%M%S.%fZ}"]
-                deal_id, deadline_id, stage = victim, stalls[pick % len(stalls)], "insights"
-            elif target == "unknown deal":
-                deal_id, deadline_id = f"ghost-{n}", odd_id or "1:cadence_end"
-                stage = ("qualification", "proposal", "onboarding", "insights")[pick % 4]
-            else:
-                deal_id, deadline_id = f"ghost-{n}", f"parked-events-expire/forged-{n}"
-                stage = ("qualification", "proposal", "onboarding")[pick % 3]
-            named = {
-                "its stage": stage,
-                "another stage": "prospecting" if stage != "prospecting" else "proposal",
-                "nobody": "nobody",
-            }[stage_choice]
-            payload = {
-                "deal_id": deal_id,
-                "stage_service": named,
-                "deadline_id": deadline_id,
-                "due_at": due_at,
-            }
-            return [
-                probe(
-                    ctx,
-                    "deadline_forgery",
-                    f"{target}: {deadline_id[:40]!r} due {due}, for {stage_choice}",
-                    BY_NAME["deadline"],
-                    n=n,
-                    payload=payload,
-                    allowed=NO_EFFECT,
-                    phase=0 if target.startswith("unknown deal") else 1,
-                )
+    target = draw(
+        st.sampled_from(
+            [
+                "victim, pending id",
+                "victim, unknown id",
+                "victim, parked expiry",
+                "victim, insights stall",
+                "unknown deal",
+                "unknown deal, parked expiry",
             ]
+        )
+    )
+    due = draw(st.sampled_from(list(DUE_ATS)))
+    stage_choice = draw(st.sampled_from(["its stage", "another stage", "nobody"]))
+    pick = draw(st.integers(0, 50))
+    odd_id = draw(
+        st.sampled_from(
+            [
+                "2:cadence_end",
+                "task:nope",
+                "quote-99:expires",
+                "quote-x:expires",
+                "",
+                "task:kick.off",
+                "$where",
+                "1:cadence_end\x00",
+                "check_in:day_30",
+            ]
+        )
+    )
 
-        return make
+    def make(draft: Draft) -> Probe:
+        ctx, n = draft.ctx, draft.n
+        victim = VICTIMS[pick % len(VICTIMS)]
+        stage = VICTIM_STAGE[victim]
+        if target == "victim, pending id":
+            deal_id, deadline_id = victim, PENDING_DEADLINES[stage][pick % len(PENDING_DEADLINES[stage])]
+        elif target == "victim, unknown id":
+            deal_id, deadline_id = victim, odd_id
+        elif target == "victim, parked expiry":
+            deal_id, deadline_id = victim, f"parked-events-expire/forged-{n}"
+        elif target == "victim, insights stall":
+            stalls = ctx.stall_ids.get(victim) or [f"stalled:qualification:{ctx.now:%Y%m%dT%H%M%S.%fZ}"]
+            deal_id, deadline_id, stage = victim, stalls[pick % len(stalls)], "insights"
+        elif target == "unknown deal":
+            deal_id, deadline_id = f"ghost-{n}", odd_id or "1:cadence_end"
+            stage = ("qualification", "proposal", "onboarding", "insights")[pick % 4]
+        else:
+            deal_id, deadline_id = f"ghost-{n}", f"parked-events-expire/forged-{n}"
+            stage = ("qualification", "proposal", "onboarding")[pick % 3]
+        named = {
+            "its stage": stage,
+            "another stage": "prospecting" if stage != "prospecting" else "proposal",
+            "nobody": "nobody",
+        }[stage_choice]
+        return draft.probe(
+            f"{target}: {deadline_id[:40]!r} due {due}, for {stage_choice}",
+            payload=_forged(deal_id, named, deadline_id, DUE_ATS[due] or ctx.now.isoformat()),
+            allowed=NO_EFFECT,
+            phase=0 if target.startswith("unknown deal") else 1,
+        )
 
-    return build()
+    return make
 
 
 def _fixed_forgeries() -> list[Builder]:
     """The known holes, always in the corpus: a deadline forged before its deal opens; a parked expiry."""
 
     def forged(deal_id: str, stage: str, deadline_id: str, variant: str) -> Builder:
-        def make(ctx: Context) -> list[Probe]:
-            payload = {
-                "deal_id": deal_id,
-                "stage_service": stage,
-                "deadline_id": deadline_id,
-                "due_at": DUE_ATS["far future"],
-            }
-            return [
-                probe(
-                    ctx, "deadline_forgery", variant, BY_NAME["deadline"], payload=payload, allowed=NO_EFFECT
-                )
-            ]
-
-        return make
+        payload = _forged(deal_id, stage, deadline_id)
+        return _builder(
+            "deadline_forgery",
+            BY_NAME["deadline"],
+            lambda draft: draft.probe(variant, payload=payload, allowed=NO_EFFECT),
+        )
 
     def stalls(ctx: Context) -> list[Probe]:
         """insights' pending stall of a victim, forged: one record per id it may have."""
         victim = V_QUAL[1]
         return [
-            probe(
-                ctx,
-                "deadline_forgery",
-                f"victim, insights stall: {deadline_id}",
-                BY_NAME["deadline"],
-                payload={
-                    "deal_id": victim,
-                    "stage_service": "insights",
-                    "deadline_id": deadline_id,
-                    "due_at": DUE_ATS["far future"],
-                },
-                allowed=NO_EFFECT,
-            )
+            record
             for deadline_id in ctx.stall_ids.get(victim, [])
+            for record in forged(victim, "insights", deadline_id, f"victim, insights stall: {deadline_id}")(
+                ctx
+            )
         ]
 
     return [
@@ -1566,15 +1378,9 @@ def _fixed_forgeries() -> list[Builder]:
         forged(Z_ONB[0], "onboarding", "task:kickoff", "before the deal opens: task:kickoff"),
         forged(W_DEALS[0], "qualification", "parked-events-expire/forged", "parked expiry, parked events"),
         forged(W_DEALS[1], "proposal", "parked-events-expire/forged", "parked expiry, parked events"),
-        *(
-            forged(v, "qualification", "1:cadence_end", "victim, pending id: 1:cadence_end")
-            for v in V_QUAL[:1]
-        ),
-        *(
-            forged(v, "proposal", "quote-1:expires", "victim, pending id: quote-1:expires")
-            for v in V_PROP[:1]
-        ),
-        *(forged(v, "onboarding", "task:kickoff", "victim, pending id: task:kickoff") for v in V_ONB[:1]),
+        forged(V_QUAL[0], "qualification", "1:cadence_end", "victim, pending id: 1:cadence_end"),
+        forged(V_PROP[0], "proposal", "quote-1:expires", "victim, pending id: quote-1:expires"),
+        forged(V_ONB[0], "onboarding", "task:kickoff", "victim, pending id: task:kickoff"),
     ]
 
 
@@ -1595,551 +1401,318 @@ CE_TIMES = [
 ]
 
 
-def ce_time(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        text = draw(st.one_of(st.sampled_from(CE_TIMES), st.text(max_size=40)))
-
-        def make(ctx: Context) -> list[Probe]:
-            return [
-                probe(
-                    ctx,
-                    "ce_time",
-                    f"ce_time {text[:30]!r}",
-                    template,
-                    headers={"ce_time": text},
-                    allowed=SETTLED | template.allowed_valid,
-                )
-            ]
-
-        return make
-
-    return build()
+@hostile_class()
+def ce_time(draw: st.DrawFn) -> Make:
+    text = draw(st.one_of(st.sampled_from(CE_TIMES), st.text(max_size=40)))
+    return lambda draft: draft.probe(
+        f"ce_time {text[:30]!r}", headers={"ce_time": text}, allowed=draft.template.any_outcome
+    )
 
 
-def ce_type(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        variant = draw(
-            st.sampled_from(
-                [
-                    "missing",
-                    "empty",
-                    "unknown",
-                    "v2 of a known type",
-                    "upper case",
-                    "padded",
-                    "without the prefix",
-                    "another topic's type",
-                ]
+@hostile_class()
+def ce_type(draw: st.DrawFn) -> Make:
+    headers: dict[str, Callable[[Template], str | None]] = {
+        "missing": lambda template: None,
+        "empty": lambda template: "",
+        "unknown": lambda template: "io.dealflow.lead.teleported.v1",
+        "v2 of a known type": lambda template: template.ce_type.replace(".v1", ".v2"),
+        "upper case": lambda template: template.ce_type.upper(),
+        "padded": lambda template: f" {template.ce_type} ",
+        "without the prefix": lambda template: template.event_type,
+        "another topic's type": lambda template: (
+            "io.dealflow.lead.captured.v1"
+            if template.topic is not Topic.LEADS
+            else "io.dealflow.activity.demo_held.v1"
+        ),
+    }
+    variant = draw(st.sampled_from(list(headers)))
+
+    def make(draft: Draft) -> Probe:
+        header = headers[variant](draft.template)
+        if variant == "another topic's type":  # a well-formed type: a service it is not for ignores it
+            return draft.probe(
+                variant, headers={"ce_type": header}, event_type=header, allowed=SETTLED | NO_EFFECT
             )
-        )
+        return draft.probe(variant, headers={"ce_type": header}, event_type=None, allowed=DEAD)
 
-        def make(ctx: Context) -> list[Probe]:
-            claimed = f"io.dealflow.{template.event_type}"
-            header: str | None = {
-                "missing": None,
-                "empty": "",
-                "unknown": "io.dealflow.lead.teleported.v1",
-                "v2 of a known type": claimed.replace(".v1", ".v2"),
-                "upper case": claimed.upper(),
-                "padded": f" {claimed} ",
-                "without the prefix": template.event_type,
-                "another topic's type": "io.dealflow.lead.captured.v1"
-                if topic is not Topic.LEADS
-                else "io.dealflow.activity.demo_held.v1",
-            }[variant]
-            if variant == "another topic's type":
-                return [
-                    probe(
-                        ctx,
-                        "ce_type",
-                        variant,
-                        template,
-                        headers={"ce_type": header},
-                        event_type=header,
-                        allowed=SETTLED | NO_EFFECT,
-                    )
-                ]
-            return [
-                probe(
-                    ctx,
-                    "ce_type",
-                    variant,
-                    template,
-                    headers={"ce_type": header},
-                    event_type=None,
-                    allowed=DEAD,
-                )
-            ]
-
-        return make
-
-    return build()
+    return make
 
 
-def envelope_attributes(topic: Topic) -> st.SearchStrategy[Builder]:
+# What each variant changes in the CloudEvents headers (None drops one).
+ENVELOPE_CHANGES: dict[str, dict[str, str | None]] = {
+    "specversion 0.3": {"ce_specversion": "0.3"},
+    "specversion 2.0": {"ce_specversion": "2.0"},
+    "no specversion": {"ce_specversion": None},
+    "specversion '1.0 '": {"ce_specversion": "1.0 "},
+    "content-type xml": {"content_type": "application/xml"},
+    "content-type text/plain": {"content_type": "text/plain"},
+    "structured mode": {"content_type": "application/cloudevents+json"},
+    "charset=utf-16 with a UTF-16 body": {"content_type": "application/json; charset=utf-16"},
+    "charset=utf-16 with a UTF-8 body": {"content_type": "application/json; charset=utf-16"},
+    "upper-case content-type": {"content_type": "APPLICATION/JSON"},
+    "no content-type": {"content_type": None},
+    "no ce_id": {"ce_id": None},
+    "empty ce_id": {"ce_id": ""},
+    "no ce_source": {"ce_source": None},
+    "ce_id of 10,000 characters": {"ce_id": "i" * 10_000},
+}
+# A service may read these as the valid record they otherwise are; the rest it must dead-letter.
+ENVELOPE_READABLE = {
+    "charset=utf-16 with a UTF-8 body",
+    "upper-case content-type",
+    "no content-type",
+    "ce_id of 10,000 characters",
+}
+
+
+@hostile_class()
+def envelope_attributes(draw: st.DrawFn) -> Make:
     """Wrong or missing specversion, content-type, id and source."""
+    variant = draw(st.sampled_from(list(ENVELOPE_CHANGES)))
+    return lambda draft: draft.probe(
+        variant,
+        headers=ENVELOPE_CHANGES[variant],
+        value=_as_utf16 if variant == "charset=utf-16 with a UTF-16 body" else ...,
+        allowed=draft.template.any_outcome if variant in ENVELOPE_READABLE else DEAD,
+    )
 
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        variant = draw(
-            st.sampled_from(
-                [
-                    "specversion 0.3",
-                    "specversion 2.0",
-                    "no specversion",
-                    "specversion '1.0 '",
-                    "content-type xml",
-                    "content-type text/plain",
-                    "structured mode",
-                    "charset=utf-16 with a UTF-16 body",
-                    "charset=utf-16 with a UTF-8 body",
-                    "upper-case content-type",
-                    "no content-type",
-                    "no ce_id",
-                    "empty ce_id",
-                    "no ce_source",
-                    "ce_id of 10,000 characters",
-                ]
-            )
+
+def _under_headers(record: Probe, headers: Iterable[tuple[str, bytes | None]], variant: str) -> Probe:
+    """The record under other headers than its CloudEvents ones: it claims no type and no id."""
+    return replace(record, variant=variant, headers=tuple(headers), event_type=None, ce_id=None)
+
+
+@hostile_class()
+def empty_and_tombstone(draw: st.DrawFn) -> Make:
+    value = draw(st.sampled_from([b"", None, b" ", b"\n", b"null", b"{}"]))
+    with_headers = draw(st.booleans())
+    label = {None: "tombstone (null value)", b"": "empty value"}.get(value, f"value {value!r}")
+
+    def make(draft: Draft) -> Probe:
+        record = draft.probe(f"{label}, CloudEvents headers", value=value, allowed=DEAD)
+        return record if with_headers else _under_headers(record, (), f"{label}, no headers")
+
+    return make
+
+
+@hostile_class()
+def garbage_bytes(draw: st.DrawFn) -> Make:
+    raw = draw(st.binary(min_size=1, max_size=3_000))
+    headers = draw(
+        st.one_of(
+            st.just(None), st.lists(st.tuples(st.text(max_size=12), st.binary(max_size=30)), max_size=6)
         )
+    )
 
-        def make(ctx: Context) -> list[Probe]:
-            headers: dict[str, bytes | str | None] = {}
-            value: object = ...
-            allowed = DEAD
-            if variant.startswith("specversion") or variant == "no specversion":
-                headers["ce_specversion"] = {
-                    "specversion 0.3": "0.3",
-                    "specversion 2.0": "2.0",
-                    "no specversion": None,
-                }.get(variant, "1.0 ")
-            elif variant == "content-type xml":
-                headers["content_type"] = "application/xml"
-            elif variant == "content-type text/plain":
-                headers["content_type"] = "text/plain"
-            elif variant == "structured mode":
-                headers["content_type"] = "application/cloudevents+json"
-            elif variant == "charset=utf-16 with a UTF-16 body":
-                headers["content_type"] = "application/json; charset=utf-16"
-                value = lambda body: body.decode().encode("utf-16")  # noqa: E731
-            elif variant == "charset=utf-16 with a UTF-8 body":
-                headers["content_type"] = "application/json; charset=utf-16"
-                allowed = DEAD | SETTLED | template.allowed_valid
-            elif variant == "upper-case content-type":
-                headers["content_type"] = "APPLICATION/JSON"
-                allowed = DEAD | SETTLED | template.allowed_valid
-            elif variant == "no content-type":
-                headers["content_type"] = None
-                allowed = DEAD | SETTLED | template.allowed_valid
-            elif variant == "no ce_id":
-                headers["ce_id"] = None
-            elif variant == "empty ce_id":
-                headers["ce_id"] = ""
-            elif variant == "no ce_source":
-                headers["ce_source"] = None
-            else:
-                headers["ce_id"] = "i" * 10_000
-                allowed = DEAD | SETTLED | template.allowed_valid
-            return [
-                probe(
-                    ctx,
-                    "envelope_attributes",
-                    variant,
-                    template,
-                    headers=headers,
-                    value=value,
-                    allowed=allowed,
-                )
-            ]
+    def make(draft: Draft) -> Probe:
+        record = draft.probe(f"{len(raw)} random bytes", value=raw, allowed=DEAD)
+        if headers is None:
+            return record
+        return _under_headers(record, headers, f"{len(raw)} random bytes, random headers")
 
-        return make
-
-    return build()
+    return make
 
 
-def empty_and_tombstone(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        value = draw(st.sampled_from([b"", None, b" ", b"\n", b"null", b"{}"]))
-        with_headers = draw(st.booleans())
-
-        def make(ctx: Context) -> list[Probe]:
-            base = probe(ctx, "empty_and_tombstone", "", template, value=value, allowed=DEAD)
-            headers = base.headers if with_headers else ()
-            label = {None: "tombstone (null value)", b"": "empty value"}.get(value, f"value {value!r}")
-            return [
-                replace(
-                    base,
-                    variant=f"{label}, {'CloudEvents headers' if with_headers else 'no headers'}",
-                    headers=headers,
-                    event_type=base.event_type if with_headers else None,
-                    ce_id=base.ce_id if with_headers else None,
-                )
-            ]
-
-        return make
-
-    return build()
-
-
-def garbage_bytes(topic: Topic) -> st.SearchStrategy[Builder]:
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        raw = draw(st.binary(min_size=1, max_size=3_000))
-        headers = draw(
-            st.one_of(
-                st.just(None), st.lists(st.tuples(st.text(max_size=12), st.binary(max_size=30)), max_size=6)
-            )
-        )
-
-        def make(ctx: Context) -> list[Probe]:
-            base = probe(ctx, "garbage_bytes", f"{len(raw)} random bytes", template, value=raw, allowed=DEAD)
-            if headers is None:
-                return [base]
-            return [
-                replace(
-                    base,
-                    variant=f"{len(raw)} random bytes, random headers",
-                    headers=tuple(headers),
-                    event_type=None,
-                    ce_id=None,
-                )
-            ]
-
-        return make
-
-    return build()
-
-
-def json_shapes(topic: Topic) -> st.SearchStrategy[Builder]:
+@hostile_class()
+def json_shapes(draw: st.DrawFn) -> Make:
     """Valid JSON of the wrong shape, JSON's odd corners, Python's JSON extensions."""
 
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(templates_of(topic))
-        variant = draw(
-            st.sampled_from(
-                [
-                    "array",
-                    "number",
-                    "string",
-                    "null",
-                    "true",
-                    "NaN",
-                    "Infinity in a field",
-                    "NaN in a float field",
-                    "duplicate key",
-                    "wrong types",
-                    "1e400 in a field",
-                    "trailing garbage",
-                    "comments",
-                    "single quotes",
-                    "ids as numbers",
-                ]
-            )
-        )
+    def float_field(template: Template) -> str:  # a stage change's one float is its probability
+        return {"stage": "probability"}.get(template.name, template.int_field("x_float"))
 
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("json_shapes")
-            payload = template.payload(n)
-            body = render(payload)
-            allowed = DEAD
-            value: bytes | None = None
-            if variant in ("array", "number", "string", "null", "true", "NaN"):
-                value = {
-                    "array": b"[" + body + b"]",
-                    "number": b"42",
-                    "string": b'"event"',
-                    "null": b"null",
-                    "true": b"true",
-                    "NaN": b"NaN",
-                }[variant]
-            elif variant == "Infinity in a field":
-                value, allowed = render(set_path(payload, "x_float", Raw("Infinity"))), DEAD | SETTLED
-            elif variant == "NaN in a float field":
-                path = {"stage": "probability"}.get(
-                    template.name, template.int_paths[0] if template.int_paths else "x_float"
-                )
-                value, allowed = render(set_path(payload, path, Raw("NaN"))), DEAD | SETTLED
-            elif variant == "duplicate key":
-                key_field = template.key_field
-                value = body[:-1] + f',"{key_field}":"{template.partition_key(payload)}-dup"}}'.encode()
-                allowed = DEAD | SETTLED
-            elif variant == "wrong types":
-                value = render({name: [item] for name, item in payload.items()})
-            elif variant == "1e400 in a field":
-                path = template.int_paths[0] if template.int_paths else "x_float"
-                value, allowed = render(set_path(payload, path, Raw("1e400"))), DEAD | SETTLED
-            elif variant == "trailing garbage":
-                value = body + b"}{"
-            elif variant == "comments":
-                value = b"/* hi */" + body
-            elif variant == "single quotes":
-                value = body.replace(b'"', b"'")
-            else:
-                value = render(set_path(payload, template.key_field, Raw("12345")))
-                allowed = DEAD | SETTLED
-            if allowed != DEAD:
-                allowed |= template.allowed_valid
-            return [
-                probe(
-                    ctx, "json_shapes", variant, template, n=n, payload=payload, value=value, allowed=allowed
-                )
-            ]
+    # variant -> the record's value, made from the draft's valid payload
+    values: dict[str, Callable[[Draft], bytes]] = {
+        "array": lambda draft: b"[" + render(draft.payload) + b"]",
+        "number": lambda draft: b"42",
+        "string": lambda draft: b'"event"',
+        "null": lambda draft: b"null",
+        "true": lambda draft: b"true",
+        "NaN": lambda draft: b"NaN",
+        "Infinity in a field": lambda draft: render(draft.payload_with("x_float", Raw("Infinity"))),
+        "NaN in a float field": lambda draft: render(
+            draft.payload_with(float_field(draft.template), Raw("NaN"))
+        ),
+        "duplicate key": lambda draft: (
+            render(draft.payload)[:-1]
+            + f',"{draft.template.key_field}":"{draft.template.partition_key(draft.payload)}-dup"}}'.encode()
+        ),
+        "wrong types": lambda draft: render({name: [item] for name, item in draft.payload.items()}),
+        "1e400 in a field": lambda draft: render(
+            draft.payload_with(draft.template.int_field("x_float"), Raw("1e400"))
+        ),
+        "trailing garbage": lambda draft: render(draft.payload) + b"}{",
+        "comments": lambda draft: b"/* hi */" + render(draft.payload),
+        "single quotes": lambda draft: render(draft.payload).replace(b'"', b"'"),
+        "ids as numbers": lambda draft: render(draft.payload_with(draft.template.key_field, Raw("12345"))),
+    }
+    # Parsers may take these for the valid record (or a valid one); the rest is not a record at all.
+    readable = {
+        "Infinity in a field",
+        "NaN in a float field",
+        "duplicate key",
+        "1e400 in a field",
+        "ids as numbers",
+    }
+    variant = draw(st.sampled_from(list(values)))
 
-        return make
+    def make(draft: Draft) -> Probe:
+        allowed = draft.template.any_outcome if variant in readable else DEAD
+        return draft.probe(variant, value=values[variant](draft), allowed=allowed)
 
-    return build()
+    return make
 
 
-def orphan_activity(topic: Topic) -> st.SearchStrategy[Builder]:
+@hostile_class(among=("touch", "objection", "demo", "task", "usage"))
+def orphan_activity(draw: st.DrawFn) -> Make:
     """A valid activity for a deal that never opens: it waits, then is dead-lettered (deal_never_opened)."""
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        template = draw(
-            st.sampled_from([BY_NAME[name] for name in ("touch", "objection", "demo", "task", "usage")])
-        )
-
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("orphan_activity")
-            payload = set_path(template.payload(n), "deal_id", f"orphan-{template.name}-{n}")
-            return [
-                probe(
-                    ctx,
-                    "orphan_activity",
-                    f"{template.event_type} for a deal never opened",
-                    template,
-                    n=n,
-                    payload=payload,
-                    allowed=DEAD,
-                    phase=0,
-                )
-            ]
-
-        return make
-
-    return build()
+    return lambda draft: draft.probe(
+        f"{draft.template.event_type} for a deal never opened",
+        payload=draft.payload_with("deal_id", f"orphan-{draft.template.name}-{draft.n}"),
+        allowed=DEAD,
+        phase=0,
+    )
 
 
-def rule_breaks(topic: Topic) -> st.SearchStrategy[Builder]:
+@hostile_class(template="touch")
+def rule_breaks(draw: st.DrawFn) -> Make:
     """Valid activities a stage's rules refuse: each is answered by activity.rejected.v1, and only that."""
+    at = BASE_TIME
+    refused: dict[str, Callable[[int], Event]] = {
+        "unknown quote version": lambda n: ProposalAccepted(
+            deal_id=HX_PROP[n % 4], occurred_at=at, quote_version=99
+        ),
+        "unknown loss reason": lambda n: DealLostReported(
+            deal_id=HX_PROP[n % 4], occurred_at=at, reason_code="aliens"
+        ),
+        "unknown objection": lambda n: ObjectionResolved(
+            deal_id=HX_PROP[n % 4], occurred_at=at, objection_id="never"
+        ),
+        "unknown task": lambda n: OnboardingTaskCompleted(
+            deal_id=HX_ONB[n % 4], occurred_at=at, task="no_such_task"
+        ),
+        "required task skipped": lambda n: OnboardingTaskSkipped(
+            deal_id=HX_ONB[n % 4], occurred_at=at, task="go_live", reason="hostile"
+        ),
+        "unknown framework": lambda n: DiscoveryCallLogged(
+            deal_id=HX_QUAL[n % 4], occurred_at=at, framework="NOPE"
+        ),
+    }
+    kind = draw(st.sampled_from(list(refused)))
+    actor = draw(st.text(st.characters(codec="utf-8", categories=["L", "N"]), min_size=1, max_size=20))
 
-    def refused(n: int, kind: str, actor: str) -> tuple[str, dict[str, Any]]:
-        at = BASE_TIME
-        event: Event = {
-            "unknown quote version": ProposalAccepted(
-                deal_id=HX_PROP[n % 4], occurred_at=at, quote_version=99
-            ),
-            "unknown loss reason": DealLostReported(
-                deal_id=HX_PROP[n % 4], occurred_at=at, reason_code="aliens"
-            ),
-            "unknown objection": ObjectionResolved(
-                deal_id=HX_PROP[n % 4], occurred_at=at, objection_id="never"
-            ),
-            "unknown task": OnboardingTaskCompleted(
-                deal_id=HX_ONB[n % 4], occurred_at=at, task="no_such_task"
-            ),
-            "required task skipped": OnboardingTaskSkipped(
-                deal_id=HX_ONB[n % 4], occurred_at=at, task="go_live", reason="hostile"
-            ),
-            "unknown framework": DiscoveryCallLogged(
-                deal_id=HX_QUAL[n % 4], occurred_at=at, framework="NOPE"
-            ),
-        }[kind]
-        payload = _dump(event) | {"actor": actor}
-        return event.TYPE.removeprefix("io.dealflow."), payload
-
-    @st.composite
-    def build(draw: st.DrawFn) -> Builder:
-        kind = draw(
-            st.sampled_from(
-                [
-                    "unknown quote version",
-                    "unknown loss reason",
-                    "unknown objection",
-                    "unknown task",
-                    "required task skipped",
-                    "unknown framework",
-                ]
-            )
+    def make(draft: Draft) -> Probe:
+        event = refused[kind](draft.n)
+        return draft.probe(
+            kind,
+            template=_activity(event.TYPE.removeprefix("io.dealflow.")),
+            payload=_dump(event) | {"actor": actor},
+            allowed=frozenset({"rejected"}),
         )
-        actor = draw(st.text(st.characters(codec="utf-8", categories=["L", "N"]), min_size=1, max_size=20))
 
-        def make(ctx: Context) -> list[Probe]:
-            n = ctx.number("rule_breaks")
-            event_type, payload = refused(n, kind, actor)
-            template = replace(BY_NAME["touch"], event_type=event_type)
-            return [
-                probe(
-                    ctx, "rule_breaks", kind, template, n=n, payload=payload, allowed=frozenset({"rejected"})
-                )
-            ]
+    return make
 
-        return make
-
-    return build()
-
-
-BY_NAME = {template.name: template for template in TEMPLATES}
 
 # class name -> (strategy factory, topics it is tried on, examples per topic)
 CLASSES: dict[str, tuple[Callable[[Topic], st.SearchStrategy[Builder]], Sequence[Topic], int]] = {
-    "deep_nesting": (deep_nesting, list(BY_TOPIC), 2),
-    "huge_integer_digits": (huge_integer_digits, list(BY_TOPIC), 3),
-    "int_beyond_64_bits": (int_beyond_64_bits, list(BY_TOPIC), 3),
-    "non_utf8_body": (non_utf8_body, list(BY_TOPIC), 3),
-    "document_keys": (document_keys, list(BY_TOPIC), 3),
-    "non_utf8_header": (non_utf8_header, list(BY_TOPIC), 3),
-    "null_header": (null_header, list(BY_TOPIC), 2),
-    "header_confusion": (header_confusion, list(BY_TOPIC), 3),
+    "deep_nesting": (deep_nesting, ALL_TOPICS, 2),
+    "huge_integer_digits": (huge_integer_digits, ALL_TOPICS, 3),
+    "int_beyond_64_bits": (int_beyond_64_bits, ALL_TOPICS, 3),
+    "non_utf8_body": (non_utf8_body, ALL_TOPICS, 3),
+    "document_keys": (document_keys, ALL_TOPICS, 3),
+    "non_utf8_header": (non_utf8_header, ALL_TOPICS, 3),
+    "null_header": (null_header, ALL_TOPICS, 2),
+    "header_confusion": (header_confusion, ALL_TOPICS, 3),
     "key_mismatch": (key_mismatch, DEAL_TOPICS, 3),
     "wrong_partition": (wrong_partition, DEAL_TOPICS, 3),
-    "huge_string": (huge_string, list(BY_TOPIC), 2),
-    "unicode_edges": (unicode_edges, list(BY_TOPIC), 3),
-    "huge_list": (huge_list, list(BY_TOPIC), 2),
+    "huge_string": (huge_string, ALL_TOPICS, 2),
+    "unicode_edges": (unicode_edges, ALL_TOPICS, 3),
+    "huge_list": (huge_list, ALL_TOPICS, 2),
     # Not on the deadlines topic: a deadline that changes nothing is not recorded, so no id is taken.
     "id_conflict": (id_conflict, [t for t in DEAL_TOPICS if t is not Topic.DEADLINES], 2),
     "deadline_forgery": (deadline_forgery, [Topic.DEADLINES], 18),
-    "ce_time": (ce_time, list(BY_TOPIC), 3),
-    "ce_type": (ce_type, list(BY_TOPIC), 3),
-    "envelope_attributes": (envelope_attributes, list(BY_TOPIC), 3),
-    "empty_and_tombstone": (empty_and_tombstone, list(BY_TOPIC), 2),
-    "garbage_bytes": (garbage_bytes, list(BY_TOPIC), 2),
-    "json_shapes": (json_shapes, list(BY_TOPIC), 3),
+    "ce_time": (ce_time, ALL_TOPICS, 3),
+    "ce_type": (ce_type, ALL_TOPICS, 3),
+    "envelope_attributes": (envelope_attributes, ALL_TOPICS, 3),
+    "empty_and_tombstone": (empty_and_tombstone, ALL_TOPICS, 2),
+    "garbage_bytes": (garbage_bytes, ALL_TOPICS, 2),
+    "json_shapes": (json_shapes, ALL_TOPICS, 3),
     "orphan_activity": (orphan_activity, [Topic.ACTIVITIES], 6),
     "rule_breaks": (rule_breaks, [Topic.ACTIVITIES], 12),
 }
 
 
 def _known() -> list[Builder]:
-    def nesting(ctx: Context) -> list[Probe]:
-        template = BY_NAME["lead"]
-        n = ctx.number("deep_nesting")
-        payload = set_path(template.payload(n), "x_nested", Raw(_nest(100_000, "array")))
-        return [
-            probe(
-                ctx,
-                "deep_nesting",
-                "known: 100,000 deep in an ignored field",
-                template,
-                n=n,
-                payload=payload,
-                allowed=SETTLED | DEAD,
-            )
-        ]
-
-    def digits(ctx: Context) -> list[Probe]:
-        template = BY_NAME["touch"]
-        n = ctx.number("huge_integer_digits")
-        payload = set_path(template.payload(n), "x_ignored", Raw("7" * 5_000))
-        return [
-            probe(
-                ctx,
-                "huge_integer_digits",
-                "known: 5,000 digits in an ignored field",
-                template,
-                n=n,
-                payload=payload,
-                allowed=SETTLED,
-            )
-        ]
-
-    def employees(ctx: Context) -> list[Probe]:
-        template = BY_NAME["lead"]
-        n = ctx.number("int_beyond_64_bits")
-        payload = set_path(template.payload(n), "employees", Raw(str(10**30)))
-        return [
-            probe(
-                ctx,
-                "int_beyond_64_bits",
-                "known: lead employees 10**30",
-                template,
-                n=n,
-                payload=payload,
-                allowed=SETTLED,
-            )
-        ]
-
-    def utf16(ctx: Context) -> list[Probe]:
-        template = BY_NAME["lead"]
-        return [
-            probe(
-                ctx,
-                "non_utf8_body",
-                "known: UTF-16 body",
-                template,
-                value=lambda body: body.decode().encode("utf-16"),
-                allowed=DEAD,
-            )
-        ]
-
-    def oversized(ctx: Context) -> list[Probe]:
-        template = BY_NAME["demo"]
-        n = ctx.number("huge_string")
-        payload = set_path(template.payload(n), "x_text", "z" * 1_500_000)
-        return [
-            probe(
-                ctx,
-                "huge_string",
-                "known: a 1.5 MB record (over the 1 MiB limit)",
-                template,
-                n=n,
-                payload=payload,
-                allowed=DEAD,
-            )
-        ]
-
-    def null_type(ctx: Context) -> list[Probe]:
-        base = probe(ctx, "null_header", "", BY_NAME["lead"], allowed=DEAD)
-        headers = tuple((name, None if name == "ce_type" else value) for name, value in base.headers)
-        return [replace(base, variant="known: ce_type without a value", headers=headers, event_type=None)]
-
-    def charset(ctx: Context) -> list[Probe]:
-        return [
-            probe(
-                ctx,
-                "envelope_attributes",
-                "known: charset=utf-16 with a UTF-16 body",
-                BY_NAME["touch"],
-                headers={"content_type": "application/json; charset=utf-16"},
-                value=lambda body: body.decode().encode("utf-16"),
-                allowed=DEAD,
-            )
-        ]
-
-    def dotted_objection(ctx: Context) -> list[Probe]:
-        template = BY_NAME["objection"]
-        n = ctx.number("document_keys")
-        payload = set_path(template.payload(n), "objection_id", f"obj.{n}.a")
-        return [
-            probe(
-                ctx,
-                "document_keys",
-                "known: objection_id with dots (a key of the deal's objections)",
-                template,
-                n=n,
-                payload=payload,
-                allowed=SETTLED,
-            )
-        ]
+    def one_field(
+        cls: str, template: str, variant: str, path: str, value: object, allowed: frozenset[str]
+    ) -> Builder:
+        return _builder(
+            cls,
+            BY_NAME[template],
+            lambda draft: draft.probe(variant, payload=draft.payload_with(path, value), allowed=allowed),
+        )
 
     return [
-        nesting,
-        digits,
-        employees,
-        utf16,
-        oversized,
-        null_type,
-        charset,
-        dotted_objection,
+        one_field(
+            "deep_nesting",
+            "lead",
+            "known: 100,000 deep in an ignored field",
+            "x_nested",
+            Raw(_nest(100_000, "array")),
+            SETTLED | DEAD,
+        ),
+        one_field(
+            "huge_integer_digits",
+            "touch",
+            "known: 5,000 digits in an ignored field",
+            "x_ignored",
+            Raw("7" * 5_000),
+            SETTLED,
+        ),
+        one_field(
+            "int_beyond_64_bits",
+            "lead",
+            "known: lead employees 10**30",
+            "employees",
+            Raw(str(10**30)),
+            SETTLED,
+        ),
+        _builder(
+            "non_utf8_body",
+            BY_NAME["lead"],
+            lambda draft: draft.probe("known: UTF-16 body", value=_as_utf16, allowed=DEAD),
+        ),
+        one_field(
+            "huge_string",
+            "demo",
+            "known: a 1.5 MB record (over the 1 MiB limit)",
+            "x_text",
+            "z" * 1_500_000,
+            DEAD,
+        ),
+        _builder(
+            "null_header",
+            BY_NAME["lead"],
+            lambda draft: _null_header(draft, "ce_type", "known: ce_type without a value"),
+        ),
+        _builder(
+            "envelope_attributes",
+            BY_NAME["touch"],
+            lambda draft: draft.probe(
+                "known: charset=utf-16 with a UTF-16 body",
+                headers=ENVELOPE_CHANGES["charset=utf-16 with a UTF-16 body"],
+                value=_as_utf16,
+                allowed=DEAD,
+            ),
+        ),
+        _builder(
+            "document_keys",
+            BY_NAME["objection"],
+            lambda draft: draft.probe(
+                "known: objection_id with dots (a key of the deal's objections)",
+                payload=draft.payload_with("objection_id", f"obj.{draft.n}.a"),
+                allowed=SETTLED,
+            ),
+        ),
         *_fixed_forgeries(),
     ]
 
