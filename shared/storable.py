@@ -10,25 +10,42 @@ MAX_DEPTH = 40
 INT64 = (-(2**63), 2**63 - 1)
 
 
-def storable_problem(value: Any, path: str = "") -> str | None:
+def storable_problem(value: Any) -> str | None:
     """Why the database could not store this JSON-like value (or None): BSON has 64-bit integers, and
     document keys may hold no dots, no leading dollar and no NUL."""
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
-    while stack:
-        item, where, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return f"{where or '<root>'}: nested deeper than {MAX_DEPTH}"
-        if isinstance(item, bool):
-            continue
-        if isinstance(item, int) and not INT64[0] <= item <= INT64[1]:
-            return f"{where or '<root>'}: integer beyond 64 bits"
-        if isinstance(item, float) and not math.isfinite(item):
-            return f"{where or '<root>'}: not a finite number"
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if not isinstance(key, str) or "." in key or key.startswith("$") or "\x00" in key:
-                    return f"{where or '<root>'}: {str(key)[:60]!r} cannot be a document key"
-                stack.append((child, f"{where}.{key}" if where else key, depth + 1))
-        elif isinstance(item, list | tuple):
-            stack.extend((child, f"{where}[{index}]", depth + 1) for index, child in enumerate(item))
+    found = _problem(value, 0)
+    if found is None:
+        return None
+    path, reason = found
+    return f"{'.'.join(reversed(path)) or '<root>'}: {reason}"
+
+
+def _problem(item: Any, depth: int) -> tuple[list[str], str] | None:
+    # The path is built only for the value at fault: this runs on every stored state.
+    if depth > MAX_DEPTH:
+        return [], f"nested deeper than {MAX_DEPTH}"
+    kind = type(item)
+    if kind is dict:
+        for key, child in item.items():
+            if type(key) is not str or "." in key or key.startswith("$") or "\x00" in key:
+                return [], f"{str(key)[:60]!r} cannot be a document key"
+            if type(child) in _SCALARS:
+                continue
+            found = _problem(child, depth + 1)
+            if found is not None:
+                found[0].append(key)
+                return found
+    elif kind is list or kind is tuple:
+        for index, child in enumerate(item):
+            found = _problem(child, depth + 1)
+            if found is not None:
+                found[0].append(f"[{index}]")
+                return found
+    elif kind is int and not INT64[0] <= item <= INT64[1]:
+        return [], "integer beyond 64 bits"
+    elif kind is float and not math.isfinite(item):
+        return [], "not a finite number"
     return None
+
+
+_SCALARS = frozenset({str, bool, type(None)})

@@ -226,6 +226,29 @@ def document_bytes(aggregate: Aggregate) -> int:
     return len(bson.encode(_to_document(aggregate)))
 
 
+def estimated_document_bytes(aggregate: Aggregate) -> int:
+    """`document_bytes` without encoding all of it, less what the hashed subject keys add (at most twice
+    the emails they hash, which the state, parked and outbox bytes count once)."""
+    return (
+        1024
+        + len(bson.encode({"state": aggregate.state}))
+        + sum(
+            len(record.key) + len(record.value) + _headers_bytes(record.headers)
+            for record in aggregate.outbox
+        )
+        + sum(len(parked.value) + _headers_bytes(parked.headers) + 128 for parked in aggregate.parked)
+        + sum(64 + len(event_id) for event_id, _ in aggregate.applied)
+        + sum(32 + len(activity) for activity in aggregate.activities)
+        + sum(64 + len(topic) for topic, _, _ in aggregate.watermarks)
+        + sum(64 + len(deadline_id) for deadline_id, _ in aggregate.deadlines)
+        + sum(len(name) + len(value) for name, value in aggregate.trace.items())
+    )
+
+
+def _headers_bytes(headers: dict[str, str]) -> int:
+    return sum(32 + len(name) + len(value.encode()) for name, value in headers.items())
+
+
 def _to_document(aggregate: Aggregate) -> Document:
     return {
         "_id": aggregate.id,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -64,11 +65,10 @@ class ProspectingFacts:
         }
         period = routing_period(now, self.playbook.routing)
         load_ids = [f"{period}:{rep.name}" for team in self.playbook.routing.teams for rep in team.reps]
-        claims = {doc["_id"]: doc async for doc in self.claims.find({"_id": {"$in": sorted(keys)}})}
-        loads = {
-            doc["_id"].split(":", 1)[1]: doc["count"]
-            async for doc in self.rep_loads.find({"_id": {"$in": load_ids}})
-        }
+        # One lookup by `_id` each, concurrently: FerretDB 1.24 answers `_id: {$in: [...]}` by reading the
+        # whole collection, and an equality on `_id` from its index (see deploy/local/infra.sh).
+        claims = {doc["_id"]: doc for doc in await _by_ids(self.claims, sorted(keys))}
+        loads = {doc["_id"].split(":", 1)[1]: doc["count"] for doc in await _by_ids(self.rep_loads, load_ids)}
         self._start_batch(claims, loads, period)
 
     def gather(self, event: Event, now: datetime) -> KnownLeads:
@@ -185,3 +185,8 @@ def definition() -> StageDefinition:
         opening_events=frozenset({LeadCaptured}),
         facts=lambda database: ProspectingFacts(database, playbook),
     )
+
+
+async def _by_ids(collection: AsyncCollection[Document], ids: Sequence[str]) -> list[Document]:
+    found = await asyncio.gather(*(collection.find_one({"_id": key}) for key in ids))
+    return [document for document in found if document is not None]

@@ -31,7 +31,7 @@ from shared.runtime.dead_letters import Source
 from shared.runtime.definition import StageDefinition
 from shared.runtime.faults import PermanentFault
 from shared.storable import storable_problem
-from shared.store import Aggregate, ParkedRecord, document_bytes
+from shared.store import Aggregate, ParkedRecord, document_bytes, estimated_document_bytes
 
 PARKED_EXPIRY = "parked_expiry"
 DEAL_NEVER_OPENED = "deal_never_opened"
@@ -266,6 +266,9 @@ def _expire_parked(
 
 
 def _within_document_limit(aggregate: Aggregate, context: Context) -> Aggregate:
+    limit = context.limits.max_document_bytes
+    if 3 * estimated_document_bytes(aggregate) < limit:
+        return aggregate  # the exact size costs a full encoding: only near the limit is it worth it
     size = document_bytes(aggregate)
     if size > context.limits.max_document_bytes:
         raise PermanentFault(
