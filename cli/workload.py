@@ -82,8 +82,9 @@ def scripted_deals(count: int, *, prefix: str = "deal", seed: int = 7) -> list[S
     ]
 
 
-def _script(deal_id: str, outcome: str, at: datetime) -> ScriptedDeal:
-    lead = LeadCaptured(
+def scripted_lead(deal_id: str, outcome: str, source: str) -> LeadCaptured:
+    """The lead of a scripted deal: invalid, not a fit, or a fit whose activities decide the rest."""
+    return LeadCaptured(
         lead_id=deal_id,
         email="not-an-email" if outcome == "invalid" else f"buyer@{deal_id}.example",
         title="CTO",
@@ -91,8 +92,12 @@ def _script(deal_id: str, outcome: str, at: datetime) -> ScriptedDeal:
         country="DE",
         employees=300,
         industry="gambling" if outcome == "not_a_fit" else "software",
-        source="load_test",
+        source=source,
     )
+
+
+def _script(deal_id: str, outcome: str, at: datetime) -> ScriptedDeal:
+    lead = scripted_lead(deal_id, outcome, source="load_test")
     events: list[Event] = [lead]
     if outcome == "disqualified":
         events.append(

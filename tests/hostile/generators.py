@@ -28,6 +28,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from cli.workload import scripted_lead
 from contracts import Event, Topic
 from contracts.events import (
     Company,
@@ -132,16 +133,7 @@ class Journey:
 
 
 def lead(deal_id: str, outcome: str = "won") -> LeadCaptured:
-    return LeadCaptured(
-        lead_id=deal_id,
-        email="not-an-email" if outcome == "invalid" else f"buyer@{deal_id}.example",
-        title="CTO",
-        company_name=f"Company {deal_id}",
-        country="DE",
-        employees=300,
-        industry="gambling" if outcome == "not_a_fit" else "software",
-        source="hostile_suite",
-    )
+    return scripted_lead(deal_id, outcome, source="hostile_suite")
 
 
 def journey(deal_id: str, outcome: str) -> Journey:
