@@ -74,9 +74,7 @@ def _json(body: dict[str, Any], status: int = 200) -> AsgiResponse:
 
 async def readiness(service: OperatedService) -> dict[str, Any]:
     """What /readyz reports: each check, and whether all of them pass."""
-    kafka, database = await asyncio.gather(
-        service.broker.ping(timeout=CHECK_TIMEOUT_SECONDS), _database_answers(service)
-    )
+    kafka, database = await server_checks(service)
     checks = {
         "started": service.started,
         # A record whose write or publish is being retried holds its partition: not ready meanwhile.
@@ -87,6 +85,14 @@ async def readiness(service: OperatedService) -> dict[str, Any]:
         "partitions_assigned": len(service.consumer_assignment()),
     }
     return {"ready": all(checks.values()), "checks": checks}
+
+
+async def server_checks(service: OperatedService) -> tuple[bool, bool]:
+    """Whether the broker and the database answer a ping, each within CHECK_TIMEOUT_SECONDS."""
+    kafka, database = await asyncio.gather(
+        service.broker.ping(timeout=CHECK_TIMEOUT_SECONDS), _database_answers(service)
+    )
+    return bool(kafka), database
 
 
 async def _database_answers(service: OperatedService) -> bool:

@@ -31,7 +31,7 @@ from shared.kafka import ensure_topics, make_broker, partition_of
 from shared.logging import configure_logging
 from shared.metrics import StageMetrics
 from shared.mongo import make_client, service_database
-from shared.operations import operations_routes
+from shared.operations import operations_routes, server_checks
 from shared.runtime.batch import Batches
 from shared.runtime.cache import AggregateCache, PartitionsMoved
 from shared.runtime.deadlines import Announcer, DeadlineIndex
@@ -302,12 +302,7 @@ class StageService:
         await self.mongo.close()
 
     async def _servers_answer(self) -> bool:
-        try:
-            kafka = await self.broker.ping(timeout=2.0)
-            await asyncio.wait_for(self.database.command("ping"), 2.0)
-        except Exception:
-            return False
-        return bool(kafka)
+        return all(await server_checks(self))
 
     @property
     def http_port(self) -> int:
