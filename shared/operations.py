@@ -32,7 +32,10 @@ class _Database(Protocol):
 
 
 class _Outbox(Protocol):
-    async def pending_outbox_count(self) -> int: ...
+    @property
+    def backlog(self) -> int:
+        """Aggregates whose stored events may not have reached the broker yet, known in memory."""
+        ...
 
 
 class OperatedService(Protocol):
@@ -58,7 +61,7 @@ class OperatedService(Protocol):
     def database(self) -> _Database: ...
 
     @property
-    def store(self) -> _Outbox: ...
+    def outbox(self) -> _Outbox: ...
 
     @property
     def metrics(self) -> StageMetrics: ...
@@ -110,11 +113,7 @@ async def refresh_gauges(service: OperatedService) -> None:
     for partition, lag in (await service.consumer_lag()).items():
         metrics.consumer_lag.labels(name, partition.topic, str(partition.partition)).set(lag)
     metrics.assigned_partitions.labels(name).set(len(service.consumer_assignment()))
-    try:
-        backlog = await asyncio.wait_for(service.store.pending_outbox_count(), CHECK_TIMEOUT_SECONDS)
-    except Exception:
-        return  # keep the last known value; the database check in /readyz tells why
-    metrics.outbox_backlog.labels(name).set(backlog)
+    metrics.outbox_backlog.labels(name).set(service.outbox.backlog)
 
 
 def operations_routes(service: OperatedService) -> list[tuple[str, ASGIApp]]:

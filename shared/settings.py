@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         default=500, ge=1, description="Records applied per bulk write and commit."
     )
     batch_wait_ms: int = Field(default=20, ge=0, description="How long a poll waits to fill a batch.")
+    cache_max_bytes: int = Field(
+        default=24 * 1024 * 1024,
+        ge=0,
+        description="Stored size of the aggregates a stage keeps in memory (their next event needs no read).",
+    )
     timer_tick_seconds: float = Field(
         default=5.0,
         gt=0,

@@ -1,14 +1,16 @@
 """Aggregates with their outbox, applied-event ids and parked events, each in one MongoDB document.
 
 One document per deal (or lead) holds its state, the ids of the events already applied to it, events
-that arrived before the aggregate existed, and the events its last change caused that are not yet
-published. Every change is one conditional single-document write (MongoDB and FerretDB both make that
-atomic), so the state and the events it causes are stored together or not at all.
+that arrived before the aggregate existed, and the events its last change caused. Every change is one
+conditional single-document write (MongoDB and FerretDB both make that atomic), so the state and the
+events it causes are stored together or not at all. A batch's changes go to the server in a few bulk
+commands; nothing is written per event after that: whether a stored outbox was published is told by its
+ticket and the partition's checkpoint (see shared.runtime.outbox), and the aggregate's next write
+replaces it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import bson
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -29,6 +32,12 @@ APPLIED_IDS_KEPT = 500
 
 
 DUPLICATE_KEY = 11000
+OUTBOX_CHECKPOINTS = "outbox_checkpoints"
+
+# FerretDB 1.24 keeps every statement of a multi-statement write open until the command ends, so a bulk
+# command of 100 replaces or more exhausts its connection pool and hangs; 25 to 50 work, and beat
+# concurrent single writes by about 1.4x.
+REPLACES_PER_COMMAND = 40
 
 
 class ConcurrentWrite(Exception):
@@ -82,6 +91,8 @@ class Aggregate:
     outbox: tuple[KafkaRecord, ...] = ()
     deadlines: tuple[tuple[str, datetime], ...] = ()  # (deadline id, when it is due), from the state
     trace: dict[str, str] = field(default_factory=dict)  # the deal's trace context, from its first event
+    # Which write stored the outbox (shared.runtime.outbox); None: unpublished until marked sent.
+    outbox_ticket: int | None = None
 
     @property
     def is_stored(self) -> bool:
@@ -159,15 +170,28 @@ class AggregateStore:
         document = await self.collection.find_one({"_id": aggregate_id})
         return Aggregate(id=aggregate_id) if document is None else _from_document(document)
 
+    async def load_many(self, aggregate_ids: Sequence[str]) -> list[Aggregate]:
+        """The aggregates with these ids, new ones for ids not stored, in one read."""
+        if not aggregate_ids:
+            return []
+        found = {
+            document["_id"]: _from_document(document)
+            async for document in self.collection.find({"_id": {"$in": list(aggregate_ids)}})
+        }
+        return [found.get(aggregate_id) or Aggregate(id=aggregate_id) for aggregate_id in aggregate_ids]
+
     async def save_all(self, changes: Sequence[tuple[Aggregate, Aggregate]]) -> None:
         """Save many aggregates; raise ConcurrentWrite if any of them was stale.
 
-        New aggregates go in one insert; changed ones are replaced one command each, concurrently:
-        FerretDB 1.24 keeps every statement of a multi-statement update open until the command ends,
-        so a large bulk update exhausts its connection pool and hangs.
+        New aggregates go in one insert; changed ones are replaced in bulk commands of at most
+        REPLACES_PER_COMMAND, each replace conditional on the version that was read.
         """
         new = [_to_document(current) for previous, current in changes if not previous.is_stored]
-        replaced = [(previous, current) for previous, current in changes if previous.is_stored]
+        replaced = [
+            ReplaceOne({"_id": previous.id, "version": previous.version}, _to_document(current))
+            for previous, current in changes
+            if previous.is_stored
+        ]
         if new:
             try:
                 await self.collection.insert_many(new, ordered=False)
@@ -176,22 +200,17 @@ class AggregateStore:
                 if errors and all(item.get("code") == DUPLICATE_KEY for item in errors):
                     raise ConcurrentWrite(str(errors[:1])) from error
                 raise
-        results = await asyncio.gather(
-            *(
-                self.collection.replace_one(
-                    {"_id": previous.id, "version": previous.version}, _to_document(current)
-                )
-                for previous, current in replaced
-            )
-        )
-        stale = sum(1 for result in results if result.matched_count != 1)
+        matched = 0
+        # One command at a time: concurrent bulk commands hang FerretDB 1.24 just as one large one does.
+        for start in range(0, len(replaced), REPLACES_PER_COMMAND):
+            chunk = replaced[start : start + REPLACES_PER_COMMAND]
+            matched += (await self.collection.bulk_write(chunk, ordered=False)).matched_count
+        stale = len(replaced) - matched
         if stale:
             raise ConcurrentWrite(f"{stale} of {len(replaced)} aggregates changed meanwhile")
 
-    async def mark_all_sent(self, aggregates: Sequence[Aggregate]) -> None:
-        await asyncio.gather(*(self.mark_sent(aggregate) for aggregate in aggregates))
-
     async def mark_sent(self, aggregate: Aggregate) -> None:
+        """Only for an outbox stored without a ticket (by a crash of an earlier version, or by hand)."""
         # Conditional on the version: if a newer write happened meanwhile, its own outbox stays pending.
         await self.collection.update_one(
             {"_id": aggregate.id, "version": aggregate.version},
@@ -203,23 +222,55 @@ class AggregateStore:
         async for document in self.collection.find({"subjects": key}):
             yield _from_document(document)
 
-    async def pending_outbox_count(self) -> int:
-        return await self.collection.count_documents({"has_outbox": True})
+    async def in_partitions(self, partitions: Sequence[int]) -> AsyncIterator[PartitionEntry]:
+        """What recovery needs of every aggregate of these input partitions with deadlines or an outbox.
 
-    async def with_pending_outbox(self) -> AsyncIterator[Aggregate]:
-        async for document in self.collection.find({"has_outbox": True}):
-            yield _from_document(document)
-
-    async def deadlines_in(
-        self, partitions: Sequence[int]
-    ) -> AsyncIterator[tuple[str, list[tuple[str, datetime]]]]:
-        """(aggregate id, its pending deadlines) for every aggregate of these input partitions that has any.
-
-        Read once when partitions are assigned, not on every look for due work.
+        Read once when partitions are assigned, never on the way of an event or a tick.
         """
-        query = {"partition": {"$in": list(partitions)}, "next_due_at": {"$exists": True}}
-        async for document in self.collection.find(query, {"deadlines": 1}):
-            yield document["_id"], [(item["id"], item["due_at"]) for item in document.get("deadlines", ())]
+        query = {
+            "partition": {"$in": list(partitions)},
+            "$or": [{"next_due_at": {"$exists": True}}, {"has_outbox": True}],
+        }
+        projection = {"partition": 1, "deadlines": 1, "outbox_ticket": 1, "has_outbox": 1}
+        async for document in self.collection.find(query, projection):
+            yield PartitionEntry(
+                id=document["_id"],
+                partition=document["partition"],
+                deadlines=tuple((item["id"], item["due_at"]) for item in document.get("deadlines", ())),
+                has_outbox=bool(document.get("has_outbox")),
+                outbox_ticket=document.get("outbox_ticket"),
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionEntry:
+    id: str
+    partition: int
+    deadlines: tuple[tuple[str, datetime], ...]
+    has_outbox: bool
+    outbox_ticket: int | None
+
+
+@dataclass
+class OutboxCheckpoints:
+    """Per input partition, the ticket up to which every stored outbox was published."""
+
+    collection: AsyncCollection[Document]
+
+    async def read(self, partitions: Sequence[int]) -> dict[int, int]:
+        query = {"_id": {"$in": list(partitions)}}
+        found = self.collection.find(query)
+        return {document["_id"]: document["published_through"] async for document in found}
+
+    async def write(self, published_through: dict[int, int]) -> None:
+        if published_through:
+            await self.collection.bulk_write(
+                [
+                    UpdateOne({"_id": partition}, {"$set": {"published_through": ticket}}, upsert=True)
+                    for partition, ticket in sorted(published_through.items())
+                ],
+                ordered=False,
+            )
 
 
 def document_bytes(aggregate: Aggregate) -> int:
@@ -261,6 +312,7 @@ def _to_document(aggregate: Aggregate) -> Document:
         "parked": [parked.to_document() for parked in aggregate.parked],
         "outbox": [_record_to_document(record) for record in aggregate.outbox],
         "has_outbox": bool(aggregate.outbox),
+        **({} if aggregate.outbox_ticket is None else {"outbox_ticket": aggregate.outbox_ticket}),
         "deadlines": [{"id": deadline_id, "due_at": due_at} for deadline_id, due_at in aggregate.deadlines],
         "trace": aggregate.trace,
         # Whose personal data this holds, hashed, so an erasure request finds it without a scan: in its
@@ -300,6 +352,7 @@ def _from_document(document: Document) -> Aggregate:
         outbox=tuple(_record_from_document(record) for record in document.get("outbox", ())),
         deadlines=tuple((deadline["id"], deadline["due_at"]) for deadline in document.get("deadlines", ())),
         trace=document.get("trace") or {},
+        outbox_ticket=document.get("outbox_ticket"),
     )
 
 

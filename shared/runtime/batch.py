@@ -8,7 +8,6 @@ a batch early, and then redelivery (no commit) is what must happen.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from shared.runtime.definition import StageDefinition, StageFacts
 from shared.runtime.erasure import Erasure
 from shared.runtime.faults import PermanentFault, RetryPolicy, describe, reason_code
 from shared.runtime.intake import accept
+from shared.runtime.outbox import Outbox
 from shared.runtime.publisher import Publisher
 from shared.runtime.transition import Context, Inbound, Limits, Step, step
 from shared.settings import Settings
@@ -57,6 +57,7 @@ class Batches:
     publisher: Publisher
     erasure: Erasure
     deadline_index: DeadlineIndex
+    outbox: Outbox
     limits: Limits
     partitions: Callable[[str], int | None]
     stopping: Callable[[], bool]
@@ -176,18 +177,19 @@ class Batches:
         await self.retry.run(partial(self.publisher.publish, [dead_letter]), budget_seconds=math.inf)
 
     async def _process(self, items: Sequence[Inbound]) -> None:
-        """Step the items' aggregates in memory, then write, publish and mark sent in bulk.
+        """Step the items' aggregates in memory, then write them and publish what they caused, in bulk.
 
         Safe to run again after any failure: applied event ids and consumed positions make a second pass
-        skip what the first stored, and it publishes whatever the first left in an outbox. A record the
-        step refuses (PermanentFault) fails the pass, which is then made one record at a time.
+        skip what the first stored, and it publishes whatever the first may have left unpublished. A
+        record the step refuses (PermanentFault) fails the pass, which is then made one record at a time.
         """
+        await self.outbox.recovered(self.stopping)
         ids = list(dict.fromkeys(item.envelope.data.partition_key for item in items))
-        stored = {aggregate_id: self.cache.pop(aggregate_id) for aggregate_id in ids}
-        missing = [aggregate_id for aggregate_id, aggregate in stored.items() if aggregate is None]
-        for aggregate in await asyncio.gather(*(self.store.load(aggregate_id) for aggregate_id in missing)):
-            stored[aggregate.id] = aggregate
-        before: dict[str, Aggregate] = {key: value for key, value in stored.items() if value is not None}
+        cached = {aggregate_id: self.cache.pop(aggregate_id) for aggregate_id in ids}
+        missing = [aggregate_id for aggregate_id, aggregate in cached.items() if aggregate is None]
+        before: dict[str, Aggregate] = {key: value for key, value in cached.items() if value is not None}
+        for aggregate in await self.store.load_many([*missing, *self.outbox.leftovers(ids)]):
+            before[aggregate.id] = self.outbox.as_read(aggregate)
         if self.facts is not None:
             await self.facts.prefetch([item.envelope.data for item in items], self.clock())
         current = dict(before)
@@ -195,21 +197,25 @@ class Batches:
             aggregate = current[item.envelope.data.partition_key]
             outcome = self._step(aggregate, item)
             if outcome.changed:
-                # Events a crash left unpublished stay in the outbox until this batch publishes them too.
+                # What may be unpublished of the stored outbox goes out again with what this event caused.
                 current[aggregate.id] = replace(
                     outcome.aggregate, outbox=(*aggregate.outbox, *outcome.aggregate.outbox)
                 )
         if self.facts is not None:
             await self.facts.commit()
-        await self.store.save_all(
-            [(before[key], current[key]) for key in ids if current[key] is not before[key]]
-        )
-        pending = [current[key] for key in ids if current[key].outbox]
+        ticket = self.outbox.next_ticket()
+        for key, aggregate in current.items():
+            if aggregate is not before[key]:
+                current[key] = replace(aggregate, outbox_ticket=ticket)
+        changed = [(before[key], current[key]) for key in current if current[key] is not before[key]]
+        await self.store.save_all(changed)
+        self.outbox.stored(aggregate for _, aggregate in changed)
+        pending = [aggregate for aggregate in current.values() if aggregate.outbox]
         await self.publisher.publish([record for aggregate in pending for record in aggregate.outbox])
-        await self.store.mark_all_sent(pending)
-        for key in ids:
-            self.cache.put(replace(current[key], outbox=()))
-            self.deadline_index.note(current[key])
+        await self.outbox.published(pending, ticket)
+        for aggregate in current.values():
+            self.cache.put(replace(aggregate, outbox=()))
+            self.deadline_index.note(aggregate)
         if self.facts is not None:
             await self.facts.record(self.clock())
 

@@ -1,10 +1,11 @@
 """Time in the runtime: which deadlines are due, and announcing them to the replica that owns the deal.
 
 Due deadlines are found in memory, never by a scan: the index holds the pending deadlines of the deals in
-this replica's partitions, read once per partition when it is assigned and kept current by every write
-the replica makes. A DeadlineReached is applied by the consumer that owns the deal's partition, so time
-never creates a second writer; that replica also announces it, once it has applied the partition up to
-its end, so a deadline is judged on the deal's latest state.
+this replica's partitions, read once when partitions are assigned (by shared.runtime.outbox's recovery,
+in the same read) and kept current by every write the replica makes. A DeadlineReached is applied by the
+consumer that owns the deal's partition, so time never creates a second writer; that replica also
+announces it, once it has applied the partition up to its end, so a deadline is judged on the deal's
+latest state.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 
 from contracts.events import DeadlineReached
 from shared.envelope import KafkaRecord, derived_event_id, encode
-from shared.store import Aggregate, AggregateStore
+from shared.store import Aggregate
 
 # A deadline announced but still pending this long after is announced again (say, the first was lost).
 REANNOUNCE_SECONDS = 30.0
@@ -35,13 +36,10 @@ class Due:
 
 
 class DeadlineIndex:
-    def __init__(self, store: AggregateStore) -> None:
-        self.store = store
+    def __init__(self) -> None:
         self._pending: dict[str, tuple[int | None, frozenset[tuple[str, datetime]]]] = {}
         self._heap: list[Due] = []
         self._ready: set[int] = set()
-        self._loading: asyncio.Task[None] | None = None
-        self.log = structlog.get_logger()
 
     def note(self, aggregate: Aggregate) -> None:
         """Keep the index current with a write this replica made."""
@@ -56,27 +54,18 @@ class DeadlineIndex:
             heapq.heappush(self._heap, Due(due_at, aggregate.id, deadline_id))
 
     def assigned(self, partitions: set[int]) -> None:
-        """Start over for a new assignment: forget the rest, read what the new partitions have pending."""
-        if self._loading is not None:
-            self._loading.cancel()
+        """Start over for a new assignment: forget the rest; the new partitions are filled by `fill`."""
         self._pending = {deal: entry for deal, entry in self._pending.items() if entry[0] in partitions}
         self._heap = [due for due in self._heap if due.deal_id in self._pending]
         heapq.heapify(self._heap)
         self._ready = set()
-        if partitions:
-            self._loading = asyncio.get_running_loop().create_task(self._load(sorted(partitions)))
 
-    async def _load(self, partitions: Sequence[int]) -> None:
-        while True:
-            try:
-                async for deal_id, deadlines in self.store.deadlines_in(partitions):
-                    if deal_id not in self._pending:  # a write made since is newer
-                        self.note(Aggregate(id=deal_id, deadlines=tuple(deadlines), partition=None))
-                self._ready = set(partitions)
-                return
-            except Exception as fault:  # the database is away: try again, the index must fill
-                self.log.warning("deadline_index_load_failed", error=repr(fault))
-                await asyncio.sleep(2)
+    def fill(self, stored: Sequence[Aggregate], partitions: set[int]) -> None:
+        """The pending deadlines read from the database for these partitions, once they are assigned."""
+        for aggregate in stored:
+            if aggregate.id not in self._pending:  # a write made since is newer
+                self.note(aggregate)
+        self._ready = set(partitions)
 
     def due(self, now: datetime) -> list[Due]:
         """The pending deadlines due by `now` of partitions whose index is loaded, earliest first."""

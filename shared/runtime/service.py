@@ -2,7 +2,8 @@
 
 Guarantees (the step's own are in shared.runtime.transition):
 - the new state and the events it causes are one atomic document write (the outbox); events are
-  published after the write and marked sent after the broker has them, and re-published after a crash;
+  published after the write, and whatever a crash may have left unpublished is published again when
+  the partition is next assigned (shared.runtime.outbox);
 - the offset is committed only after all that, so a crash means redelivery, never loss;
 - totality: every consumed record ends applied, answered by a rejection event, or dead-lettered with a
   reason code; whatever decoding, deciding, storing or publishing raises is decided for that record
@@ -38,10 +39,11 @@ from shared.runtime.deadlines import Announcer, DeadlineIndex
 from shared.runtime.definition import StageDefinition
 from shared.runtime.erasure import ERASED_SUBJECTS, Erasure
 from shared.runtime.faults import RetryPolicy
+from shared.runtime.outbox import Outbox
 from shared.runtime.publisher import Publisher
 from shared.runtime.transition import Limits
 from shared.settings import Settings
-from shared.store import AggregateStore
+from shared.store import OUTBOX_CHECKPOINTS, AggregateStore, OutboxCheckpoints
 from shared.tracing import make_tracer
 
 
@@ -104,8 +106,8 @@ class StageService:
         self.store = AggregateStore(self.database["aggregates"])
         self.facts = None if definition.facts is None else definition.facts(self.database)
         self.dead_letter_topic = settings.topic(dead_letter_topic(definition.name))
-        self.cache = AggregateCache()
-        self.deadline_index = DeadlineIndex(self.store)
+        self.cache = AggregateCache(max_bytes=settings.cache_max_bytes)
+        self.deadline_index = DeadlineIndex()
         self.retry = RetryPolicy(
             budget_seconds=settings.retry_budget_seconds,
             servers_answer=self._servers_answer,
@@ -118,6 +120,12 @@ class StageService:
             dead_letter_topic=self.dead_letter_topic,
             max_dead_letter_bytes=settings.max_event_bytes * 4,
             clock=clock,
+        )
+        self.outbox = Outbox(
+            store=self.store,
+            checkpoints=OutboxCheckpoints(self.database[OUTBOX_CHECKPOINTS]),
+            deadline_index=self.deadline_index,
+            publish=self.publisher.publish,
         )
         self.erasure = Erasure(
             service=definition.name,
@@ -153,6 +161,7 @@ class StageService:
             publisher=self.publisher,
             erasure=self.erasure,
             deadline_index=self.deadline_index,
+            outbox=self.outbox,
             limits=self.limits,
             partitions=self._partitions,
             stopping=lambda: self.stop_requested(),
@@ -174,7 +183,7 @@ class StageService:
             decoder=_raw_body,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
-            listener=PartitionsMoved(self.cache, self.deadline_index.assigned),
+            listener=PartitionsMoved(self.cache, self.outbox.assigned),
             batch=True,
             max_records=self.settings.batch_max_records,
             batch_timeout_ms=self.settings.batch_wait_ms,
@@ -209,7 +218,7 @@ class StageService:
             self.broker, asgi_routes=[*operations_routes(self), *own_routes], logger=self.log
         )
         app.on_startup(self._prepare)
-        app.after_startup(self._republish_pending)
+        app.after_startup(self._ready)
         if self.definition.keeps_time:
             app.after_startup(self._start_timer)
             app.on_shutdown(self._stop_timer)
@@ -262,16 +271,8 @@ class StageService:
         if self._startup_watchdog is not None:
             self._startup_watchdog.cancel()
 
-    async def _republish_pending(self) -> None:
-        """Publish the events a crash left between the state write and the broker's acknowledgement."""
+    async def _ready(self) -> None:
         self._stop_startup_watchdog()
-
-        async def republish() -> None:
-            async for aggregate in self.store.with_pending_outbox():
-                await self.publisher.publish(aggregate.outbox)
-                await self.store.mark_sent(aggregate)
-
-        await self.retry.run(republish)
         self.started = True
         self.log.info("service_ready", input_topics=[str(t) for t in self.definition.input_topics])
 

@@ -16,6 +16,7 @@ from services.proposal.service import definition as proposal
 from services.prospecting.service import definition as prospecting
 from services.qualification.service import definition as qualification
 from shared.envelope import KafkaRecord, encode
+from shared.kafka import partition_of
 from shared.mongo import Document, make_client, service_database
 from shared.settings import Settings
 from shared.store import Aggregate, AggregateStore
@@ -80,9 +81,11 @@ async def test_bad_records_are_dead_lettered_and_good_ones_still_flow(settings: 
 async def stored_with_outbox(
     client: AsyncMongoClient[Document], settings: Settings, *outbox: KafkaRecord
 ) -> AggregateStore:
-    """Prospecting's store holding a prospect whose events a crash left unpublished."""
+    """Prospecting's store holding a prospect whose events a crash of an earlier version (which stored no
+    ticket with its outbox) left unpublished."""
     store = AggregateStore(service_database(client, settings, "prospecting")["aggregates"])
-    stored = Aggregate(id="lead-good").changed(
+    partition = partition_of("lead-good", settings.partitions)
+    stored = Aggregate(id="lead-good", partition=partition).changed(
         applied=("x", ""), state={"lead_id": "lead-good", "outcome": "prospect"}, parked=(), outbox=outbox
     )
     await store.save_all([(Aggregate(id="lead-good"), stored)])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,29 +19,13 @@ def test_a_deal_maps_to_the_partition_the_producers_send_it_to(deal_id: str, par
     assert partition_of(deal_id, partitions) == DefaultPartitioner()(deal_id.encode(), everything, everything)
 
 
-class CountingStore:
-    """Stands in for the database: counts reads, holds one stored deal with a deadline."""
-
-    def __init__(self, stored: dict[str, list[tuple[str, datetime]]]) -> None:
-        self.stored = stored
-        self.reads: list[list[int]] = []
-
-    async def deadlines_in(
-        self, partitions: list[int]
-    ) -> AsyncIterator[tuple[str, list[tuple[str, datetime]]]]:
-        self.reads.append(list(partitions))
-        for deal_id, deadlines in self.stored.items():
-            yield deal_id, deadlines
-
-
-async def test_due_deadlines_come_from_memory_read_once_per_assignment() -> None:
+async def test_due_deadlines_come_from_memory_filled_once_per_assignment() -> None:
     now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     earlier, later = now - timedelta(hours=1), now + timedelta(hours=1)
-    store = CountingStore({"stored-deal": [("first_touch/1@x", earlier)]})
-    index = DeadlineIndex(store)  # type: ignore[arg-type]
+    index = DeadlineIndex()
     index.assigned({0, 1})
-    await asyncio.sleep(0)  # the load runs in the background
-    assert store.reads == [[0, 1]]
+    assert not index.loaded(0), "nothing is announced for a partition before its deadlines are read"
+    index.fill([Aggregate(id="stored-deal", partition=0, deadlines=(("first_touch/1@x", earlier),))], {0, 1})
     assert index.loaded(0)
     assert index.loaded(1)
     index.note(
@@ -53,6 +35,30 @@ async def test_due_deadlines_come_from_memory_read_once_per_assignment() -> None
         due = index.due(now)
         assert sorted(d.deal_id for d in due) == ["stored-deal", "written-deal"]
         index.postpone(due)
-    assert store.reads == [[0, 1]], "looking for due work reads nothing"
     index.note(Aggregate(id="written-deal", partition=1))  # its write removed the deadlines
     assert [d.deal_id for d in index.due(now)] == ["stored-deal"]
+
+
+def test_a_write_made_before_the_read_is_not_undone_by_it() -> None:
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    index = DeadlineIndex()
+    index.assigned({0})
+    index.note(Aggregate(id="deal", partition=0, deadlines=(("quote/2@z", now),)))
+    index.fill([Aggregate(id="deal", partition=0, deadlines=(("quote/1@y", now),))], {0})
+    assert [d.deadline_id for d in index.due(now)] == ["quote/2@z"]
+
+
+def test_a_new_assignment_forgets_the_partitions_it_lost() -> None:
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    index = DeadlineIndex()
+    index.assigned({0, 1})
+    index.fill(
+        [
+            Aggregate(id="kept", partition=0, deadlines=(("a", now),)),
+            Aggregate(id="moved", partition=1, deadlines=(("b", now),)),
+        ],
+        {0, 1},
+    )
+    index.assigned({0})
+    assert not index.loaded(1)
+    assert [d.deal_id for d in index.due(now)] == ["kept"]
