@@ -60,6 +60,9 @@ scale: install ## run N replicas of one stage: make scale SERVICE=qualification 
 status: infra-status ## show what is running
 	@bash $(SERVICES) status
 
+logs: ## follow the services' logs until Ctrl-C (SERVICE=qualification for one)
+	@bash $(SERVICES) logs $(SERVICE)
+
 test: install ## lint, type-check and run every test against real servers it starts (and stops)
 	@bash deploy/local/with-servers.sh $(MAKE) --no-print-directory check
 

@@ -98,6 +98,22 @@ def mask_personal_data(
     }
 
 
+class _CoordinatorNotFoundYet(logging.Filter):
+    """Every consumer asks for its group coordinator before the broker has one ready (for seconds after
+    a start, or a new group); aiokafka retries and logs each try at ERROR. A retriable answer is INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if str(record.msg).startswith("Group Coordinator Request failed") and getattr(
+            error, "retriable", False
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger().isEnabledFor(logging.INFO) and logging.getLogger(
+                "aiokafka"
+            ).isEnabledFor(logging.INFO)
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO") -> structlog.stdlib.BoundLogger:
     """Route structlog and the standard library (aiokafka, FastStream, PyMongo) through one JSON renderer."""
     shared_processors: list[structlog.types.Processor] = [
@@ -134,6 +150,9 @@ def configure_logging(service: str, level: str = "INFO") -> structlog.stdlib.Bou
     root.setLevel(level.upper())
     # aiokafka logs every transient connection error at ERROR; our retry loop reports those itself.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    if not any(isinstance(f, _CoordinatorNotFoundYet) for f in coordinator.filters):
+        coordinator.addFilter(_CoordinatorNotFoundYet())
     structlog.contextvars.bind_contextvars(service=service)
     logger: structlog.stdlib.BoundLogger = structlog.get_logger(service)
     return logger

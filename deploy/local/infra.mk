@@ -6,18 +6,18 @@ INFRA_SERVER ?=
 
 .PHONY: infra-up infra-down infra-status infra-logs infra-clean
 
-infra-up:
+infra-up: ## start the local Kafka and FerretDB (INFRA_SERVER=kafka|ferretdb for one)
 	@bash "$(INFRA_SH)" up $(INFRA_SERVER)
 
-infra-down:
+infra-down: ## stop the local servers, keeping their data
 	@bash "$(INFRA_SH)" down $(INFRA_SERVER)
 
-infra-status:
+infra-status: ## show whether the local servers run
 	@bash "$(INFRA_SH)" status $(INFRA_SERVER)
 
-infra-logs:
+infra-logs: ## show the local servers' recent log lines
 	@bash "$(INFRA_SH)" logs $(INFRA_SERVER)
 
 # Stops the servers and deletes their data; the download/build cache is kept.
-infra-clean:
+infra-clean: ## stop the local servers and delete their data (the build cache is kept)
 	@bash "$(INFRA_SH)" clean $(INFRA_SERVER)

@@ -7,6 +7,7 @@
 #   services.sh stop [SERVICE...]       SIGTERM (graceful), then SIGKILL after a grace period
 #   services.sh status
 #   services.sh page-url                the insights page's address, with the API token to sign in
+#   services.sh logs [SERVICE...]       follow the replicas' logs (default: all five), until Ctrl-C
 #
 # Each replica serves /healthz, /readyz and /metrics on its own port: the service's base port plus
 # 100 per replica after the first (qualification: 8082, 8182, 8282, ...).
@@ -115,11 +116,19 @@ case "$command" in
     done ;;
   scale) use_api_token; scale "${1:?usage: $0 scale SERVICE N}" "${2:?usage: $0 scale SERVICE N}" ;;
   page-url) page_url ;;
+  logs)
+    files=()
+    for service in "${@:-${all_services[@]}}"; do
+      known "$service"
+      for file in "$log_dir/$service".*.log; do [[ -e "$file" ]] && files+=("$file"); done
+    done
+    ((${#files[@]})) || { echo "no service logs yet in $log_dir: start the stack with 'make run'" >&2; exit 1; }
+    exec tail -n 20 -F "${files[@]}" ;;
   stop)
     for service in "${@:-${all_services[@]}}"; do
       for pid_file in $(pid_files "$service"); do stop_pid_file "$pid_file"; done
     done ;;
   status)
     for service in "${all_services[@]}"; do echo "$service: $(running_count "$service") replica(s) running"; done ;;
-  *) echo "usage: $0 start|scale|stop|status|page-url" >&2; exit 2 ;;
+  *) echo "usage: $0 start|scale|stop|status|logs|page-url" >&2; exit 2 ;;
 esac

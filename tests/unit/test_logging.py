@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+from aiokafka.errors import CoordinatorNotAvailableError, GroupAuthorizationFailedError
 
 from shared.logging import configure_logging, mask_text
 
@@ -94,3 +95,15 @@ def test_library_messages_and_tracebacks_are_masked_too(capsys: pytest.CaptureFi
 )
 def test_mask_text(text: str, masked: str) -> None:
     assert mask_text(text) == masked
+
+
+def test_a_group_coordinator_not_found_yet_is_no_error_but_other_coordinator_errors_are(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("test")
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    coordinator.error("Group Coordinator Request failed: %s", CoordinatorNotAvailableError())
+    coordinator.error("Group Coordinator Request failed: %s", GroupAuthorizationFailedError("g"))
+    [line] = rendered_lines(capsys)
+    assert line["level"] == "error"
+    assert "GroupAuthorizationFailed" in line["event"]
