@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cli.journey import journey, line
 from cli.kafka_io import SeenEvent, all_topics, events_from_file, publish, records_for, wait_for
 from contracts import Topic
+from contracts.events import Activity
 from shared.envelope import KafkaRecord
 from shared.settings import Settings
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "demo"
-STORY_STARTS = datetime(2026, 11, 1, tzinfo=UTC)
+# The story is replayed as if its last activity happened this long before the demo starts: every
+# activity lies in the past, weeks apart as written, and what is still pending (an expansion deal's
+# first touch, the next onboarding tasks) is due after the demo.
+STORY_ENDS_BEFORE_NOW = timedelta(hours=2)
 MALFORMED_LEAD = b'{"lead_id": "lead-broken-001", "email": '
 
 
@@ -55,16 +59,31 @@ def malformed_record(settings: Settings) -> KafkaRecord:
     )
 
 
-async def run_demo(settings: Settings, *, timeout: float, sample_dir: Path = SAMPLE_DIR) -> DemoOutcome:
-    leads = records_for(settings, events_from_file(sample_dir / "leads.jsonl"))
-    # The story is written from 1 November 2026; replay it as if it started today.
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    activities = records_for(
-        settings, events_from_file(sample_dir / "activities.jsonl", today - STORY_STARTS)
+def story_shift(now: datetime, sample_dir: Path = SAMPLE_DIR) -> timedelta:
+    """How far to move the story's times so its last activity happened STORY_ENDS_BEFORE_NOW ago."""
+    last = max(
+        activity.occurred_at
+        for activity, _ in events_from_file(sample_dir / "activities.jsonl")
+        if isinstance(activity, Activity)
     )
-    # A malformed record goes first to show it cannot block the good leads behind it. Activities go out
-    # with their leads, not after them: the services hold early ones until the deal exists.
-    await publish(settings, [malformed_record(settings), *leads, *activities])
+    return (now - STORY_ENDS_BEFORE_NOW) - last
+
+
+def demo_records(settings: Settings, now: datetime, sample_dir: Path = SAMPLE_DIR) -> list[KafkaRecord]:
+    """The demo's records, in the order it publishes them, its story moved to end just before `now`.
+
+    A malformed record goes first to show it cannot block the good leads behind it. Activities go out
+    with their leads, not after them: the services hold early ones until the deal exists. Each lead says
+    when it was captured (`captured_at`), so the deal's first stage starts then, not when it is sent.
+    """
+    shift = story_shift(now, sample_dir)
+    leads = records_for(settings, events_from_file(sample_dir / "leads.jsonl", shift))
+    activities = records_for(settings, events_from_file(sample_dir / "activities.jsonl", shift))
+    return [malformed_record(settings), *leads, *activities]
+
+
+async def run_demo(settings: Settings, *, timeout: float, sample_dir: Path = SAMPLE_DIR) -> DemoOutcome:
+    await publish(settings, demo_records(settings, datetime.now(UTC), sample_dir))
     expected = expected_outcomes(sample_dir)
     events = await wait_for(
         settings,

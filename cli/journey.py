@@ -82,7 +82,8 @@ def summary(event: SeenEvent) -> str:
 
 def line(event: SeenEvent) -> str:
     source = event.headers.get("ce_source", "").removeprefix("/dealflow/")
-    return f"  {event.time[11:23]:<12} {source:<14} {event.type:<40} {summary(event)}"
+    # Business time: a deal's events happen days or weeks apart.
+    return f"  {event.time[:16].replace('T', ' '):<16} {source:<14} {event.type:<40} {summary(event)}"
 
 
 def journey(events: Iterable[SeenEvent], deal_id: str) -> list[SeenEvent]:

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaTimeoutError
 
 from contracts import Event, Topic, dead_letter_topic, event_model
 from contracts.topics import SERVICES
 from shared.envelope import KafkaRecord, decode_headers, encode
-from shared.kafka import client_options, existing_partitions, running
+from shared.kafka import client_options, ensure_topics, existing_partitions, running
 from shared.settings import Settings
 
 CLI_SOURCE = "/dealflow/cli"
@@ -48,7 +50,7 @@ class SeenEvent:
         return self.headers.get("ce_id", "")
 
 
-SHIFTED_TIMES = ("occurred_at", "meeting_at", "scheduled_for", "due_at")
+SHIFTED_TIMES = ("occurred_at", "captured_at", "meeting_at", "scheduled_for", "due_at")
 
 
 def events_from_file(path: Path, time_shift: timedelta = timedelta(0)) -> Iterator[tuple[Event, str | None]]:
@@ -72,8 +74,16 @@ def events_from_file(path: Path, time_shift: timedelta = timedelta(0)) -> Iterat
 
 
 def records_for(settings: Settings, events: Iterable[tuple[Event, str | None]]) -> list[KafkaRecord]:
+    """Records as an upstream system sends them: an event's CloudEvents time is when it happened (its
+    own time field, such as an activity's `occurred_at`), else now."""
     return [
-        encode(event, topic=settings.topic(event.TOPIC), source=CLI_SOURCE, event_id=event_id)
+        encode(
+            event,
+            topic=settings.topic(event.TOPIC),
+            source=CLI_SOURCE,
+            event_id=event_id,
+            time=event.own_time,
+        )
         for event, event_id in events
     ]
 
@@ -88,18 +98,77 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 async def publish(settings: Settings, records: Iterable[KafkaRecord]) -> int:
+    """Publish the records once their topics exist and can take writes; the number published."""
+    records = list(records)
+    await prepare_topics(settings, {record.topic for record in records})
     async with running(make_producer(settings)) as producer:
-        futures = [
-            await producer.send(
-                record.topic,
-                value=record.value,
-                key=record.key,
-                headers=[(name, value.encode()) for name, value in record.headers.items()],
-            )
-            for record in records
-        ]
-        await asyncio.gather(*futures)
-        return len(futures)
+        await asyncio.gather(*await send(producer, records))
+        return len(records)
+
+
+async def send(producer: AIOKafkaProducer, records: Iterable[KafkaRecord]) -> list[asyncio.Future[Any]]:
+    """Hand the records to the producer; each future resolves when Kafka acknowledged its record."""
+    return [
+        await producer.send(
+            record.topic,
+            value=record.value,
+            key=record.key,
+            headers=[(name, value.encode()) for name, value in record.headers.items()],
+        )
+        for record in records
+    ]
+
+
+LEADERS_TIMEOUT_SECONDS = 30.0
+
+
+async def prepare_topics(settings: Settings, topics: Iterable[str]) -> None:
+    """Create the topics that are missing, then wait until the leader of every partition serves it.
+
+    Producing right after a topic is created (here or by a service that just started) makes aiokafka
+    warn "Topic ... not found in cluster metadata" and "NotLeaderForPartitionError ... retrying": the
+    metadata names a leader a moment before that broker serves the partition. Creating the topics here
+    also gives them the configured partition count, where producing would let the broker auto-create
+    them with its own default.
+    """
+    topics = sorted(set(topics))
+    if not topics:
+        return
+    dead_letters = {settings.topic(dead_letter_topic(service)) for service in SERVICES}
+    await ensure_topics(settings, topics, large_records=[topic for topic in topics if topic in dead_letters])
+    partitions = await _partitions_with_leaders(settings, topics)
+    # Only a serving leader answers ListOffsets; aiokafka retries the others quietly until they do. One
+    # request per topic, all at once: a single request would learn the topics' metadata one per retry
+    # (retried 20 ms apart, not 100: each retry is one small request, and the wait ends sooner).
+    async with running(AIOKafkaConsumer(**client_options(settings), retry_backoff_ms=20)) as consumer:
+        await asyncio.gather(
+            *(consumer.end_offsets([tp for tp in partitions if tp.topic == topic]) for topic in topics)
+        )
+
+
+async def _partitions_with_leaders(settings: Settings, topics: list[str]) -> list[TopicPartition]:
+    """The topics' partitions, once the metadata shows each topic, and every partition with a leader."""
+    deadline = time.monotonic() + LEADERS_TIMEOUT_SECONDS
+    async with running(AIOKafkaAdminClient(**client_options(settings))) as admin:
+        while True:
+            # No names: naming a topic in a metadata request may auto-create it (see existing_partitions).
+            described = {topic["topic"]: topic for topic in await admin.describe_topics()}
+            if all(_led(described.get(name)) for name in topics):
+                return [
+                    TopicPartition(name, partition["partition"])
+                    for name in topics
+                    for partition in described[name]["partitions"]
+                ]
+            if time.monotonic() >= deadline:
+                raise KafkaTimeoutError(f"topics without leaders after {LEADERS_TIMEOUT_SECONDS:.0f}s")
+            await asyncio.sleep(0.1)
+
+
+def _led(topic: dict[str, Any] | None) -> bool:
+    """Whether a described topic is known without error and has a leader for each of its partitions."""
+    if topic is None or topic["error_code"] != 0 or not topic["partitions"]:
+        return False
+    return all(partition["leader"] >= 0 for partition in topic["partitions"])
 
 
 def seen_event(record: Any) -> SeenEvent:

@@ -14,6 +14,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from contracts.currencies import exponent, to_units
 from shared.settings import Settings
 
 CATEGORIES = ("pipeline", "best_case", "commit", "closed")
@@ -52,9 +53,12 @@ def fetch_report(url: str, token: str, period: str | None = None, timeout: float
     return report
 
 
-def money(minor: int | None) -> str:
-    # Minor units are cents for every currency dealflow prices in.
-    return "-" if minor is None else f"{minor / 100:,.2f}"
+def money(minor: int | None, currency: str) -> str:
+    """An amount in the currency's minor units, written with its decimals (JPY none, EUR two)."""
+    if minor is None:
+        return "-"
+    places = exponent(currency)
+    return f"{to_units(minor, currency):,.{places}f}"
 
 
 def percent(ratio: float | None) -> str:
@@ -90,9 +94,9 @@ def forecast_table(report: dict[str, Any], group: str, title: str) -> Table:
         table.add_row(
             row["key"],
             str(row["deals"]),
-            money(row["amount_minor"]),
-            money(row["weighted_minor"]),
-            *(money(row["by_category"].get(category)) for category in CATEGORIES),
+            money(row["amount_minor"], currency),
+            money(row["weighted_minor"], currency),
+            *(money(row["by_category"].get(category), currency) for category in CATEGORIES),
         )
     return table
 
@@ -105,7 +109,11 @@ def currency_table(report: dict[str, Any]) -> Table:
     table.add_column("weighted", justify="right")
     for currency, amounts in forecast["total"]["by_currency"].items():
         converted = "" if currency not in forecast["unconverted_currencies"] else " (no rate)"
-        table.add_row(currency + converted, money(amounts["amount_minor"]), money(amounts["weighted_minor"]))
+        table.add_row(
+            currency + converted,
+            money(amounts["amount_minor"], currency),
+            money(amounts["weighted_minor"], currency),
+        )
     return table
 
 
@@ -143,9 +151,9 @@ def bottleneck_tables(report: dict[str, Any], period: str) -> list[Table]:
         str(velocity["won"]),
         str(velocity["lost"]),
         percent(velocity["win_rate"]),
-        money(velocity["average_won_minor"]),
+        money(velocity["average_won_minor"], report["reporting_currency"]),
         days(velocity["average_cycle_days"]),
-        money(velocity["per_day_minor"]),
+        money(velocity["per_day_minor"], report["reporting_currency"]),
     )
     reasons = Table(title=f"Top reasons ({period})")
     for column in ("lost because", "deals", "disqualified because", "deals"):

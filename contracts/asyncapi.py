@@ -23,7 +23,7 @@ from contracts.topics import SERVICES, Topic, dead_letter_topic
 ASYNCAPI_FILE = Path(__file__).resolve().parent / "asyncapi.yaml"
 ASYNCAPI_VERSION = "3.0.0"
 # The version of the contract as a whole; each topic and event type carries its own major version too.
-CONTRACT_VERSION = "1.0.0"
+CONTRACT_VERSION = "1.1.0"
 KAFKA_BINDING_VERSION = "0.5.0"
 DEFAULT_NAMESPACE = "dealflow"
 CLOUDEVENTS_HEADERS = "CloudEventsHeaders"
@@ -43,6 +43,15 @@ onboarded (onboarding).
 Every record is a [CloudEvents 1.0](https://cloudevents.io) event in Kafka *binary content mode*: the
 attributes are `ce_*` headers, the record value is the JSON `data`, and the record key is the partition
 key (the deal id; the lead id for lead events), so one partition, and one consumer, sees a deal in order.
+
+Time is business time: an event's CloudEvents `time` (and its time field, e.g. `changed_at`, `won_at`)
+is when what it records happened: an activity's `occurred_at`, and for an event a service derives, the
+business time of what caused it (a deadline's `due_at` for what a deadline causes), never the moment the
+service processed it, which it carries in `recordedtime` (header `ce_recordedtime`, the CloudEvents
+recorded-time extension). The processing clock only decides that a deadline is due, and refuses an
+upstream time it finds implausible: an activity (or a lead's `captured_at`) dated more than the stage
+playbook's `business_time.clock_skew_seconds` ahead of it is answered with `occurred_in_future`, one more
+than `business_time.max_age_days` old with `occurred_too_long_ago` (activity.rejected, or lead.rejected).
 
 Topic names are prefixed with the deployment's namespace (`DEALFLOW_NAMESPACE`, default `dealflow`).
 Delivery is at least once: deduplicate by `ce_source` + `ce_id`. Within a version, changes are additive
@@ -234,7 +243,19 @@ def _cloudevents_headers() -> Document:
                 "examples": ["/dealflow/proposal"],
             },
             "ce_type": {"type": "string", "description": "`io.dealflow.<event>.v<major>`"},
-            "ce_time": {"type": "string", "format": "date-time", "description": "RFC 3339"},
+            "ce_time": {
+                "type": "string",
+                "format": "date-time",
+                "description": "RFC 3339. When what the event records happened (business time): on "
+                "events the services emit, the business time of their cause (an activity's "
+                "`occurred_at`, a deadline's `due_at`); on a lead without `captured_at`, its capture.",
+            },
+            "ce_recordedtime": {
+                "type": "string",
+                "format": "date-time",
+                "description": "On events the services emit: RFC 3339, when the service processed "
+                "their cause and made them (CloudEvents recorded-time extension), its processing time.",
+            },
             "ce_subject": {"type": "string", "description": "The partition key (also the record key)."},
             "ce_sequence": {
                 "type": "string",

@@ -3,11 +3,24 @@
 Each event is a CloudEvents 1.0 `data` payload; its `ce_type` is `io.dealflow.<name>.v<major>`. Consumers
 ignore fields they do not know, so adding an optional field is a compatible change; anything else is a
 new major version with a new type (and, for a topic-wide break, a new topic).
+
+Time. Every event has a business time: when what it records happened. An upstream event states it (an
+activity's `occurred_at`, a lead's `captured_at`, else the lead's CloudEvents `time`); an event a stage
+derives takes the business time of the event that caused it (a discovery call's `occurred_at` becomes the
+`qualified_at` of the deal it opens, a payment's the deal's `won_at`, a deadline's `due_at` what it
+causes). Each event class names the field that holds it (`BUSINESS_TIME`); the services also put it in the
+CloudEvents `time` of every event they emit, and the moment they processed it in `recordedtime` (the
+CloudEvents recorded-time extension, header `ce_recordedtime`). The processing clock decides only that a
+deadline is due, and whether an upstream time is plausible: one more than the stage playbook's
+`business_time.clock_skew_seconds` after it is refused as `occurred_in_future`, one more than
+`business_time.max_age_days` before it as `occurred_too_long_ago` (with activity.rejected, or lead.rejected
+for a lead). A stage never moves a deal back in time: a decision caused by an activity dated before the
+deal entered its current stage is dated when it entered it.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -17,6 +30,9 @@ from contracts.topics import Topic
 
 EVENT_TYPE_PREFIX = "io.dealflow."
 EVENT_TYPES: dict[str, type[Event]] = {}
+# Reason codes of an upstream event whose own time is implausible by the processing clock (see above).
+OCCURRED_IN_FUTURE = "occurred_in_future"
+OCCURRED_TOO_LONG_AGO = "occurred_too_long_ago"
 
 # Size limits. A record is already capped as a whole (DEALFLOW_MAX_EVENT_BYTES); these keep each field sane
 # too, so no single value can bloat a document, a log line or a downstream system. Upstream input gets
@@ -53,6 +69,8 @@ class Event(Model):
     TYPE: ClassVar[str]
     TOPIC: ClassVar[Topic]
     KEY_FIELD: ClassVar[str] = "deal_id"
+    BUSINESS_TIME: ClassVar[str | None] = None
+    """The field that holds when what the event records happened; None: its CloudEvents `time` does."""
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -67,6 +85,12 @@ class Event(Model):
     def partition_key(self) -> str:
         return str(getattr(self, self.KEY_FIELD))
 
+    @property
+    def own_time(self) -> datetime | None:
+        """Its business time, when the event carries it in a field (`BUSINESS_TIME`)."""
+        value = getattr(self, self.BUSINESS_TIME, None) if self.BUSINESS_TIME else None
+        return value if isinstance(value, datetime) else None
+
 
 def event_model(event_type: str) -> type[Event] | None:
     return EVENT_TYPES.get(event_type)
@@ -76,7 +100,9 @@ def event_model(event_type: str) -> type[Event] | None:
 
 
 class Money(Model):
-    """An amount in the currency's minor unit (cents for EUR/USD); never a float."""
+    """An amount in the currency's minor unit, never a float: its ISO 4217 exponent says how many minor
+    units make one unit (100 cents for EUR or USD, 1 for JPY, 1000 fils for KWD; see
+    `contracts.currencies`)."""
 
     amount_minor: int = Field(ge=0, le=MAX_MINOR_UNITS)
     currency: CurrencyCode
@@ -117,7 +143,10 @@ class NextStep(Model):
 
 
 class Reason(Model):
-    code: str = Field(description="machine-readable reason code, e.g. invalid_email")
+    code: str = Field(
+        description="machine-readable reason code, e.g. invalid_email, or occurred_in_future and "
+        "occurred_too_long_ago for an event whose own time the processing clock finds implausible"
+    )
     field: str | None = Field(default=None, description="dotted path of the field at fault")
     message: str
 
@@ -150,6 +179,9 @@ class Quote(Model):
 
 
 class StageVisit(Model):
+    """A stay in one stage, in business time: from the activity that moved the deal into it to the one
+    that moved it on."""
+
     stage: str
     entered_at: AwareDatetime
     left_at: AwareDatetime
@@ -182,6 +214,7 @@ class LeadCaptured(Event, Inbound):
     TYPE = "lead.captured.v1"
     TOPIC = Topic.LEADS
     KEY_FIELD = "lead_id"
+    BUSINESS_TIME = "captured_at"
 
     lead_id: Identifier
     email: str
@@ -201,16 +234,30 @@ class LeadCaptured(Event, Inbound):
     intent_signals: list[str] = Field(default=[], max_length=MAX_INPUT_ITEMS)
     source: str = "unknown"
     marketing_consent: bool = False
+    captured_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the lead was captured: its business time (default: its CloudEvents `time`). "
+        "Refused with lead.rejected (occurred_in_future) when it lies more than the prospecting "
+        "playbook's `business_time.clock_skew_seconds` after the moment prospecting processes it, or "
+        "(occurred_too_long_ago) more than `business_time.max_age_days` before it.",
+    )
 
 
 class Activity(Event, Inbound):
     """A sales activity about one deal, logged by a rep or a system."""
 
     TOPIC = Topic.ACTIVITIES
+    BUSINESS_TIME = "occurred_at"
 
     deal_id: Identifier
     activity_id: Identifier | None = None
-    occurred_at: AwareDatetime
+    occurred_at: AwareDatetime = Field(
+        description="When it happened: the business time of everything it causes (a stage change, a "
+        "won deal, a due date), whenever it is logged. Refused with activity.rejected "
+        "(occurred_in_future) when it lies more than the stage playbook's "
+        "`business_time.clock_skew_seconds` after the moment the stage processes it, or "
+        "(occurred_too_long_ago) more than `business_time.max_age_days` before it."
+    )
     actor: str | None = None
     actor_role: str | None = Field(default=None, description="e.g. rep, manager; some answers need a role")
 
@@ -373,6 +420,8 @@ class FitTier(StrEnum):
 
 
 class ProspectIdentified(Event):
+    """A lead that fits became a prospect; its CloudEvents `time` is when the lead was captured."""
+
     TYPE = "prospect.identified.v1"
     TOPIC = Topic.PROSPECTS
 
@@ -407,6 +456,9 @@ class LeadMerged(Event):
 
 
 class LeadRejected(Event):
+    """A lead that cannot become a prospect, with every reason (e.g. invalid_email, not_a_fit, or
+    occurred_in_future / occurred_too_long_ago for an implausible `captured_at`)."""
+
     TYPE = "lead.rejected.v1"
     TOPIC = Topic.PROSPECTS
     KEY_FIELD = "lead_id"
@@ -423,6 +475,7 @@ class LeadQualified(Event):
 
     TYPE = "lead.qualified.v1"
     TOPIC = Topic.QUALIFICATIONS
+    BUSINESS_TIME = "qualified_at"
 
     deal_id: Identifier
     owner: str
@@ -432,7 +485,10 @@ class LeadQualified(Event):
     needs: Needs
     amount: Money
     expected_close_date: date | None = None
-    qualified_at: AwareDatetime
+    qualified_at: AwareDatetime = Field(
+        description="When the discovery call that qualified it happened (its `occurred_at`), not when "
+        "it was processed; never before the qualification opened"
+    )
     expansion_of: str | None = Field(default=None, description="the original deal, for an expansion deal")
 
 
@@ -450,8 +506,11 @@ class NextStepScheduled(Event):
 
 
 class SlaBreached(Event):
+    """An SLA was missed; its business time is the moment it fell due."""
+
     TYPE = "qualification.sla_breached.v1"
     TOPIC = Topic.QUALIFICATIONS
+    BUSINESS_TIME = "due_at"
 
     deal_id: Identifier
     owner: str
@@ -471,10 +530,11 @@ class LeadNurtured(Event):
 class QualificationReopened(Event):
     TYPE = "qualification.reopened.v1"
     TOPIC = Topic.QUALIFICATIONS
+    BUSINESS_TIME = "reopened_at"
 
     deal_id: Identifier
     owner: str
-    reopened_at: AwareDatetime
+    reopened_at: AwareDatetime = Field(description="the nurture's end (its `reopen_on`, 00:00 UTC)")
 
 
 class ExpansionDealOpened(Event):
@@ -494,11 +554,15 @@ class ExpansionDealOpened(Event):
 class LeadDisqualified(Event):
     TYPE = "lead.disqualified.v1"
     TOPIC = Topic.QUALIFICATIONS
+    BUSINESS_TIME = "disqualified_at"
 
     deal_id: Identifier
     reason_code: NonEmptyStr
     detail: str | None = None
-    disqualified_at: AwareDatetime
+    disqualified_at: AwareDatetime = Field(
+        description="When the discovery call that disqualified it happened, or the cadence's end for "
+        "no_response; not when it was processed"
+    )
 
 
 # --- proposal and closing ------------------------------------------------------------------------
@@ -507,12 +571,18 @@ class LeadDisqualified(Event):
 class DealStageChanged(Event):
     TYPE = "deal.stage_changed.v1"
     TOPIC = Topic.DEALS
+    BUSINESS_TIME = "changed_at"
 
     deal_id: Identifier
     previous_stage: str | None = Field(default=None, description="none for the first stage")
     stage: str
     probability: float = Field(ge=0, le=1, description="win probability of the new stage")
-    changed_at: AwareDatetime
+    changed_at: AwareDatetime = Field(
+        description="Business time: when the activity that moved the deal happened (a demo held, a "
+        "quote sent), or the qualification for the first stage; never before the deal entered its "
+        "previous stage. Services before contract 1.1.0 set it to the moment they processed that "
+        "activity."
+    )
 
 
 class QuoteIssued(Event):
@@ -530,21 +600,23 @@ class QuoteIssued(Event):
 class QuoteExpired(Event):
     TYPE = "quote.expired.v1"
     TOPIC = Topic.DEALS
+    BUSINESS_TIME = "expired_at"
 
     deal_id: Identifier
     quote_version: int
-    expired_at: AwareDatetime
+    expired_at: AwareDatetime = Field(description="the quote's expiry: its `expires_at`")
 
 
 class DealLost(Event):
     TYPE = "deal.lost.v1"
     TOPIC = Topic.DEALS
+    BUSINESS_TIME = "lost_at"
 
     deal_id: Identifier
     stage: str
     reason_code: NonEmptyStr
     competitor: str | None = None
-    lost_at: AwareDatetime
+    lost_at: AwareDatetime = Field(description="when the loss reported happened (its `occurred_at`)")
 
 
 class DealWon(Event):
@@ -552,6 +624,7 @@ class DealWon(Event):
 
     TYPE = "deal.won.v1"
     TOPIC = Topic.DEALS_WON
+    BUSINESS_TIME = "won_at"
 
     deal_id: Identifier
     customer: Company
@@ -560,7 +633,11 @@ class DealWon(Event):
     quote_version: int | None = Field(default=None, description="the accepted quote version")
     lines: list[QuoteLine]
     amount: Money
-    won_at: AwareDatetime
+    won_at: AwareDatetime = Field(
+        description="Business time: when the activity that completed the closing steps happened (e.g. "
+        "the payment received); never before the deal entered closing. Services before contract 1.1.0 "
+        "set it to the moment they processed it."
+    )
     stage_history: list[StageVisit]
 
 
@@ -570,13 +647,14 @@ class DealWon(Event):
 class OnboardingStarted(Event):
     TYPE = "onboarding.started.v1"
     TOPIC = Topic.ONBOARDINGS
+    BUSINESS_TIME = "started_at"
 
     deal_id: Identifier
     customer: Company
     owner: str
     template: str | None = None
     plan: list[OnboardingTask]
-    started_at: AwareDatetime
+    started_at: AwareDatetime = Field(description="the deal's `won_at`: onboarding starts when it is won")
 
 
 class OnboardingAtRisk(Event):
@@ -584,6 +662,7 @@ class OnboardingAtRisk(Event):
 
     TYPE = "onboarding.at_risk.v1"
     TOPIC = Topic.ONBOARDINGS
+    BUSINESS_TIME = "due_at"
 
     deal_id: Identifier
     task: str
@@ -594,9 +673,13 @@ class OnboardingAtRisk(Event):
 class OnboardingCompleted(Event):
     TYPE = "onboarding.completed.v1"
     TOPIC = Topic.ONBOARDINGS
+    BUSINESS_TIME = "completed_at"
 
     deal_id: Identifier
-    completed_at: AwareDatetime
+    completed_at: AwareDatetime = Field(
+        description="when the activity that completed the last required task happened; never before "
+        "the deal was won"
+    )
     time_to_value_seconds: int = Field(ge=0, description="from won to go-live")
     on_time_ratio: float | None = Field(
         default=None, ge=0, le=1, description="tasks completed by their due date"
@@ -607,6 +690,7 @@ class OnboardingCompleted(Event):
 class CheckInDue(Event):
     TYPE = "onboarding.check_in_due.v1"
     TOPIC = Topic.ONBOARDINGS
+    BUSINESS_TIME = "due_at"
 
     deal_id: Identifier
     check_in: str
@@ -642,6 +726,7 @@ class DealStalled(Event):
 
     TYPE = "deal.stalled.v1"
     TOPIC = Topic.INSIGHTS
+    BUSINESS_TIME = "detected_at"
 
     deal_id: Identifier
     owner: str | None = Field(description="the deal's owner, when a stage has named one")
@@ -649,7 +734,10 @@ class DealStalled(Event):
     stalled_since: AwareDatetime = Field(description="the deal's last progress")
     days_without_progress: int = Field(ge=0)
     next_step: NextStep | None = Field(default=None, description="the last next step scheduled, if any")
-    detected_at: AwareDatetime
+    detected_at: AwareDatetime = Field(
+        description="when the stall began: the last progress plus the stage's stall days (business "
+        "time), not when insights noticed it"
+    )
 
 
 # --- time ----------------------------------------------------------------------------------------
@@ -657,10 +745,13 @@ class DealStalled(Event):
 
 class DeadlineReached(Event):
     """A stage's own deadline came due. Published by the stage service to itself, keyed by the deal, so
-    the consumer that owns the deal applies it: each deadline fires once, whatever the replicas."""
+    the consumer that owns the deal applies it: each deadline fires once, whatever the replicas. The
+    processing clock decides that it is due; what it causes is dated at its `due_at`, not when it was
+    announced."""
 
     TYPE = "deadline.reached.v1"
     TOPIC = Topic.DEADLINES
+    BUSINESS_TIME = "due_at"
 
     deal_id: Identifier
     stage_service: str
@@ -672,7 +763,10 @@ class DeadlineReached(Event):
 
 
 class ActivityRejected(Event):
-    """An activity broke the stage's rules; the deal's state is unchanged."""
+    """An activity broke the stage's rules; the deal's state is unchanged. Besides each stage's own
+    rules (e.g. deal_closed, unknown_product), any stage refuses an activity dated implausibly by its
+    processing clock: occurred_in_future (beyond the playbook's clock skew allowance) or
+    occurred_too_long_ago (beyond its maximum age)."""
 
     TYPE = "activity.rejected.v1"
     TOPIC = Topic.ACTIVITIES_REJECTED

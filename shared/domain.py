@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 from urllib.parse import quote, unquote
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import Event
+from contracts.events import OCCURRED_IN_FUTURE, OCCURRED_TOO_LONG_AGO
 
 State = TypeVar("State", bound=BaseModel)
 
@@ -32,6 +33,60 @@ class RuleBroken(Exception):
         self.code = code
         self.message = message
         self.field = field
+
+
+def business_time(event: Event, sent_at: datetime | None, processed_at: datetime) -> datetime:
+    """When what the event records happened: its own time field, else its CloudEvents `time`, else (for
+    a record without one) the moment it is processed. A time without a zone is taken as UTC."""
+    at = event.own_time or sent_at or processed_at
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def not_before(moment: datetime, earliest: datetime) -> datetime:
+    """`moment`, or `earliest` when it is earlier: a deal never moves back in time."""
+    return max(moment, earliest)
+
+
+class BusinessTimeRules(BaseModel):
+    """How far from the processing clock an upstream event's own time may lie (a stage playbook's
+    `business_time`): an activity's `occurred_at`, a lead's `captured_at`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clock_skew_seconds: int = Field(
+        ge=0,
+        le=86_400,
+        description="how far ahead of the stage's clock an event may be dated (the sender's clock may run "
+        "ahead); later: refused, occurred_in_future",
+    )
+    max_age_days: int = Field(
+        ge=1,
+        le=36_500,
+        description="how long ago an event may be dated (imported history is years old); earlier: refused, "
+        "occurred_too_long_ago",
+    )
+
+    def check(self, at: datetime, processed_at: datetime, field: str | None) -> None:
+        """Raise RuleBroken when `at`, an upstream event's business time, is implausible at `processed_at`."""
+        ahead = at - processed_at
+        if ahead > timedelta(seconds=self.clock_skew_seconds):
+            raise RuleBroken(
+                OCCURRED_IN_FUTURE,
+                f"dated {at.isoformat()}, {_duration(ahead)} after it was processed (at most "
+                f"{self.clock_skew_seconds} s of clock skew is allowed)",
+                field,
+            )
+        if processed_at - at > timedelta(days=self.max_age_days):
+            raise RuleBroken(
+                OCCURRED_TOO_LONG_AGO,
+                f"dated {at.isoformat()}, more than {self.max_age_days} days before it was processed",
+                field,
+            )
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    return f"{seconds // 86_400} days" if seconds >= 86_400 else f"{seconds} s"
 
 
 _DEADLINE_KIND = re.compile(r"[a-z][a-z0-9_]*")

@@ -40,10 +40,17 @@ class InsightsPlaybook(BaseModel):
     stage_probability: dict[str, Decimal] = Field(description="per open stage; won deals count as 1")
     forecast_category: dict[str, ForecastCategory] = Field(description="per open stage")
     reporting_currency: str = Field(pattern=r"^[A-Z]{3}$")
-    rate_to_reporting: dict[str, Decimal] = Field(description="ISO 4217 code -> value of 1 unit")
+    rate_to_reporting: dict[str, Decimal] = Field(
+        description="ISO 4217 code -> value of 1 unit (not 1 minor unit) in the reporting currency"
+    )
     stall_days: dict[str, int] = Field(description="per open stage; a stage not listed never stalls")
     teams: dict[str, list[str]] = Field(default={}, description="team -> its owners")
     top_reasons: int = Field(default=5, ge=1)
+    velocity_min_cycle_days: float = Field(
+        gt=0,
+        description="pipeline velocity divides by the average cycle (qualification to won) of the "
+        "period's won deals; shorter than this: no velocity figure",
+    )
     limits: Limits = Limits()
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from math import ceil
 
 from pydantic import BaseModel
 
+from contracts.currencies import exponent
 from contracts.events import (
     DeadlineReached,
     DealLost,
@@ -684,6 +685,16 @@ def month_of(moment: datetime | date) -> str:
     return f"{moment:%Y-%m}" if not isinstance(moment, datetime) else f"{moment.astimezone(UTC):%Y-%m}"
 
 
+def minor_unit_rate(currency: str, playbook: InsightsPlaybook) -> Decimal | None:
+    """What one minor unit of `currency` is worth in minor units of the reporting currency; None without
+    a rate. Amounts convert as money: the playbook's rate is per unit, and each currency has its own
+    number of decimals (JPY none, EUR two, KWD three), so 1 JPY at 0.0062 is 0.62 EUR cents."""
+    rate = playbook.rate_to_reporting.get(currency)
+    if rate is None:
+        return None
+    return rate.scaleb(exponent(playbook.reporting_currency) - exponent(currency))
+
+
 def to_minor(value: Decimal) -> int:
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
@@ -824,7 +835,7 @@ class _ForecastItem(BaseModel):
     currency: str
     amount: Decimal
     weighted: Decimal
-    rate: Decimal | None
+    rate: Decimal | None  # reporting-currency minor units per minor unit of `currency`
 
 
 def _forecast_item(timeline: Timeline, playbook: InsightsPlaybook) -> _ForecastItem | None:
@@ -849,7 +860,7 @@ def _forecast_item(timeline: Timeline, playbook: InsightsPlaybook) -> _ForecastI
         currency=amount.currency,
         amount=Decimal(amount.amount_minor),
         weighted=Decimal(amount.amount_minor) * probability,
-        rate=playbook.rate_to_reporting.get(amount.currency),
+        rate=minor_unit_rate(amount.currency, playbook),
     )
 
 
@@ -922,7 +933,11 @@ class TimeInStage(BaseModel):
 
 
 class Velocity(BaseModel):
-    """(open deals x win rate x average won amount) / average cycle days, in reporting minor units/day."""
+    """(open deals x win rate x average won amount) / average cycle days, in reporting minor units/day.
+
+    No figure (`per_day_minor` None) without a deal won, or when the average cycle is shorter than the
+    playbook's `velocity_min_cycle_days`: dividing by a near-zero cycle gives no meaningful speed.
+    """
 
     open_deals: int
     won: int
@@ -988,7 +1003,7 @@ def _stage_at_period_end(timeline: Timeline, end: datetime) -> str | None:
 def _converted_minor(timeline: Timeline, playbook: InsightsPlaybook) -> Decimal | None:
     if timeline.amount is None:
         return None
-    rate = playbook.rate_to_reporting.get(timeline.amount.currency)
+    rate = minor_unit_rate(timeline.amount.currency, playbook)
     return None if rate is None else Decimal(timeline.amount.amount_minor) * rate
 
 
@@ -1015,7 +1030,8 @@ def _velocity(
     ]
     average_cycle = statistics.fmean(cycles) if cycles else None
     per_day = None
-    if win_rate is not None and average_won is not None and average_cycle:
+    long_enough = average_cycle is not None and average_cycle >= playbook.velocity_min_cycle_days
+    if win_rate is not None and average_won is not None and average_cycle is not None and long_enough:
         per_day = to_minor(
             open_deals
             * Decimal(len(won))

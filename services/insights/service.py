@@ -59,5 +59,4 @@ def definition() -> StageDefinition:
         # A read model never waits: whichever event of a deal comes first opens its timeline.
         opening_events=frozenset(handlers),
         deadlines=partial(domain.deadlines, playbook=playbook),
-        now_is_event_time=True,
     )

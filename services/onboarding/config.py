@@ -8,6 +8,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.domain import BusinessTimeRules
+
 DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
 
 
@@ -61,6 +63,7 @@ class OnboardingPlaybook(Strict):
     default_template: str
     check_ins_after_go_live_days: tuple[int, ...] = (30, 90)
     expansion: Expansion = Expansion()
+    business_time: BusinessTimeRules
 
     @model_validator(mode="after")
     def templates_exist(self) -> OnboardingPlaybook:

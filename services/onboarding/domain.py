@@ -5,6 +5,9 @@ ones only) or rescheduled; an overdue task raises `onboarding.at_risk` once. Whe
 done the onboarding completes with its time to value (won to go-live) and on-time ratio, check-ins are
 scheduled, and the expansion rules look for the next deal: products the customer lacks, seats it is
 running out of. Each finding is an `upsell.identified` event that qualification opens as a new deal.
+
+Every time is business time: the plan starts when the deal was won, a task is done when the activity says,
+and go-live is never dated before the deal was won.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from contracts.events import (
     UsageReported,
 )
 from services.onboarding.config import OnboardingPlaybook
-from shared.domain import Deadline, Decision, RuleBroken, pending_by_id
+from shared.domain import Deadline, Decision, RuleBroken, not_before, pending_by_id
 
 GO_LIVE = "go_live"
 # Deadline kinds: an open task's due date (keyed by the task), a check-in after go-live (by its name).
@@ -139,7 +142,7 @@ def on_deal_won(
             )
             for task in tasks
         ],
-        started_at=now,
+        started_at=won.won_at,
     )
     return Decision(onboarding, [started])
 
@@ -216,7 +219,7 @@ def _complete_if_done(
 ) -> Decision[Onboarding]:
     if any(task.required and not task.done for task in onboarding.tasks):
         return Decision(onboarding)
-    go_live_at = onboarding.task(GO_LIVE).completed_at or now
+    go_live_at = not_before(onboarding.task(GO_LIVE).completed_at or now, onboarding.won_at)
     completed_tasks = [task for task in onboarding.tasks if task.completed_at is not None]
     on_time = [task for task in completed_tasks if task.completed_at and task.completed_at <= task.due_at]
     check_ins = [
@@ -226,7 +229,7 @@ def _complete_if_done(
     live = onboarding.model_copy(update={"go_live_at": go_live_at, "check_ins": check_ins})
     completed = OnboardingCompleted(
         deal_id=onboarding.deal_id,
-        completed_at=now,
+        completed_at=not_before(now, onboarding.won_at),
         time_to_value_seconds=max(0, int((go_live_at - onboarding.won_at).total_seconds())),
         on_time_ratio=round(len(on_time) / len(completed_tasks), 4) if completed_tasks else None,
         check_ins=check_ins,

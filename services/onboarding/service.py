@@ -31,4 +31,5 @@ def definition() -> StageDefinition:
         handlers=with_playbook(handlers, playbook),
         opening_events=frozenset({DealWon}),
         deadlines=domain.deadlines,
+        business_time=playbook.business_time,
     )

@@ -9,6 +9,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.domain import BusinessTimeRules
+
 DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
 OPEN_STAGES = ("presentation", "proposal", "negotiation", "closing")
 ClosingStep = Literal["accepted_quote", "contract_signed", "payment_received"]
@@ -42,6 +44,7 @@ class ProposalPlaybook(BaseModel):
     closing_requires: frozenset[ClosingStep]
     loss_reasons: frozenset[str]
     limits: Limits = Limits()
+    business_time: BusinessTimeRules
 
     @model_validator(mode="after")
     def consistent(self) -> ProposalPlaybook:

@@ -3,6 +3,10 @@
 Stages: presentation (on qualification) -> proposal (demo held) -> negotiation (quote sent) -> closing
 (quote accepted) -> won, or lost from any open stage. The deal is won when the playbook's closing steps
 hold (accepted quote, signed contract, payment) and no objection is open.
+
+Every time is business time: a stage is entered, and the deal won or lost, when the activity that caused
+it happened, but never before the deal entered its current stage (an activity logged out of order moves
+the deal at the moment it entered that stage).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from contracts.events import (
     StageVisit,
 )
 from services.proposal.config import ProposalPlaybook
-from shared.domain import Deadline, Decision, RuleBroken, pending_by_id
+from shared.domain import Deadline, Decision, RuleBroken, not_before, pending_by_id
 
 
 class Stage(StrEnum):
@@ -255,7 +259,7 @@ def on_proposal_sent(
         )
     if version.status is not QuoteStatus.APPROVED:
         raise RuleBroken("quote_not_sendable", f"quote version {version_number} is {version.status.value}")
-    expires_at = now + timedelta(days=playbook.quote_validity_days)
+    expires_at = not_before(now, deal.history[-1].entered_at) + timedelta(days=playbook.quote_validity_days)
     sent_version = version.model_copy(update={"status": QuoteStatus.SENT, "expires_at": expires_at})
     deal = _replace_quote(_supersede_sent(deal), sent_version)
     events.append(
@@ -349,7 +353,7 @@ def on_deal_lost_reported(
         stage=deal.stage.value,
         reason_code=report.reason_code,
         competitor=report.competitor,
-        lost_at=now,
+        lost_at=moved.state.history[-1].entered_at,
     )
     return Decision(moved.state, [*moved.events, lost])
 
@@ -470,7 +474,7 @@ def _close_if_done(decision: Decision[Deal], now: datetime, playbook: ProposalPl
         quote_version=deal.accepted_version,
         lines=accepted.quote.lines if accepted else [],
         amount=deal.amount,
-        won_at=now,
+        won_at=won.state.history[-1].entered_at,
         stage_history=history,
     )
     return Decision(won.state, [*decision.events, *won.events, deal_won])
@@ -479,10 +483,11 @@ def _close_if_done(decision: Decision[Deal], now: datetime, playbook: ProposalPl
 def _move(deal: Deal, stage: Stage, now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
     if stage is deal.stage:
         return Decision(deal)
+    at = not_before(now, deal.history[-1].entered_at) if deal.history else now
     moved = deal.model_copy(
-        update={"stage": stage, "history": [*deal.history, Visit(stage=stage, entered_at=now)]}
+        update={"stage": stage, "history": [*deal.history, Visit(stage=stage, entered_at=at)]}
     )
-    return Decision(moved, [_stage_changed(deal.deal_id, deal.stage, stage, now, playbook)])
+    return Decision(moved, [_stage_changed(deal.deal_id, deal.stage, stage, at, playbook)])
 
 
 def _stage_changed(

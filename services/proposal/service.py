@@ -47,4 +47,5 @@ def definition() -> StageDefinition:
         handlers=with_playbook(handlers, playbook),
         opening_events=frozenset({LeadQualified}),
         deadlines=domain.deadlines,
+        business_time=playbook.business_time,
     )

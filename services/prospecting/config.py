@@ -8,6 +8,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.domain import BusinessTimeRules
+
 DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
 
 
@@ -114,6 +116,7 @@ class ProspectingPlaybook(Strict):
     deduplication: Deduplication = Deduplication()
     free_mail_domains: frozenset[str]
     limits: Limits = Limits()
+    business_time: BusinessTimeRules
 
 
 def load_playbook(path: Path | None = None) -> ProspectingPlaybook:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pycountry
 from pydantic import BaseModel
 
+from contracts import Event
 from contracts.events import (
     MAX_TEXT_LENGTH,
     Company,
@@ -184,6 +185,11 @@ def on_lead_captured(
         owner=owner,
     )
     return Decision(outcome, [prospect])
+
+
+def lead_refused(lead: Event, reason: Reason) -> LeadRejected:
+    """A lead the runtime refuses before its rules run (its `captured_at` is implausible): lead.rejected."""
+    return LeadRejected(lead_id=lead.partition_key, reasons=[reason])
 
 
 def _merged(lead_id: str, candidate: Candidate, duplicate: Duplicate, max_merged: int) -> Decision[Lead]:

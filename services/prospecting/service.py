@@ -20,6 +20,7 @@ from services.prospecting.domain import (
     KnownLeads,
     Lead,
     assess,
+    lead_refused,
     on_lead_captured,
     routing_period,
 )
@@ -65,8 +66,7 @@ class ProspectingFacts:
         }
         period = routing_period(now, self.playbook.routing)
         load_ids = [f"{period}:{rep.name}" for team in self.playbook.routing.teams for rep in team.reps]
-        # One lookup by `_id` each, concurrently: FerretDB 1.24 answers `_id: {$in: [...]}` by reading the
-        # whole collection, and an equality on `_id` from its index (see deploy/local/infra.sh).
+        # One `_id: {$in}` read each, from the `_id` index (FerretDB too: see deploy/local/infra.sh).
         claims = {doc["_id"]: doc for doc in await _by_ids(self.claims, sorted(keys))}
         loads = {doc["_id"].split(":", 1)[1]: doc["count"] for doc in await _by_ids(self.rep_loads, load_ids)}
         self._start_batch(claims, loads, period)
@@ -184,9 +184,10 @@ def definition() -> StageDefinition:
         handlers={LeadCaptured: partial(on_lead_captured, playbook=playbook)},
         opening_events=frozenset({LeadCaptured}),
         facts=lambda database: ProspectingFacts(database, playbook),
+        business_time=playbook.business_time,
+        refusal=lead_refused,
     )
 
 
 async def _by_ids(collection: AsyncCollection[Document], ids: Sequence[str]) -> list[Document]:
-    found = await asyncio.gather(*(collection.find_one({"_id": key}) for key in ids))
-    return [document for document in found if document is not None]
+    return [document async for document in collection.find({"_id": {"$in": list(ids)}})] if ids else []

@@ -8,6 +8,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.domain import BusinessTimeRules
+
 DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
 
 
@@ -38,6 +40,7 @@ class QualificationPlaybook(Strict):
     )
     frameworks: dict[str, dict[str, Criterion]]
     default_framework: str
+    business_time: BusinessTimeRules
 
     @model_validator(mode="after")
     def consistent(self) -> QualificationPlaybook:

@@ -5,6 +5,9 @@ move the next step; a reply turns the next step into the discovery call. The dis
 decide: qualified (a deal is opened), disqualified (with a reason code) or nurtured (reopened on a date).
 Time decides too, through deadlines the service fires once each: first touch overdue, cadence exhausted
 without a reply (disqualified: no_response), qualification overdue, and the end of a nurture.
+
+Every time is business time: a lead is qualified or disqualified when the discovery call happened (never
+before its qualification opened), a deadline's outcome is dated at its due time.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from contracts.events import (
     UpsellIdentified,
 )
 from services.qualification.config import QualificationPlaybook
-from shared.domain import Deadline, Decision, RuleBroken, pending_by_id
+from shared.domain import Deadline, Decision, RuleBroken, not_before, pending_by_id
 
 # Deadline kinds; each deadline's key is the qualification cycle it belongs to.
 FIRST_TOUCH_OVERDUE = "first_touch_overdue"
@@ -196,7 +199,7 @@ def on_discovery_call_logged(
             deal_id=state.deal_id,
             reason_code=f"{call.framework.lower()}_{unmet[0]}_not_met",
             detail=f"not confirmed: {', '.join(unmet)}",
-            disqualified_at=now,
+            disqualified_at=not_before(now, state.opened_at),
         )
         return Decision(closed.model_copy(update={"status": Status.DISQUALIFIED}), [disqualified])
     if call.estimated_amount is None:
@@ -212,7 +215,7 @@ def on_discovery_call_logged(
         needs=call.needs,
         amount=call.estimated_amount,
         expected_close_date=call.expected_close_date,
-        qualified_at=now,
+        qualified_at=not_before(now, state.opened_at),
         expansion_of=state.expansion_of,
     )
     return Decision(closed.model_copy(update={"status": Status.QUALIFIED}), [qualified])

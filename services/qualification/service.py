@@ -34,4 +34,5 @@ def definition() -> StageDefinition:
         ),
         opening_events=frozenset({ProspectIdentified, UpsellIdentified}),
         deadlines=partial(domain.deadlines, playbook=playbook),
+        business_time=playbook.business_time,
     )

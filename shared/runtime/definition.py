@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts import Event, Topic
-from shared.domain import Deadline, Decision
+from contracts.events import Reason
+from shared.domain import BusinessTimeRules, Deadline, Decision
 from shared.settings import Settings
 
 Document = dict[str, Any]  # as shared.mongo names it, without importing the database client
@@ -21,7 +22,11 @@ Document = dict[str, Any]  # as shared.mongo names it, without importing the dat
 
 class EventHandler(Protocol):
     """A pure rule: the state (None before the aggregate opens), one event, the business time it
-    happened and, for stages with facts, what they know; the new state and what it causes."""
+    happened and, for stages with facts, what they know; the new state and what it causes.
+
+    The business time (`now`) is the event's own time (an activity's `occurred_at`, a deadline's
+    `due_at`, a derived event's time field), else its CloudEvents `time`: never the processing clock,
+    unless the record has no time at all. Whatever the handler emits is dated from it."""
 
     def __call__(self, state: Any, event: Any, now: datetime, /, *facts: Any) -> Decision[Any]: ...
 
@@ -78,9 +83,11 @@ class StageDefinition:
     http_routes: Callable[[AsyncDatabase[Document], Settings], Sequence[tuple[str, ASGIApp]]] | None = None
     """The stage's own HTTP pages, by exact path, served beside the operations endpoints; they get the
     service's database and settings."""
-    now_is_event_time: bool = False
-    """Handlers get the event's own time (`ce_time`) as `now`, not the clock's: a read model rebuilt by
-    replaying the topics then ends up in the same state as the one that saw the events live."""
+    business_time: BusinessTimeRules | None = None
+    """When set, an upstream event (an activity, a lead) whose own time is implausible by the stage's
+    clock is refused as a rule break before its handler runs (occurred_in_future, occurred_too_long_ago)."""
+    refusal: Callable[[Event, Reason], Event] | None = None
+    """How the stage answers a rule break, when not with activity.rejected (prospecting: lead.rejected)."""
 
     @property
     def input_topics(self) -> list[Topic]:

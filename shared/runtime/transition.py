@@ -9,7 +9,11 @@ What it guarantees, for every record:
   clock; any other DeadlineReached changes nothing;
 - an event for an aggregate that is not open yet is parked (up to a limit) and applied when it opens;
   parked events of a deal that never opens are dead-lettered, and a redrive of them is applied again;
-- a rule the event breaks is answered with an ActivityRejected;
+- a rule the event breaks is answered with an ActivityRejected (or the stage's own refusal);
+- the handler gets the event's business time (see shared.domain.business_time), never the processing
+  clock; an upstream event whose own time is implausible by that clock is refused, if the stage has
+  rules for it; every emitted event's CloudEvents `time` is its business time (its own time field, else
+  its cause's) and its `recordedtime` the processing clock;
 - every emitted event has an id unique to (stage, aggregate, cause, index), and nothing it emits or
   stores breaks a size or storability limit: such an event is refused with the reason instead.
 """
@@ -25,7 +29,8 @@ from pydantic import BaseModel
 
 from contracts import Event
 from contracts.events import ActivityRejected, DeadlineReached, Reason
-from shared.domain import Deadline, RuleBroken
+from contracts.events import Inbound as UpstreamEvent
+from shared.domain import Deadline, RuleBroken, business_time
 from shared.envelope import Envelope, KafkaRecord, decode, derived_event_id, encode
 from shared.runtime.dead_letters import Source
 from shared.runtime.definition import StageDefinition
@@ -35,6 +40,8 @@ from shared.store import Aggregate, ParkedRecord, document_bytes, estimated_docu
 
 PARKED_EXPIRY = "parked_expiry"
 DEAL_NEVER_OPENED = "deal_never_opened"
+# The CloudEvents recorded-time extension: when the event was made, where `ce_time` is when it happened.
+RECORDED_TIME_HEADER = "ce_recordedtime"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +70,8 @@ class Context:
     """What a step may know beyond the aggregate and the event: time, names, limits and batch facts."""
 
     clock: datetime
-    """The stage's clock: it alone decides that a deadline is due."""
+    """The stage's clock, the processing time: it decides that a deadline is due and whether an upstream
+    event's own time is plausible, and is carried as `ce_recordedtime`; no decision is dated by it."""
     source: str
     topic: Callable[[str], str]
     limits: Limits
@@ -119,17 +127,14 @@ def step(definition: StageDefinition, aggregate: Aggregate, inbound: Inbound, co
     state = None if aggregate.state is None else state_model.model_validate(aggregate.state)
     if state is None and type(envelope.data) not in definition.opening_events:
         return _park(definition, aggregate, inbound, context)
-    now = context.clock
-    if definition.now_is_event_time and envelope.time is not None:
-        now = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=context.clock.tzinfo)
     rejections: list[str] = []
-    state, events = _apply(definition, state, envelope, now, context, rejections)
+    state, events = _apply(definition, state, envelope, context, rejections)
     if aggregate.state is None and state is not None:
         for parked in aggregate.parked:
             parked_envelope = decode(
                 parked.headers, parked.value.encode(), max_bytes=context.limits.max_event_bytes
             )
-            state, more = _apply(definition, state, parked_envelope, now, context, rejections)
+            state, more = _apply(definition, state, parked_envelope, context, rejections)
             events.extend(more)
     state_document = None if state is None else state.model_dump(mode="json")
     problem = None if state_document is None else storable_problem(state_document)
@@ -142,11 +147,15 @@ def step(definition: StageDefinition, aggregate: Aggregate, inbound: Inbound, co
             topic=context.topic(event.TOPIC),
             source=context.source,
             event_id=derived_event_id(f"{definition.name}/{aggregate.id}/{envelope.id}", index),
-            time=now,
+            time=business_time(event, cause_time, cause_time),
             # CloudEvents' sequence extension: orders a deal's events from this stage, gaps show loss.
-            extra_headers={"ce_sequence": f"{version:010d}.{index:04d}", **context.trace},
+            extra_headers={
+                "ce_sequence": f"{version:010d}.{index:04d}",
+                RECORDED_TIME_HEADER: context.clock.isoformat(),
+                **context.trace,
+            },
         )
-        for index, event in enumerate(events)
+        for index, (event, cause_time) in enumerate(events)
     )
     for record in outbox:
         size = len(record.key) + len(record.value) + sum(len(k) + len(v) for k, v in record.headers.items())
@@ -185,26 +194,40 @@ def _apply(
     definition: StageDefinition,
     state: BaseModel | None,
     envelope: Envelope,
-    now: datetime,
     context: Context,
     rejections: list[str],
-) -> tuple[Any, list[Event]]:
-    handler = definition.handlers[type(envelope.data)]
+) -> tuple[Any, list[tuple[Event, datetime]]]:
+    """The handler's decision on one event, each emitted event with the business time of its cause."""
+    event = envelope.data
+    now = business_time(event, envelope.time, context.clock)
+    rules = definition.business_time
     try:
-        decision = handler(state, envelope.data, now, *context.gather(envelope.data, now))
+        if rules is not None and isinstance(event, UpstreamEvent):
+            rules.check(now, context.clock, event.BUSINESS_TIME if event.own_time is not None else None)
+    except RuleBroken as rule:  # an implausible time dates nothing, not even its refusal
+        return state, [(_refusal(definition, envelope, rule, rejections), context.clock)]
+    try:
+        decision = definition.handlers[type(event)](state, event, now, *context.gather(event, now))
     except RuleBroken as rule:
-        rejections.append(rule.code)
-        return state, [
-            ActivityRejected(
-                deal_id=envelope.data.partition_key,
-                activity_type=envelope.type,
-                activity_event_id=envelope.id,
-                stage_service=definition.name,
-                reason=Reason(code=rule.code, field=rule.field, message=rule.message),
-            )
-        ]
-    context.note(envelope.data, list(decision.events))
-    return decision.state, list(decision.events)
+        return state, [(_refusal(definition, envelope, rule, rejections), now)]
+    context.note(event, list(decision.events))
+    return decision.state, [(emitted, now) for emitted in decision.events]
+
+
+def _refusal(
+    definition: StageDefinition, envelope: Envelope, rule: RuleBroken, rejections: list[str]
+) -> Event:
+    rejections.append(rule.code)
+    reason = Reason(code=rule.code, field=rule.field, message=rule.message)
+    if definition.refusal is not None:
+        return definition.refusal(envelope.data, reason)
+    return ActivityRejected(
+        deal_id=envelope.data.partition_key,
+        activity_type=envelope.type,
+        activity_event_id=envelope.id,
+        stage_service=definition.name,
+        reason=reason,
+    )
 
 
 def _park(definition: StageDefinition, aggregate: Aggregate, inbound: Inbound, context: Context) -> Step:

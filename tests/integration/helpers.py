@@ -56,12 +56,18 @@ def of_type(events: list[SeenEvent], event_type: str) -> list[SeenEvent]:
     return [event for event in events if event.type == event_type]
 
 
-async def send(settings: Settings, *events: Event, event_id: str | None = None) -> None:
-    """Publish events as an upstream system would, each to its contract's topic."""
+async def send(
+    settings: Settings, *events: Event, event_id: str | None = None, at: datetime | None = None
+) -> None:
+    """Publish events as an upstream system would, each to its contract's topic.
+
+    `at` is their CloudEvents time (default: now): the business time of an event without a time field
+    of its own, such as prospect.identified.
+    """
     await publish(
         settings,
         [
-            encode(event, topic=settings.topic(event.TOPIC), source="/test", event_id=event_id)
+            encode(event, topic=settings.topic(event.TOPIC), source="/test", event_id=event_id, time=at)
             for event in events
         ],
     )

@@ -24,9 +24,12 @@ from tests.integration.helpers import Clock, by, events_when, send
 
 pytestmark = pytest.mark.integration
 WON_AT = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)
+# The late plan is won when the on-time one goes live, twelve days on. The services' clock starts then:
+# every activity the test sends lies in its past, as the services require (a later one is refused).
+LATE_WON_AT = WON_AT + timedelta(days=12)
 
 
-def won(deal_id: str, *products: str) -> DealWon:
+def won(deal_id: str, *products: str, at: datetime = WON_AT) -> DealWon:
     return DealWon(
         deal_id=deal_id,
         customer=Company(name=f"Customer {deal_id}"),
@@ -34,7 +37,7 @@ def won(deal_id: str, *products: str) -> DealWon:
         owner="anna.schmidt",
         lines=[QuoteLine(product=product, quantity=1, unit_price_minor=1000) for product in products],
         amount=Money(amount_minor=1000 * len(products), currency="EUR"),
-        won_at=WON_AT,
+        won_at=at,
         stage_history=[],
     )
 
@@ -46,15 +49,14 @@ def done(deal_id: str, task: str, day: int) -> OnboardingTaskCompleted:
 async def test_on_time_at_risk_duplicates_and_an_expansion_deal_opened_in_qualification(
     settings: Settings,
 ) -> None:
-    settings, clock = settings.model_copy(update={"timer_tick_seconds": 0.2}), Clock(WON_AT)
+    settings = settings.model_copy(update={"timer_tick_seconds": 0.2})
+    clock = Clock(LATE_WON_AT + timedelta(minutes=1))
     async with (
         StageService(onboarding(), settings, clock=clock).build_app(),
         StageService(qualification(), settings, clock=clock).build_app(),
     ):
-        await send(settings, won("on-time", "dealflow-platform"), event_id="won-1")
-        await send(settings, won("on-time", "dealflow-platform"), event_id="won-1")  # the same event again
-        await send(settings, won("on-time", "dealflow-platform"))  # the same deal, won twice
-        await send(settings, won("late", "dealflow-seat"))
+        # The on-time plan's tasks, logged after the fact, go first: they wait for its deal and are
+        # applied as it opens, so none of its due dates (past, by the clock) is ever found pending.
         await send(
             settings,
             *(
@@ -62,10 +64,17 @@ async def test_on_time_at_risk_duplicates_and_an_expansion_deal_opened_in_qualif
                 for task, day in [("kickoff", 1), ("technical_setup", 5), ("training", 9)]
             ),
             done("on-time", "go_live", 12),
-            UsageReported(deal_id="late", occurred_at=WON_AT, seats_used=10, seats_purchased=10),
+        )
+        await send(settings, won("on-time", "dealflow-platform"), event_id="won-1")
+        await send(settings, won("on-time", "dealflow-platform"), event_id="won-1")  # the same event again
+        await send(settings, won("on-time", "dealflow-platform"))  # the same deal, won twice
+        await send(settings, won("late", "dealflow-seat", at=LATE_WON_AT))
+        await send(
+            settings,
+            UsageReported(deal_id="late", occurred_at=LATE_WON_AT, seats_used=10, seats_purchased=10),
         )
         await events_when(settings, lambda seen: len(by(seen, "on-time", "onboarding.completed.v1")) == 1)
-        clock.now = WON_AT + timedelta(days=4)  # the late plan's kickoff was due on day 3
+        clock.now = LATE_WON_AT + timedelta(days=4)  # the late plan's kickoff was due on its day 3
         events = await events_when(
             settings,
             lambda seen: (

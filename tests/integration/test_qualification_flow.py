@@ -69,7 +69,7 @@ async def test_every_path_qualified_disqualified_nurture_and_no_response(setting
     settings, clock = tuned(settings), Clock(T0)
     service = StageService(qualification(), settings, clock=clock)
     async with service.build_app():
-        await send(settings, *(prospect(deal) for deal in ("q", "d", "n", "silent")))
+        await send(settings, *(prospect(deal) for deal in ("q", "d", "n", "silent")), at=T0)
         await send(
             settings,
             TouchLogged(deal_id="q", occurred_at=T0, channel="email", outcome="replied"),
@@ -111,7 +111,7 @@ async def test_every_path_qualified_disqualified_nurture_and_no_response(setting
 async def test_each_deadline_fires_once_across_a_restart(settings: Settings) -> None:
     settings, clock = tuned(settings), Clock(T0)
     async with StageService(qualification(), settings, clock=clock).build_app():
-        await send(settings, prospect("quiet"), prospect("talks"))
+        await send(settings, prospect("quiet"), prospect("talks"), at=T0)
         await send(settings, TouchLogged(deal_id="talks", occurred_at=T0, channel="call", outcome="replied"))
         await events_when(
             settings, lambda seen: emitted(seen)[("talks", "qualification.next_step_scheduled.v1")] == 2

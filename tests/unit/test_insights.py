@@ -14,9 +14,13 @@ from pydantic import ValidationError
 
 from contracts import Event
 from contracts.events import (
+    Company,
+    Contact,
     DeadlineReached,
     DealStalled,
+    DealWon,
     LeadNurtured,
+    Money,
     NextStep,
     NextStepScheduled,
     QualificationReopened,
@@ -91,6 +95,74 @@ def test_a_currency_without_a_rate_is_kept_in_its_own_currency_and_named() -> No
     assert forecast.unconverted_currencies == ["CHF"]
     assert forecast.total.by_currency["CHF"].weighted_minor == 2_000
     assert (forecast.total.amount_minor, forecast.total.weighted_minor) == (0, 0)
+
+
+def won_deal(
+    deal_id: str, amount: int, currency: str, qualified_at: datetime, won_at: datetime
+) -> list[tuple[Event, datetime]]:
+    return [
+        (prospect(deal_id, "anna.schmidt"), qualified_at),
+        (qualified(deal_id, "anna.schmidt", qualified_at, amount, currency, None), qualified_at),
+        (moved(deal_id, None, "presentation", qualified_at), qualified_at),
+        (moved(deal_id, "presentation", "won", won_at), won_at),
+        (
+            DealWon(
+                deal_id=deal_id,
+                customer=Company(name=f"Company {deal_id}"),
+                contact=Contact(email=f"buyer@{deal_id}.example"),
+                owner="anna.schmidt",
+                lines=[],
+                amount=Money(amount_minor=amount, currency=currency),
+                won_at=won_at,
+                stage_history=[],
+            ),
+            won_at,
+        ),
+    ]
+
+
+def test_amounts_are_converted_as_money_whatever_each_currencys_minor_unit(tmp_path: Path) -> None:
+    # JPY has no minor unit (1 minor unit is 1 yen), KWD three decimals (1,000 fils a dinar), EUR two.
+    playbook = playbook_with(tmp_path, rate_to_reporting={"EUR": 1, "JPY": "0.0062", "KWD": "2.95"})
+    events = [
+        (prospect("deal-jpy", "anna.schmidt"), day(10, 1)),
+        (qualified("deal-jpy", "anna.schmidt", day(10, 2), 1_000_000, "JPY", None), day(10, 2)),
+        (moved("deal-jpy", None, "presentation", day(10, 2)), day(10, 2)),
+        (moved("deal-jpy", "presentation", "proposal", day(10, 3)), day(10, 3)),
+        (prospect("deal-kwd", "anna.schmidt"), day(10, 1)),
+        (qualified("deal-kwd", "anna.schmidt", day(10, 2), 10_000, "KWD", None), day(10, 2)),
+        (moved("deal-kwd", None, "presentation", day(10, 2)), day(10, 2)),
+    ]
+    forecast = domain.forecast(timelines_from(events, playbook), playbook)
+
+    # 1,000,000 JPY = 6,200.00 EUR (620,000 cents), in proposal at 0.4; 10.000 KWD = 29.50 EUR at 0.2.
+    assert forecast.total.amount_minor == 620_000 + 2_950
+    assert forecast.total.weighted_minor == 248_000 + 590
+    assert forecast.total.by_currency["JPY"].amount_minor == 1_000_000  # in its own minor units
+
+    won = won_deal("deal-won-jpy", 5_000_000, "JPY", day(10, 1), day(10, 21))
+    velocity = domain.bottlenecks_for(timelines_from(won, playbook), "all", NOW, playbook).velocity
+    assert velocity.average_won_minor == 3_100_000  # 5,000,000 JPY = 31,000.00 EUR
+
+
+def test_a_cycle_shorter_than_the_playbooks_minimum_gives_no_velocity_figure() -> None:
+    # Won an hour after it was qualified: dividing by 0.04 days would claim a huge velocity.
+    events = [
+        *won_deal("deal-fast", 100_000, "EUR", day(10, 1), day(10, 1, hour=10)),
+        (prospect("deal-open", "anna.schmidt"), day(10, 1)),
+    ]
+    velocity = domain.bottlenecks_for(timelines_from(events), "all", NOW, PLAYBOOK).velocity
+
+    # (the playbook's velocity_min_cycle_days is 1)
+    assert (velocity.won, velocity.open_deals, velocity.average_cycle_days) == (1, 1, 0.04)
+    assert velocity.per_day_minor is None
+
+    no_win = domain.bottlenecks_for(timelines_from(events[-1:]), "all", NOW, PLAYBOOK).velocity
+    assert (no_win.average_cycle_days, no_win.per_day_minor) == (None, None)
+
+    slower = won_deal("deal-slow", 100_000, "EUR", day(10, 1), day(10, 3))
+    ok = domain.bottlenecks_for(timelines_from([*slower, events[-1]]), "all", NOW, PLAYBOOK).velocity
+    assert (ok.average_cycle_days, ok.per_day_minor) == (2.0, 50_000)  # 1 open x 1 x 100,000 / 2 days
 
 
 def test_p90_is_the_nearest_rank() -> None:

@@ -16,6 +16,7 @@ from contracts.events import (
     OnboardingTaskRescheduled,
     OnboardingTaskSkipped,
     QuoteLine,
+    QuoteLineRequest,
     UpsellIdentified,
     UsageReported,
 )
@@ -30,6 +31,8 @@ from services.onboarding.domain import (
     on_task_skipped,
     on_usage_reported,
 )
+from services.proposal.config import load_playbook as load_proposal_playbook
+from services.proposal.domain import price_quote
 from shared.domain import Deadline, RuleBroken
 
 PLAYBOOK = load_playbook()
@@ -234,3 +237,17 @@ def test_rule_breaks_are_refused(activity: object, code: str) -> None:
         handler(started(), activity, WON_AT, PLAYBOOK)  # type: ignore[arg-type]
 
     assert caught.value.code == code
+
+
+def test_every_product_the_expansion_rules_offer_can_be_quoted_in_every_currency_the_platform_is() -> None:
+    # An offer the price list lacks opens an expansion deal whose every quote is refused (unknown_product).
+    proposal = load_proposal_playbook()
+    expansion = PLAYBOOK.expansion
+    offers = {rule.offer for rule in expansion.cross_sell}
+    if expansion.seat_utilisation is not None:
+        offers.add(expansion.seat_utilisation.offer)
+
+    for product in sorted(offers):
+        for currency in sorted(proposal.price_list["dealflow-platform"]):
+            quote = price_quote(1, currency, [QuoteLineRequest(product=product, quantity=1)], 0, proposal)
+            assert quote.total.amount_minor > 0, (product, currency)
