@@ -96,14 +96,17 @@ fault: install ## only the fault suite (starts and stops the local servers it ne
 hostile: install ## only the hostile-input suite (HOSTILE_CLASSES=a,b for some classes; starts the servers)
 	@bash deploy/local/with-servers.sh $(BIN)/pytest -ra tests/hostile
 
+# BENCH_COUNT: the largest stage-alone size (N/20 and N/4 run too). BENCH_RATE: an offered rate for the
+# end-to-end latency runs besides 20, 50 and 200 leads/s. Figures and targets: stdout and bench/results.json.
 BENCH_COUNT ?= 20000
 BENCH_RATE ?= 200
-bench: install ## measure every stage against Kafka and database baselines (BENCH_COUNT=, BENCH_RATE=)
+bench: install ## each stage and the pipeline against Kafka and database ceilings (BENCH_COUNT=, BENCH_RATE=)
 	@bash deploy/local/with-servers.sh $(BIN)/dealflow bench --count $(BENCH_COUNT) --rate $(BENCH_RATE)
 
-schemas: install ## regenerate contracts/schemas and contracts/asyncapi.yaml from the pydantic models
+schemas: install ## regenerate contracts/schemas, contracts/asyncapi.yaml and playbooks/playbook.schema.json from the models
 	$(BIN)/python -m contracts.export
 	$(BIN)/python -m contracts.asyncapi
+	$(BIN)/python -m cli.playbook
 	node $(ASYNCAPI_TOOLS)/validate.mjs contracts/asyncapi.yaml >/dev/null
 
 clean: stop ## stop everything and delete local data and the virtualenv (downloads stay cached)

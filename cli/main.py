@@ -362,6 +362,31 @@ def rebuild_insights() -> None:
     )
 
 
+playbook_app = typer.Typer(help="The playbook: the company's sales process as data.", no_args_is_help=True)
+app.add_typer(playbook_app, name="playbook")
+
+
+@playbook_app.command(name="check")
+def check_playbook(
+    path: Annotated[Path, typer.Argument(dir_okay=False, help="a playbook document (YAML)")],
+) -> None:
+    """Validate a playbook document as the services will: every error with its path, exit 1 if any."""
+    from cli.playbook import check
+    from shared.playbook import load_document
+
+    errors = check(path)
+    for error in errors:
+        typer.echo(error)
+    if errors:
+        typer.echo(f"{path}: {len(errors)} error{'s' if len(errors) != 1 else ''}", err=True)
+        raise typer.Exit(1)
+    document = load_document(path)
+    pipelines = ", ".join(
+        f"{name} ({' -> '.join(pipeline.stages)})" for name, pipeline in document.pipelines.items()
+    )
+    typer.echo(f"ok: {path}: {len(document.stages)} stages, pipelines {pipelines}")
+
+
 @app.command(name="docs")
 def show_docs(
     port: Annotated[int, typer.Option(help="port to serve the page on, on 127.0.0.1")] = 8090,

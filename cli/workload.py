@@ -136,7 +136,10 @@ def _script(deal_id: str, outcome: str, captured_at: datetime) -> ScriptedDeal:
     if outcome == "disqualified":
         events.append(
             DiscoveryCallLogged(
-                deal_id=deal_id, occurred_at=at["discovery_call"], answers=BANT_MET | {"budget": False}
+                deal_id=deal_id,
+                occurred_at=at["discovery_call"],
+                answers=BANT_MET | {"budget": False},
+                actor_role="rep",
             )
         )
     if outcome in ("won", "lost"):
@@ -147,6 +150,7 @@ def _script(deal_id: str, outcome: str, captured_at: datetime) -> ScriptedDeal:
                 occurred_at=at["discovery_call"],
                 answers=BANT_MET,
                 estimated_amount=amount,
+                actor_role="rep",
             ),
             DemoHeld(deal_id=deal_id, occurred_at=at["demo_held"]),
             ProposalSent(deal_id=deal_id, occurred_at=at["proposal_sent"], currency="EUR", lines=[LINE]),

@@ -273,17 +273,37 @@ class TouchLogged(Activity):
 
 
 class DiscoveryCallLogged(Activity):
-    """The discovery call: the framework's answers and the needs assessment."""
+    """A discovery call: some of the framework's answers, the needs assessment, and what the rep decided.
+
+    Answers accumulate over several calls: each call adds answers or overrides earlier ones, and the
+    qualification keeps the merged answers with who gave each and when. An answer to a criterion whose
+    playbook entry lists `answered_by` roles is refused (answer_not_allowed) unless the call's
+    `actor_role` is one of them, also when no role is sent. A call decides only with an explicit
+    `outcome`, or (no outcome) when the playbook's `decision.without_outcome` is `when_complete` and every
+    required criterion has an answer; a call with partial answers never disqualifies by itself."""
 
     TYPE = "activity.discovery_call_logged.v1"
 
-    framework: str = Field(default="BANT", description="a framework of the qualification playbook")
+    framework: str | None = Field(
+        default=None,
+        description="a framework of the qualification playbook; none: the one this qualification uses "
+        "already, else the playbook's `default_framework`. Another framework than the one the "
+        "qualification started with is refused (framework_changed)",
+    )
     answers: dict[FieldName, bool | int | str] = Field(default={}, max_length=MAX_INPUT_ITEMS)
     needs: Needs = Needs()
-    estimated_amount: Money | None = None
-    expected_close_date: date | None = None
+    estimated_amount: Money | None = Field(default=None, description="the latest one given counts")
+    expected_close_date: date | None = Field(default=None, description="the latest one given counts")
     nurture_until: date | None = Field(
         default=None, description="criteria not met yet: nurture, not disqualify"
+    )
+    outcome: Literal["qualified", "disqualified", "continue"] | None = Field(
+        default=None,
+        description="qualified: every required criterion is met by the answers so far (else refused, "
+        "criteria_not_met) and an amount is known (else missing_estimated_amount); disqualified: closes "
+        "the lead, the reason code naming the first required criterion not met (else "
+        "disqualified_by_rep); continue: the answers are kept, nothing is decided. None: see the "
+        "playbook's `decision.without_outcome`",
     )
 
 
@@ -381,6 +401,16 @@ class DealLostReported(Activity):
     notes: str | None = None
 
 
+class StageMoveRequested(Activity):
+    """A rep asks to move the deal to a later stage of its pipeline. Refused with activity.rejected
+    (exit_criteria_unmet, naming the criteria that do not hold) unless every stage it leaves lets it go."""
+
+    TYPE = "activity.stage_move_requested.v1"
+
+    to_stage: Identifier = Field(description="a stage id of the deal's pipeline in the playbook")
+    reason: str | None = None
+
+
 class OnboardingTaskCompleted(Activity):
     TYPE = "activity.onboarding_task_completed.v1"
 
@@ -436,10 +466,20 @@ class ProspectIdentified(Event):
     fit_explanation: list[CriterionResult] = []
     owner: str
     next_step: NextStep
+    previous_deal_id: Identifier | None = Field(
+        default=None,
+        description="the earlier deal this lead matched (same person or account), when the prospecting "
+        "playbook's `deduplication` policy opens a new deal instead: by default for a lead that matches "
+        "only closed deals (won, lost or disqualified)",
+    )
 
 
 class LeadMerged(Event):
-    """A lead matched an existing prospect (same person or company) and was merged into it."""
+    """A lead matched an existing open deal and was merged into it (`relation` says how): the same
+    person again (a duplicate), or another person at the same account (same company domain or name),
+    who joins the deal's buying committee. Which happens is the prospecting playbook's `deduplication`
+    policy; a lead that matches only closed deals opens a new deal by default (prospect.identified with
+    `previous_deal_id`)."""
 
     TYPE = "lead.merged.v1"
     TOPIC = Topic.PROSPECTS
@@ -452,6 +492,14 @@ class LeadMerged(Event):
         max_length=1000,
         description="the most recent leads merged into this prospect (the playbook's `limits.merged_leads`,"
         " default 100), oldest first",
+    )
+    relation: Literal["duplicate", "buying_committee"] = Field(
+        default="duplicate",
+        description="duplicate: the same person again, what their lead adds is merged into the deal; "
+        "buying_committee: another person at the account, who joins the open deal (`contact`)",
+    )
+    contact: Contact | None = Field(
+        default=None, description="the person who joins the buying committee (relation buying_committee)"
     )
 
 
@@ -486,10 +534,17 @@ class LeadQualified(Event):
     amount: Money
     expected_close_date: date | None = None
     qualified_at: AwareDatetime = Field(
-        description="When the discovery call that qualified it happened (its `occurred_at`), not when "
-        "it was processed; never before the qualification opened"
+        description="When the discovery call that qualified it happened (its `occurred_at`), or the "
+        "qualification SLA's due time for one decided at the SLA; not when it was processed; never "
+        "before the qualification opened"
     )
     expansion_of: str | None = Field(default=None, description="the original deal, for an expansion deal")
+    deal_type: str | None = Field(
+        default=None,
+        description="e.g. renewal; with the lead source it chooses the deal's pipeline (playbook "
+        "pipeline_for); an expansion deal (expansion_of) is of type expansion",
+    )
+    lead_source: str | None = Field(default=None, description="the lead's source, when known")
 
 
 class NextStepScheduled(Event):
@@ -560,8 +615,9 @@ class LeadDisqualified(Event):
     reason_code: NonEmptyStr
     detail: str | None = None
     disqualified_at: AwareDatetime = Field(
-        description="When the discovery call that disqualified it happened, or the cadence's end for "
-        "no_response; not when it was processed"
+        description="When the discovery call that disqualified it happened, the cadence's end for "
+        "no_response, or the qualification SLA's due time for one decided at the SLA; not when it was "
+        "processed"
     )
 
 
@@ -577,6 +633,11 @@ class DealStageChanged(Event):
     previous_stage: str | None = Field(default=None, description="none for the first stage")
     stage: str
     probability: float = Field(ge=0, le=1, description="win probability of the new stage")
+    next_step: NextStep | None = Field(
+        default=None,
+        description="the new stage's next step (the playbook's, due after its days from changed_at); "
+        "none for won and lost",
+    )
     changed_at: AwareDatetime = Field(
         description="Business time: when the activity that moved the deal happened (a demo held, a "
         "quote sent), or the qualification for the first stage; never before the deal entered its "

@@ -56,6 +56,7 @@ from contracts.events import (
     QuoteIssued,
     QuotePrepared,
     SlaBreached,
+    StageMoveRequested,
     TouchLogged,
     UpsellIdentified,
     UsageReported,
@@ -100,9 +101,10 @@ _ERASURE_CONFIRMED = _events(PersonalDataErased)
 PARTIES: tuple[Party, ...] = (
     Party(
         name="prospecting",
-        description="Validates, deduplicates, scores and routes every captured lead.",
+        description="Validates, deduplicates, scores and routes every captured lead; learns which deals "
+        "closed (won, lost, disqualified) so a lead matching only closed deals opens a new deal.",
         sends=_events(ProspectIdentified, LeadMerged, LeadRejected) | _ERASURE_CONFIRMED,
-        receives=_events(LeadCaptured) | _ERASURE_RECEIVED,
+        receives=_events(LeadCaptured, DealWon, DealLost, LeadDisqualified) | _ERASURE_RECEIVED,
     ),
     Party(
         name="qualification",
@@ -150,6 +152,7 @@ PARTIES: tuple[Party, ...] = (
             ObjectionRaised,
             ObjectionResolved,
             DealLostReported,
+            StageMoveRequested,
             DeadlineReached,
         )
         | _ERASURE_RECEIVED,

@@ -266,7 +266,7 @@ class OutboxCheckpoints:
         if published_through:
             await self.collection.bulk_write(
                 [
-                    UpdateOne({"_id": partition}, {"$set": {"published_through": ticket}}, upsert=True)
+                    UpdateOne({"_id": partition}, {"$max": {"published_through": ticket}}, upsert=True)
                     for partition, ticket in sorted(published_through.items())
                 ],
                 ordered=False,

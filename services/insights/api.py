@@ -19,12 +19,13 @@ computation every few seconds, and an answer is at most that much older than the
       "generated_at": "2026-11-10T12:00:00Z",
       "reporting_currency": "EUR",
       "deals": 8,                                   # timelines in the read model
-      "board": {                                    # every column, in this order, even when empty
-        "qualification": [CARD, ...], "nurture": [], "presentation": [], "proposal": [],
-        "negotiation": [], "closing": [], "won": [], "onboarding": [], "live": [], "lost": [],
-        "disqualified": []
+      "board": {                                    # every column, in this order, even when empty:
+        "qualification": [CARD, ...], "nurture": [], "presentation": [], "proposal": [],   # the
+        "negotiation": [], "closing": [], "won": [], "onboarding": [], "live": [], "lost": [],  # playbook's
+        "disqualified": []                          # stages (default playbook shown), then the rest
       },
-      "funnel": [                                   # qualification, presentation, ..., closing, won
+      "stage_labels": {"qualification": "Qualification", "presentation": "Presentation", ...},
+      "funnel": [                                   # the playbook's stages in order, then won
         {"stage": "qualification", "reached": 8, "now_in_stage": 1, "conversion_to_next": 0.75}, ...
       ],
       "forecast": {

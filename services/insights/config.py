@@ -1,17 +1,28 @@
-"""The insights playbook: stage probabilities, forecast categories, currency rates, stall days, teams."""
+"""The insights playbook: its section of the playbook document (currency rates, reports, limits) and,
+from the company-wide parts, every pipeline's stages with their labels, probabilities, forecast categories
+and stall days, and the teams."""
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
-OPEN_STAGES = ("qualification", "presentation", "proposal", "negotiation", "closing")
+from shared.playbook import PlaybookDocument, load_document, without_properties
+
+SECTION = "insights"
+# What the model takes from the company-wide parts of the document, not from the insights section.
+SHARED = (
+    "stage_order",
+    "stage_label",
+    "pipelines",
+    "stage_probability",
+    "forecast_category",
+    "stall_days",
+    "teams",
+)
 ForecastCategory = Literal["pipeline", "best_case", "commit", "closed"]
 UNKNOWN_TEAM = "no_team"
 
@@ -37,6 +48,11 @@ class Limits(BaseModel):
 class InsightsPlaybook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    stage_order: tuple[str, ...] = Field(
+        min_length=1, description="every open stage, qualification's first: the board's columns, the funnel"
+    )
+    stage_label: dict[str, str] = Field(default={}, description="per open stage: its column title")
+    pipelines: dict[str, tuple[str, ...]] = Field(default={}, description="pipeline -> its stages")
     stage_probability: dict[str, Decimal] = Field(description="per open stage; won deals count as 1")
     forecast_category: dict[str, ForecastCategory] = Field(description="per open stage")
     reporting_currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -59,7 +75,7 @@ class InsightsPlaybook(BaseModel):
             ("stage_probability", self.stage_probability),
             ("forecast_category", self.forecast_category),
         ):
-            if missing := set(OPEN_STAGES) - set(per_stage):
+            if missing := set(self.stage_order) - set(per_stage):
                 raise ValueError(f"{name} lacks stages {sorted(missing)}")
         if any(not 0 <= p <= 1 for p in self.stage_probability.values()):
             raise ValueError("stage probabilities are between 0 and 1")
@@ -69,7 +85,7 @@ class InsightsPlaybook(BaseModel):
             raise ValueError("the reporting currency's own rate must be 1")
         if any(rate <= 0 for rate in self.rate_to_reporting.values()):
             raise ValueError("currency rates are positive")
-        if unknown := set(self.stall_days) - set(OPEN_STAGES):
+        if unknown := set(self.stall_days) - set(self.stage_order):
             raise ValueError(f"stall_days names stages that are not open stages: {sorted(unknown)}")
         if any(days < 1 for days in self.stall_days.values()):
             raise ValueError("stall days are at least 1")
@@ -77,6 +93,14 @@ class InsightsPlaybook(BaseModel):
         if len(owners) != len(set(owners)):
             raise ValueError("an owner belongs to one team only")
         return self
+
+    @property
+    def open_stages(self) -> tuple[str, ...]:
+        return self.stage_order
+
+    @property
+    def qualification_stage(self) -> str:
+        return self.stage_order[0]
 
     def team_of(self, owner: str | None) -> str:
         if owner is None:
@@ -86,6 +110,27 @@ class InsightsPlaybook(BaseModel):
         return next((team for team, members in self.teams.items() if owner in members), UNKNOWN_TEAM)
 
 
+def from_document(document: PlaybookDocument, section: dict[str, Any]) -> InsightsPlaybook:
+    stages = document.stages
+    return InsightsPlaybook.model_validate(
+        {
+            **section,
+            "stage_order": document.stage_order(),
+            "stage_label": {name: stage.label for name, stage in stages.items()},
+            "pipelines": {name: pipeline.stages for name, pipeline in document.pipelines.items()},
+            "stage_probability": {name: stage.probability for name, stage in stages.items()},
+            "forecast_category": {name: stage.forecast_category for name, stage in stages.items()},
+            "stall_days": {name: stage.stall_days for name, stage in stages.items() if stage.stall_days},
+            "teams": {team.name: [rep.name for rep in team.reps] for team in document.teams},
+        }
+    )
+
+
+def section_schema() -> dict[str, Any]:
+    return without_properties(InsightsPlaybook.model_json_schema(), *SHARED)
+
+
 def load_playbook(path: Path | None = None) -> InsightsPlaybook:
-    path = path or Path(os.environ.get("DEALFLOW_INSIGHTS_PLAYBOOK", DEFAULT_PLAYBOOK))
-    return InsightsPlaybook.model_validate(yaml.safe_load(path.read_text()))
+    """The insights part of the playbook document at `path` (default: DEALFLOW_PLAYBOOK)."""
+    document = load_document(path)
+    return from_document(document, document.insights)

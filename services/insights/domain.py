@@ -43,21 +43,15 @@ from contracts.events import (
     QuoteIssued,
     SlaBreached,
 )
-from services.insights.config import OPEN_STAGES, ForecastCategory, InsightsPlaybook, Limits
+from services.insights.config import ForecastCategory, InsightsPlaybook, Limits
 from shared.domain import Deadline, Decision, pending_by_id
 
-QUALIFICATION = "qualification"
 NURTURE = "nurture"
 WON = "won"
 ONBOARDING = "onboarding"
 LIVE = "live"
 LOST = "lost"
 DISQUALIFIED = "disqualified"
-FUNNEL = (*OPEN_STAGES, WON)
-BOARD_COLUMNS = (QUALIFICATION, NURTURE, *OPEN_STAGES[1:], WON, ONBOARDING, LIVE, LOST, DISQUALIFIED)
-# How far along the funnel a stage is: a deal that reached a stage has reached every earlier one, even
-# when it skipped some (a quote sent during the presentation goes straight to negotiation).
-FUNNEL_RANK = {stage: rank for rank, stage in enumerate(FUNNEL)} | {NURTURE: 0, ONBOARDING: 5, LIVE: 5}
 CLOSED_WON = frozenset({WON, ONBOARDING, LIVE})
 UNSCHEDULED = "unscheduled"
 ALL_TIME = "all"
@@ -154,14 +148,33 @@ def stays(timeline: Timeline) -> list[Stay]:
     ]
 
 
+def funnel_stages(playbook: InsightsPlaybook) -> tuple[str, ...]:
+    """The playbook's open stages (every pipeline's, in order), then won."""
+    return (*playbook.open_stages, WON)
+
+
+def board_columns(playbook: InsightsPlaybook) -> tuple[str, ...]:
+    stages = playbook.open_stages
+    return (stages[0], NURTURE, *stages[1:], WON, ONBOARDING, LIVE, LOST, DISQUALIFIED)
+
+
+def funnel_rank(playbook: InsightsPlaybook) -> dict[str, int]:
+    """How far along the funnel a stage is: a deal that reached a stage has reached every earlier one,
+    even when it skipped some (a quote sent during the presentation goes straight to negotiation)."""
+    stages = funnel_stages(playbook)
+    ranks = {stage: rank for rank, stage in enumerate(stages)}
+    return ranks | {NURTURE: 0, ONBOARDING: ranks[WON], LIVE: ranks[WON]}
+
+
 def current_stage(timeline: Timeline) -> str | None:
     all_stays = stays(timeline)
     return all_stays[-1].stage if all_stays else None
 
 
-def furthest_rank(timeline: Timeline) -> int | None:
+def furthest_rank(timeline: Timeline, playbook: InsightsPlaybook) -> int | None:
+    rank_of = funnel_rank(playbook)
     visits = [*timeline.folded.first_entered, *timeline.visits]
-    ranks = [FUNNEL_RANK[visit.stage] for visit in visits if visit.stage in FUNNEL_RANK]
+    ranks = [rank_of[visit.stage] for visit in visits if visit.stage in rank_of]
     return max(ranks) if ranks else None
 
 
@@ -333,7 +346,7 @@ def on_prospect_identified(
             now,
             "prospect.identified",
             detail,
-            stage=QUALIFICATION,
+            stage=playbook.qualification_stage,
             facts=facts,
             limits=playbook.limits,
         )
@@ -363,7 +376,7 @@ def on_expansion_opened(
             now,
             "deal.expansion_opened",
             detail,
-            stage=QUALIFICATION,
+            stage=playbook.qualification_stage,
             facts=facts,
             limits=playbook.limits,
         )
@@ -435,7 +448,7 @@ def on_qualification_reopened(
             reopened.reopened_at,
             "qualification.reopened",
             "reopened",
-            stage=QUALIFICATION,
+            stage=playbook.qualification_stage,
             facts={"owner": reopened.owner},
             limits=playbook.limits,
         )
@@ -501,6 +514,9 @@ def on_stage_changed(
             "deal.stage_changed",
             detail,
             stage=changed.stage,
+            facts={}
+            if changed.next_step is None
+            else _newer_next_step(timeline, changed.next_step, changed.changed_at),
             limits=playbook.limits,
         )
     )
@@ -750,7 +766,7 @@ def card(timeline: Timeline, now: datetime, playbook: InsightsPlaybook) -> Card 
 
 def board(timelines: Iterable[Timeline], now: datetime, playbook: InsightsPlaybook) -> dict[str, list[Card]]:
     """The deals by their current stage, each column oldest in the stage first."""
-    columns: dict[str, list[Card]] = {stage: [] for stage in BOARD_COLUMNS}
+    columns: dict[str, list[Card]] = {stage: [] for stage in board_columns(playbook)}
     for timeline in timelines:
         shown = card(timeline, now, playbook)
         if shown is not None:
@@ -776,10 +792,11 @@ class FunnelStep(BaseModel):
     conversion_to_next: float | None
 
 
-def funnel(timelines: Sequence[Timeline]) -> list[FunnelStep]:
+def funnel(timelines: Sequence[Timeline], playbook: InsightsPlaybook) -> list[FunnelStep]:
     """Deals that reached each stage (or a later one), and the share of them that went further."""
-    furthest = [furthest_rank(timeline) for timeline in timelines]
-    reached = [sum(1 for rank in furthest if rank is not None and rank >= FUNNEL_RANK[s]) for s in FUNNEL]
+    stages, rank_of = funnel_stages(playbook), funnel_rank(playbook)
+    furthest = [furthest_rank(timeline, playbook) for timeline in timelines]
+    reached = [sum(1 for rank in furthest if rank is not None and rank >= rank_of[s]) for s in stages]
     current = Counter(current_stage(timeline) for timeline in timelines)
     return [
         FunnelStep(
@@ -787,10 +804,10 @@ def funnel(timelines: Sequence[Timeline]) -> list[FunnelStep]:
             reached=reached[index],
             now_in_stage=current[stage] + (current[ONBOARDING] + current[LIVE] if stage == WON else 0),
             conversion_to_next=(
-                _ratio(reached[index + 1], reached[index]) if index + 1 < len(FUNNEL) else None
+                _ratio(reached[index + 1], reached[index]) if index + 1 < len(stages) else None
             ),
         )
-        for index, stage in enumerate(FUNNEL)
+        for index, stage in enumerate(stages)
     ]
 
 
@@ -845,7 +862,7 @@ def _forecast_item(timeline: Timeline, playbook: InsightsPlaybook) -> _ForecastI
     category: ForecastCategory
     if stage in CLOSED_WON and timeline.won_at is not None:
         probability, category, month = Decimal(1), "closed", month_of(timeline.won_at)
-    elif stage in OPEN_STAGES:
+    elif stage in playbook.stage_probability:
         probability, category = playbook.stage_probability[stage], playbook.forecast_category[stage]
         month = (
             UNSCHEDULED if timeline.expected_close_date is None else month_of(timeline.expected_close_date)
@@ -980,12 +997,13 @@ def _period_end(period: str, now: datetime) -> datetime:
     return min(start_of_next, now)
 
 
-def reached_at(timeline: Timeline, stage: str) -> datetime | None:
+def reached_at(timeline: Timeline, stage: str, playbook: InsightsPlaybook) -> datetime | None:
     """When the deal first reached `stage` or a stage beyond it."""
+    rank_of = funnel_rank(playbook)
     times = [
         visit.entered_at
         for visit in [*timeline.folded.first_entered, *timeline.visits]
-        if visit.stage in FUNNEL_RANK and FUNNEL_RANK[visit.stage] >= FUNNEL_RANK[stage]
+        if visit.stage in rank_of and rank_of[visit.stage] >= rank_of[stage]
     ]
     return min(times) if times else None
 
@@ -1017,7 +1035,9 @@ def _velocity(
     timelines: Sequence[Timeline], period: str, now: datetime, playbook: InsightsPlaybook
 ) -> Velocity:
     end = _period_end(period, now)
-    open_deals = sum(1 for timeline in timelines if _stage_at_period_end(timeline, end) in OPEN_STAGES)
+    open_deals = sum(
+        1 for timeline in timelines if _stage_at_period_end(timeline, end) in playbook.stage_probability
+    )
     won = [timeline for timeline in timelines if _in_period(timeline.won_at, period)]
     lost = [timeline for timeline in timelines if _in_period(timeline.lost_at, period)]
     win_rate = _ratio(len(won), len(won) + len(lost))
@@ -1026,7 +1046,8 @@ def _velocity(
     cycles = [
         (timeline.won_at - start).total_seconds() / SECONDS_PER_DAY
         for timeline in won
-        if timeline.won_at is not None and (start := reached_at(timeline, QUALIFICATION)) is not None
+        if timeline.won_at is not None
+        and (start := reached_at(timeline, playbook.qualification_stage, playbook)) is not None
     ]
     average_cycle = statistics.fmean(cycles) if cycles else None
     per_day = None
@@ -1060,9 +1081,9 @@ def bottlenecks_for(
     open deals: those open at the period's end.
     """
     conversion = []
-    for stage, next_stage in pairwise(FUNNEL):
-        entered = [t for t in timelines if _in_period(reached_at(t, stage), period)]
-        converted = sum(1 for t in entered if reached_at(t, next_stage) is not None)
+    for stage, next_stage in pairwise(funnel_stages(playbook)):
+        entered = [t for t in timelines if _in_period(reached_at(t, stage, playbook), period)]
+        converted = sum(1 for t in entered if reached_at(t, next_stage, playbook) is not None)
         conversion.append(
             Conversion(
                 from_stage=stage,
@@ -1090,7 +1111,7 @@ def bottlenecks_for(
             median_days=round(statistics.median(durations[stage]), 2) if durations[stage] else None,
             p90_days=round(p90(durations[stage]), 2) if durations[stage] else None,
         )
-        for stage in (QUALIFICATION, NURTURE, *OPEN_STAGES[1:], ONBOARDING)
+        for stage in (playbook.open_stages[0], NURTURE, *playbook.open_stages[1:], ONBOARDING)
     ]
     return Bottlenecks(
         period=period,
@@ -1125,6 +1146,7 @@ class Report(BaseModel):
     reporting_currency: str
     deals: int
     board: dict[str, list[Card]]
+    stage_labels: dict[str, str] = {}  # the playbook's label of each stage, for the board's column titles
     funnel: list[FunnelStep]
     forecast: Forecast
     periods: list[str]
@@ -1144,7 +1166,8 @@ def report(
         reporting_currency=playbook.reporting_currency,
         deals=len(timelines),
         board=columns,
-        funnel=funnel(timelines),
+        stage_labels=playbook.stage_label,
+        funnel=funnel(timelines, playbook),
         forecast=forecast(timelines, playbook),
         periods=known,
         bottlenecks=[

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain import BusinessTimeRules
+from shared.playbook import PlaybookDocument, load_document
 
-DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
+SECTION = "onboarding"  # its section of the playbook document (shared/playbook.py)
 
 
 class Strict(BaseModel):
@@ -73,6 +73,15 @@ class OnboardingPlaybook(Strict):
         return self
 
 
+def from_document(document: PlaybookDocument, section: dict[str, Any]) -> OnboardingPlaybook:
+    return OnboardingPlaybook.model_validate(section)
+
+
+def section_schema() -> dict[str, Any]:
+    return OnboardingPlaybook.model_json_schema()
+
+
 def load_playbook(path: Path | None = None) -> OnboardingPlaybook:
-    path = path or Path(os.environ.get("DEALFLOW_ONBOARDING_PLAYBOOK", DEFAULT_PLAYBOOK))
-    return OnboardingPlaybook.model_validate(yaml.safe_load(path.read_text()))
+    """The onboarding section of the playbook document at `path` (default: DEALFLOW_PLAYBOOK)."""
+    document = load_document(path)
+    return from_document(document, document.onboarding)

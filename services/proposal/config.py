@@ -1,19 +1,19 @@
-"""The proposal playbook: stages and their win probabilities, price list, discount approval, closing."""
+"""The proposal playbook: its section of the playbook document (price list, discount approval, loss
+reasons) and the stages it owns in each pipeline, with their probabilities, next steps and exit criteria."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain import BusinessTimeRules
+from shared.playbook import PipelineFor, PlaybookDocument, Stage, load_document, without_properties
 
-DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
-OPEN_STAGES = ("presentation", "proposal", "negotiation", "closing")
-ClosingStep = Literal["accepted_quote", "contract_signed", "payment_received"]
+SECTION = "proposal"
+# What the model takes from the company-wide parts of the document, not from the proposal section.
+SHARED = ("stages", "pipelines", "pipeline_for")
 
 
 class Limits(BaseModel):
@@ -35,31 +35,59 @@ class Limits(BaseModel):
 class ProposalPlaybook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    win_probability: dict[str, float] = Field(description="per open stage; won is 1 and lost is 0")
+    stages: dict[str, Stage] = Field(description="the stages proposal owns, from the document's stages")
+    pipelines: dict[str, tuple[str, ...]] = Field(description="pipeline -> its proposal stages, in order")
+    pipeline_for: PipelineFor
     price_list: dict[str, dict[str, int]] = Field(
         description="product -> ISO 4217 currency -> unit price, minor units"
     )
     discount_approval_above_percent: int = Field(ge=0, le=100)
     quote_validity_days: int = Field(default=30, ge=1)
-    closing_requires: frozenset[ClosingStep]
     loss_reasons: frozenset[str]
     limits: Limits = Limits()
     business_time: BusinessTimeRules
 
     @model_validator(mode="after")
     def consistent(self) -> ProposalPlaybook:
-        if missing := set(OPEN_STAGES) - set(self.win_probability):
-            raise ValueError(f"win_probability lacks stages {sorted(missing)}")
-        if any(not 0 <= p <= 1 for p in self.win_probability.values()):
-            raise ValueError("win probabilities are between 0 and 1")
         if "competitor" not in self.loss_reasons:
             raise ValueError("loss_reasons must include competitor")
+        if unknown := {s for stages in self.pipelines.values() for s in stages} - set(self.stages):
+            raise ValueError(f"pipelines name unknown stages {sorted(unknown)}")
+        if self.pipeline_for.default not in self.pipelines:
+            raise ValueError(f"pipeline_for.default {self.pipeline_for.default!r} is not a pipeline")
         return self
 
     def probability(self, stage: str) -> float:
-        return {"won": 1.0, "lost": 0.0}.get(stage, self.win_probability.get(stage, 0.0))
+        if stage in self.stages:
+            return self.stages[stage].probability
+        return {"won": 1.0, "lost": 0.0}.get(stage, 0.0)
+
+    def stages_of(self, pipeline: str | None) -> tuple[str, ...]:
+        """A pipeline's proposal stages; a pipeline the playbook no longer has: the default's."""
+        return (
+            self.pipelines.get(pipeline or self.pipeline_for.default)
+            or self.pipelines[self.pipeline_for.default]
+        )
+
+
+def from_document(document: PlaybookDocument, section: dict[str, Any]) -> ProposalPlaybook:
+    pipelines = document.owned_by("proposal")
+    owned = {stage for stages in pipelines.values() for stage in stages}
+    return ProposalPlaybook.model_validate(
+        {
+            **section,
+            "stages": {name: stage for name, stage in document.stages.items() if name in owned},
+            "pipelines": pipelines,
+            "pipeline_for": document.pipeline_for,
+        }
+    )
+
+
+def section_schema() -> dict[str, Any]:
+    return without_properties(ProposalPlaybook.model_json_schema(), *SHARED)
 
 
 def load_playbook(path: Path | None = None) -> ProposalPlaybook:
-    path = path or Path(os.environ.get("DEALFLOW_PROPOSAL_PLAYBOOK", DEFAULT_PLAYBOOK))
-    return ProposalPlaybook.model_validate(yaml.safe_load(path.read_text()))
+    """The proposal part of the playbook document at `path` (default: DEALFLOW_PLAYBOOK)."""
+    document = load_document(path)
+    return from_document(document, document.proposal)

@@ -1,8 +1,13 @@
-"""Proposal and closing rules: demo, quotes with approvals and expiry, objections, won or lost.
+"""Proposal and closing rules: demo, quotes with approvals and expiry, objections, stages, won or lost.
 
-Stages: presentation (on qualification) -> proposal (demo held) -> negotiation (quote sent) -> closing
-(quote accepted) -> won, or lost from any open stage. The deal is won when the playbook's closing steps
-hold (accepted quote, signed contract, payment) and no objection is open.
+Stages are the playbook's: a qualified deal gets a pipeline (by its deal type or lead source) and enters
+its first proposal stage. After each activity the deal advances while the current stage's exit criteria
+hold (facts this service knows: demo held, quote sent or accepted, objections resolved, contract signed,
+payment received...) and the activity is one the stage advances on; leaving the last stage wins the deal.
+Several stages passed at once are one stage change (the ones between are skipped), except that a won
+deal always enters the last stage first. A rep may ask to move a deal forward
+(activity.stage_move_requested): refused (exit_criteria_unmet) naming the criteria that do not hold. A
+deal is lost from any open stage. Each stage entered sets its next step (deal.stage_changed carries it).
 
 Every time is business time: a stage is entered, and the deal won or lost, when the activity that caused
 it happened, but never before the deal entered its current stage (an activity logged out of order moves
@@ -14,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from contracts import Event
 from contracts.events import (
@@ -32,6 +37,7 @@ from contracts.events import (
     DiscountApproved,
     LeadQualified,
     Money,
+    NextStep,
     ObjectionRaised,
     ObjectionResolved,
     PaymentReceived,
@@ -43,22 +49,15 @@ from contracts.events import (
     QuoteLine,
     QuoteLineRequest,
     QuotePrepared,
+    StageMoveRequested,
     StageVisit,
 )
 from services.proposal.config import ProposalPlaybook
 from shared.domain import Deadline, Decision, RuleBroken, not_before, pending_by_id
 
-
-class Stage(StrEnum):
-    PRESENTATION = "presentation"
-    PROPOSAL = "proposal"
-    NEGOTIATION = "negotiation"
-    CLOSING = "closing"
-    WON = "won"
-    LOST = "lost"
-
-
-CLOSED_STAGES = frozenset({Stage.WON, Stage.LOST})
+WON = "won"
+LOST = "lost"
+CLOSED_STAGES = frozenset({WON, LOST})
 QUOTE_EXPIRY = "quote_expiry"  # the deadline of a sent quote, keyed by its version
 
 
@@ -85,7 +84,7 @@ class Objection(BaseModel):
 
 
 class Visit(BaseModel):
-    stage: Stage
+    stage: str
     entered_at: datetime
 
 
@@ -95,7 +94,9 @@ class Deal(BaseModel):
     contact: Contact
     company: Company
     amount: Money
-    stage: Stage
+    stage: str = Field(description="a stage id of the playbook, or won or lost")
+    pipeline: str | None = Field(default=None, description="none: a deal from before pipelines, the default")
+    needs_captured: bool = False
     history: list[Visit]
     quotes: list[QuoteVersion] = []
     accepted_version: int | None = None
@@ -104,6 +105,7 @@ class Deal(BaseModel):
     objections: dict[str, Objection] = {}
     objections_folded: int = 0  # resolved objections dropped to make room (playbook limits.objections)
     demos_scheduled: int = 0
+    demos_held: int = 0
     demo_no_shows: int = 0
 
     def quote(self, version: int) -> QuoteVersion:
@@ -183,42 +185,52 @@ def on_lead_qualified(
 ) -> Decision[Deal]:
     if state is not None:
         return Decision(state)
+    deal_type = "expansion" if qualified.expansion_of else qualified.deal_type
+    pipeline = playbook.pipeline_for.choose(deal_type, qualified.lead_source)
+    first = playbook.stages_of(pipeline)[0]
+    needs = qualified.needs.model_dump(exclude_defaults=True)
     deal = Deal(
         deal_id=qualified.deal_id,
         owner=qualified.owner,
         contact=qualified.contact,
         company=qualified.company,
         amount=qualified.amount,
-        stage=Stage.PRESENTATION,
-        history=[Visit(stage=Stage.PRESENTATION, entered_at=now)],
+        stage=first,
+        pipeline=pipeline,
+        needs_captured=bool(needs),
+        history=[Visit(stage=first, entered_at=now)],
     )
-    return Decision(deal, [_stage_changed(deal.deal_id, None, Stage.PRESENTATION, now, playbook)])
+    return Decision(deal, [_stage_changed(deal.deal_id, None, first, now, playbook)])
 
 
 def on_demo_scheduled(
     deal: Deal, demo: DemoScheduled, now: datetime, playbook: ProposalPlaybook
 ) -> Decision[Deal]:
     _require_open(deal)
-    return Decision(deal.model_copy(update={"demos_scheduled": deal.demos_scheduled + 1}))
+    scheduled = deal.model_copy(update={"demos_scheduled": deal.demos_scheduled + 1})
+    return _advance(Decision(scheduled), "demo_scheduled", now, playbook)
 
 
 def on_demo_no_show(
     deal: Deal, demo: DemoNoShow, now: datetime, playbook: ProposalPlaybook
 ) -> Decision[Deal]:
     _require_open(deal)
-    return Decision(deal.model_copy(update={"demo_no_shows": deal.demo_no_shows + 1}))
+    no_show = deal.model_copy(update={"demo_no_shows": deal.demo_no_shows + 1})
+    return _advance(Decision(no_show), "demo_no_show", now, playbook)
 
 
 def on_demo_held(deal: Deal, demo: DemoHeld, now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
     _require_open(deal)
-    return _move(deal, Stage.PROPOSAL, now, playbook) if deal.stage is Stage.PRESENTATION else Decision(deal)
+    held = deal.model_copy(update={"demos_held": deal.demos_held + 1})
+    return _advance(Decision(held), "demo_held", now, playbook)
 
 
 def on_quote_prepared(
     deal: Deal, prepared: QuotePrepared, now: datetime, playbook: ProposalPlaybook
 ) -> Decision[Deal]:
     _require_open(deal)
-    return _prepare(deal, prepared.currency, prepared.lines, prepared.discount_percent, playbook)
+    decision = _prepare(deal, prepared.currency, prepared.lines, prepared.discount_percent, playbook)
+    return _advance(decision, "quote_prepared", now, playbook)
 
 
 def on_discount_approved(
@@ -232,7 +244,8 @@ def on_discount_approved(
         )
     approved = version.model_copy(update={"status": QuoteStatus.APPROVED, "approved_by": approval.approver})
     updated = _replace_quote(deal, approved)
-    return Decision(updated, [QuoteIssued(deal_id=deal.deal_id, quote=approved.quote, status="approved")])
+    issued = QuoteIssued(deal_id=deal.deal_id, quote=approved.quote, status="approved")
+    return _advance(Decision(updated, [issued]), "discount_approved", now, playbook)
 
 
 def on_proposal_sent(
@@ -265,10 +278,7 @@ def on_proposal_sent(
     events.append(
         QuoteIssued(deal_id=deal.deal_id, quote=sent_version.quote, status="sent", expires_at=expires_at)
     )
-    if deal.stage in (Stage.PRESENTATION, Stage.PROPOSAL):
-        moved = _move(deal, Stage.NEGOTIATION, now, playbook)
-        return Decision(moved.state, [*events, *moved.events])
-    return Decision(deal, events)
+    return _advance(Decision(deal, events), "proposal_sent", now, playbook)
 
 
 def on_proposal_accepted(
@@ -290,14 +300,14 @@ def on_proposal_accepted(
         )
     deal = _replace_quote(deal, version.model_copy(update={"status": QuoteStatus.ACCEPTED}))
     deal = deal.model_copy(update={"accepted_version": number, "amount": version.quote.total})
-    return _close_if_done(_move(deal, Stage.CLOSING, now, playbook), now, playbook)
+    return _advance(Decision(deal), "proposal_accepted", now, playbook)
 
 
 def on_contract_signed(
     deal: Deal, signed: ContractSigned, now: datetime, playbook: ProposalPlaybook
 ) -> Decision[Deal]:
     _require_open(deal)
-    return _close_if_done(Decision(deal.model_copy(update={"signed": True})), now, playbook)
+    return _advance(Decision(deal.model_copy(update={"signed": True})), "contract_signed", now, playbook)
 
 
 def on_payment_received(
@@ -311,7 +321,7 @@ def on_payment_received(
             "amount",
         )
     paid = deal.model_copy(update={"paid_minor": deal.paid_minor + payment.amount.amount_minor})
-    return _close_if_done(Decision(paid), now, playbook)
+    return _advance(Decision(paid), "payment_received", now, playbook)
 
 
 def on_objection_raised(
@@ -320,9 +330,8 @@ def on_objection_raised(
     _require_open(deal)
     objection = Objection(category=raised.category, notes=raised.notes)
     kept = _room_for_objection(deal, raised.objection_id, playbook)
-    return Decision(
-        kept.model_copy(update={"objections": {**kept.objections, raised.objection_id: objection}})
-    )
+    updated = kept.model_copy(update={"objections": {**kept.objections, raised.objection_id: objection}})
+    return _advance(Decision(updated), "objection_raised", now, playbook)
 
 
 def on_objection_resolved(
@@ -334,7 +343,7 @@ def on_objection_resolved(
         raise RuleBroken("unknown_objection", f"no open objection {resolved.objection_id!r}", "objection_id")
     closed = objection.model_copy(update={"open": False})
     updated = deal.model_copy(update={"objections": {**deal.objections, resolved.objection_id: closed}})
-    return _close_if_done(Decision(updated), now, playbook)
+    return _advance(Decision(updated), "objection_resolved", now, playbook)
 
 
 def on_deal_lost_reported(
@@ -347,10 +356,10 @@ def on_deal_lost_reported(
         raise RuleBroken(
             "competitor_required", "a deal lost to a competitor names the competitor", "competitor"
         )
-    moved = _move(deal, Stage.LOST, now, playbook)
+    moved = _move(deal, LOST, now, playbook)
     lost = DealLost(
         deal_id=deal.deal_id,
-        stage=deal.stage.value,
+        stage=deal.stage,
         reason_code=report.reason_code,
         competitor=report.competitor,
         lost_at=moved.state.history[-1].entered_at,
@@ -444,22 +453,89 @@ def _replace_quote(deal: Deal, version: QuoteVersion) -> Deal:
     return deal.model_copy(update={"quotes": quotes})
 
 
-def _close_if_done(decision: Decision[Deal], now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
-    deal = decision.state
+def facts(deal: Deal) -> dict[str, bool]:
+    """What the service knows of the deal, by the names a playbook's exit criteria use."""
     accepted = None if deal.accepted_version is None else deal.quote(deal.accepted_version)
     due = accepted.quote.total.amount_minor if accepted else deal.amount.amount_minor
-    steps = {
-        "accepted_quote": accepted is not None,
+    statuses = {version.status for version in deal.quotes}
+    return {
+        "needs_captured": deal.needs_captured,
+        "demo_scheduled": deal.demos_scheduled > 0,
+        "demo_held": deal.demos_held > 0,
+        "quote_prepared": bool(deal.quotes),
+        "quote_sent": bool(statuses & {QuoteStatus.SENT, QuoteStatus.ACCEPTED, QuoteStatus.EXPIRED}),
+        "quote_accepted": accepted is not None,
+        "objections_resolved": not any(objection.open for objection in deal.objections.values()),
         "contract_signed": deal.signed,
         "payment_received": deal.paid_minor >= due,
     }
-    open_objections = any(objection.open for objection in deal.objections.values())
-    if open_objections or not all(steps[step] for step in playbook.closing_requires):
+
+
+def on_stage_move_requested(
+    deal: Deal, request: StageMoveRequested, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    """A rep moves the deal forward to a stage of its pipeline, if every stage it leaves lets it go."""
+    _require_open(deal)
+    stages = playbook.stages_of(deal.pipeline)
+    if request.to_stage not in stages:
+        raise RuleBroken(
+            "unknown_stage",
+            f"{request.to_stage!r} is not a stage of the deal's pipeline ({', '.join(stages)})",
+            "to_stage",
+        )
+    if deal.stage not in stages:  # a stage the playbook no longer has: the rep moves it on, unchecked
+        return _move(deal, request.to_stage, now, playbook)
+    here, there = stages.index(deal.stage), stages.index(request.to_stage)
+    if there < here:
+        raise RuleBroken(
+            "stage_move_backwards", f"the deal is in {deal.stage}, past {request.to_stage}", "to_stage"
+        )
+    known = facts(deal)
+    unmet = [
+        f"{stage}: {criterion}"
+        for stage in stages[here:there]
+        for criterion in playbook.stages[stage].unmet(known)
+    ]
+    if unmet:
+        raise RuleBroken(
+            "exit_criteria_unmet",
+            f"{deal.stage} -> {request.to_stage} needs exit criteria that do not hold: {'; '.join(unmet)}",
+            "to_stage",
+        )
+    return _move(deal, request.to_stage, now, playbook)
+
+
+def _advance(
+    decision: Decision[Deal], activity: str, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    """Advance while the current stage's exit criteria hold and it advances on `activity`."""
+    deal = decision.state
+    stages = playbook.stages_of(deal.pipeline)
+    if deal.stage not in stages:
+        return decision  # in a stage the playbook no longer has: only a rep's stage move takes it on
+    known = facts(deal)
+    index = stages.index(deal.stage)
+    while index < len(stages):
+        stage = playbook.stages[stages[index]]
+        if stage.unmet(known) or (stage.advance_on is not None and activity not in stage.advance_on):
+            break
+        index += 1
+    if index == stages.index(deal.stage):
         return decision
-    won = _move(deal, Stage.WON, now, playbook)
+    if index < len(stages):
+        moved = _move(deal, stages[index], now, playbook)
+        return Decision(moved.state, [*decision.events, *moved.events])
+    last = _move(deal, stages[-1], now, playbook)
+    return _win(Decision(last.state, [*decision.events, *last.events]), now, playbook)
+
+
+def _win(decision: Decision[Deal], now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
+    deal = decision.state
+    accepted = None if deal.accepted_version is None else deal.quote(deal.accepted_version)
+    won = _move(deal, WON, now, playbook)
     history = [
         StageVisit(
-            stage=visit.stage.value,
+            stage=visit.stage,
             entered_at=visit.entered_at,
             left_at=next_visit.entered_at,
             seconds=int((next_visit.entered_at - visit.entered_at).total_seconds()),
@@ -480,8 +556,8 @@ def _close_if_done(decision: Decision[Deal], now: datetime, playbook: ProposalPl
     return Decision(won.state, [*decision.events, *won.events, deal_won])
 
 
-def _move(deal: Deal, stage: Stage, now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
-    if stage is deal.stage:
+def _move(deal: Deal, stage: str, now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
+    if stage == deal.stage:
         return Decision(deal)
     at = not_before(now, deal.history[-1].entered_at) if deal.history else now
     moved = deal.model_copy(
@@ -491,17 +567,24 @@ def _move(deal: Deal, stage: Stage, now: datetime, playbook: ProposalPlaybook) -
 
 
 def _stage_changed(
-    deal_id: str, previous: Stage | None, stage: Stage, now: datetime, playbook: ProposalPlaybook
+    deal_id: str, previous: str | None, stage: str, now: datetime, playbook: ProposalPlaybook
 ) -> Event:
+    rule = playbook.stages[stage].next_step if stage in playbook.stages else None
+    next_step = (
+        None
+        if rule is None
+        else NextStep(action=rule.action, due_at=now + timedelta(days=rule.due_after_days))
+    )
     return DealStageChanged(
         deal_id=deal_id,
-        previous_stage=None if previous is None else previous.value,
-        stage=stage.value,
-        probability=playbook.probability(stage.value),
+        previous_stage=previous,
+        stage=stage,
+        probability=playbook.probability(stage),
         changed_at=now,
+        next_step=next_step,
     )
 
 
 def _require_open(deal: Deal) -> None:
     if deal.stage in CLOSED_STAGES:
-        raise RuleBroken("deal_closed", f"the deal is already {deal.stage.value}")
+        raise RuleBroken("deal_closed", f"the deal is already {deal.stage}")

@@ -16,6 +16,7 @@ from contracts.events import (
     ProposalAccepted,
     ProposalSent,
     QuotePrepared,
+    StageMoveRequested,
 )
 from services.proposal import domain
 from services.proposal.config import load_playbook
@@ -38,6 +39,7 @@ def definition() -> StageDefinition:
         ObjectionRaised: domain.on_objection_raised,
         ObjectionResolved: domain.on_objection_resolved,
         DealLostReported: domain.on_deal_lost_reported,
+        StageMoveRequested: domain.on_stage_move_requested,
         DeadlineReached: domain.on_deadline,
     }
     return StageDefinition(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain import BusinessTimeRules
+from shared.playbook import PlaybookDocument, load_document, without_properties
 
-DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
+SECTION = "prospecting"  # its section of the playbook document (shared/playbook.py)
 
 
 class Strict(BaseModel):
@@ -96,7 +96,24 @@ class Routing(Strict):
 
 
 class Deduplication(Strict):
+    """What a lead that matches an earlier deal becomes; a deal's claim on an email, domain or company name
+    lasts `window_days`, and closure (won, lost, disqualified) is learnt from the stage events."""
+
     window_days: int = Field(default=90, ge=0, description="a lead matching a prospect this recent is merged")
+    same_person_open_deal: Literal["merge", "new_deal"] = Field(
+        default="merge",
+        description="the same email as an open deal: merged into it (lead.merged), or a new deal",
+    )
+    same_account_open_deal: Literal["join", "merge", "new_deal"] = Field(
+        default="join",
+        description="another person at the account (company domain or name) of an open deal: joins its "
+        "buying committee (lead.merged, relation buying_committee), merged as a duplicate, or a new deal",
+    )
+    closed_deal: Literal["new_deal", "merge"] = Field(
+        default="new_deal",
+        description="a lead matching only closed deals: a new deal (prospect.identified with "
+        "previous_deal_id), or merged into the closed deal (lead.merged)",
+    )
 
 
 class Limits(Strict):
@@ -119,7 +136,20 @@ class ProspectingPlaybook(Strict):
     business_time: BusinessTimeRules
 
 
+def from_document(document: PlaybookDocument, section: dict[str, Any]) -> ProspectingPlaybook:
+    """The section, with routing's teams and reps from the document's one list of teams."""
+    routing = section.get("routing")
+    teams = [team.model_dump() for team in document.teams]
+    if isinstance(routing, dict):
+        section = {**section, "routing": {**routing, "teams": teams}}
+    return ProspectingPlaybook.model_validate(section)
+
+
+def section_schema() -> dict[str, Any]:
+    return without_properties(ProspectingPlaybook.model_json_schema(), "routing.teams")
+
+
 def load_playbook(path: Path | None = None) -> ProspectingPlaybook:
-    """Read and validate the playbook; a bad file stops the service with pydantic's explanation."""
-    path = path or Path(os.environ.get("DEALFLOW_PROSPECTING_PLAYBOOK", DEFAULT_PLAYBOOK))
-    return ProspectingPlaybook.model_validate(yaml.safe_load(path.read_text()))
+    """Read and validate the playbook; a bad document stops the service with pydantic's explanation."""
+    document = load_document(path)
+    return from_document(document, document.prospecting)

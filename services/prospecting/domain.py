@@ -2,6 +2,12 @@
 
 Everything here is pure. What needs the database (is there a prospect with this email already? how many
 leads does each rep have this period?) arrives as `KnownLeads`, gathered at the edge in `service.py`.
+
+Deduplication knows deals and accounts: prospecting learns from the stage events which deals closed
+(deal.won, deal.lost, lead.disqualified), and the playbook's `deduplication` policy says what a lead that
+matches an earlier deal becomes: the same person at an open deal is merged into it, another person at the
+account of an open deal joins its buying committee (lead.merged, relation buying_committee), and a lead
+that matches only closed deals opens a new deal that refers to the previous one (`previous_deal_id`).
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pycountry
@@ -21,8 +27,11 @@ from contracts.events import (
     Company,
     Contact,
     CriterionResult,
+    DealLost,
+    DealWon,
     FitTier,
     LeadCaptured,
+    LeadDisqualified,
     LeadMerged,
     LeadRejected,
     NextStep,
@@ -137,14 +146,38 @@ class Duplicate:
     matched_on: MatchKind
     prospect_fields: dict[str, str]
     merged_leads: list[str]
+    closed: str | None = None  # won, lost or disqualified: how the deal closed; None while it is open
+
+    @property
+    def same_person(self) -> bool:
+        return self.matched_on == "email"
 
 
 @dataclass(frozen=True)
 class KnownLeads:
-    """Facts from the database: the prospect this lead duplicates, and each rep's leads this period."""
+    """Facts from the database: the open deal this lead matches (most specific match first), the closed
+    deal it matches, and each rep's leads this period."""
 
     duplicate: Duplicate | None = None
+    closed: Duplicate | None = None
     rep_loads: dict[str, int] = field(default_factory=dict)
+
+
+ClosingEvent = DealWon | DealLost | LeadDisqualified
+CLOSING_EVENTS: tuple[type[Event], ...] = (DealWon, DealLost, LeadDisqualified)
+
+
+def closure(event: Event) -> str | None:
+    """How a stage event closes its deal, for deduplication: won, lost, disqualified; None if it does not."""
+    return {DealWon: "won", DealLost: "lost", LeadDisqualified: "disqualified"}.get(type(event))
+
+
+def on_deal_closed(
+    state: Lead | None, closed: ClosingEvent, now: datetime, known: KnownLeads, playbook: ProspectingPlaybook
+) -> Decision[Any]:
+    """A deal closed downstream: the edge remembers it for deduplication; no lead opens, nothing is emitted
+    (the state stays as it is, None for a deal prospecting did not open, such as an expansion deal)."""
+    return Decision(state)
 
 
 def on_lead_captured(
@@ -158,8 +191,19 @@ def on_lead_captured(
             Lead(lead_id=lead.lead_id, outcome="rejected"),
             [LeadRejected(lead_id=lead.lead_id, reasons=assessment)],
         )
-    if known.duplicate is not None:
-        return _merged(lead.lead_id, assessment, known.duplicate, playbook.limits.merged_leads)
+    policy = playbook.deduplication
+    previous: str | None = None
+    if (open_deal := known.duplicate) is not None:
+        chosen = policy.same_person_open_deal if open_deal.same_person else policy.same_account_open_deal
+        if chosen != "new_deal":
+            return _merged(
+                lead.lead_id, assessment, open_deal, playbook.limits.merged_leads, chosen == "join"
+            )
+        previous = open_deal.prospect_id
+    elif (closed_deal := known.closed) is not None:
+        if policy.closed_deal == "merge":
+            return _merged(lead.lead_id, assessment, closed_deal, playbook.limits.merged_leads, False)
+        previous = closed_deal.prospect_id
     owner = route(assessment.company, playbook.routing, known.rep_loads)
     prospect = ProspectIdentified(
         deal_id=lead.lead_id,
@@ -176,6 +220,7 @@ def on_lead_captured(
             action="first_touch",
             due_at=now + timedelta(hours=playbook.routing.first_touch_hours[assessment.fit.tier.value]),
         ),
+        previous_deal_id=previous,
     )
     outcome = Lead(
         lead_id=lead.lead_id,
@@ -192,8 +237,11 @@ def lead_refused(lead: Event, reason: Reason) -> LeadRejected:
     return LeadRejected(lead_id=lead.partition_key, reasons=[reason])
 
 
-def _merged(lead_id: str, candidate: Candidate, duplicate: Duplicate, max_merged: int) -> Decision[Lead]:
-    """The lead merged into the prospect: what it adds or changes, and the most recent leads merged.
+def _merged(
+    lead_id: str, candidate: Candidate, duplicate: Duplicate, max_merged: int, joins: bool
+) -> Decision[Lead]:
+    """The lead merged into the prospect: what it adds or changes, and the most recent leads merged; a
+    colleague who `joins` the deal's buying committee is named as its contact.
 
     What the event carries is bounded, so it fits a record however often the prospect is matched: at most
     `max_merged` leads (the oldest are left out), each field's value within the contract's text limit.
@@ -207,6 +255,8 @@ def _merged(lead_id: str, candidate: Candidate, duplicate: Duplicate, max_merged
             k: _within_text_limit(v) for k, v in fields.items() if duplicate.prospect_fields.get(k) != v
         },
         merged_leads=[*duplicate.merged_leads, lead_id][-max_merged:],
+        relation="buying_committee" if joins else "duplicate",
+        contact=candidate.contact if joins else None,
     )
     return Decision(Lead(lead_id=lead_id, outcome="merged", deal_id=duplicate.prospect_id), [merged])
 

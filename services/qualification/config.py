@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain import BusinessTimeRules
+from shared.playbook import PlaybookDocument, load_document
 
-DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
+SECTION = "qualification"  # its section of the playbook document (shared/playbook.py)
 
 
 class Strict(BaseModel):
@@ -26,7 +26,25 @@ class Criterion(Strict):
     required: bool = True
     met_when: tuple[bool | int | str, ...] = (True,)
     answered_by: frozenset[str] | None = Field(
-        default=None, description="roles that may answer; none: anyone"
+        default=None,
+        description="roles (the call's actor_role) that may answer; none: anyone. A call with no role "
+        "may not answer a criterion that lists roles",
+    )
+
+
+class DecisionRules(Strict):
+    """When a qualification decides: on a call's explicit outcome, and on what these rules allow."""
+
+    without_outcome: Literal["when_complete", "never"] = Field(
+        default="when_complete",
+        description="a call with no outcome: when_complete decides once every required criterion has an "
+        "answer (all met: qualified, else disqualified); never: only an explicit outcome decides",
+    )
+    at_sla: Literal["decide", "breach_only"] = Field(
+        default="decide",
+        description="when the qualification SLA (qualification_max_days) is reached: decide qualifies on "
+        "the answers gathered if every required criterion is met and an amount is known, else "
+        "disqualifies; breach_only only reports the breach and leaves the lead open",
     )
 
 
@@ -39,7 +57,8 @@ class QualificationPlaybook(Strict):
         default=2, ge=0, description="after a reply with no meeting booked"
     )
     frameworks: dict[str, dict[str, Criterion]]
-    default_framework: str
+    default_framework: str = Field(description="the framework of a discovery call that names none")
+    decision: DecisionRules = DecisionRules()
     business_time: BusinessTimeRules
 
     @model_validator(mode="after")
@@ -54,6 +73,15 @@ class QualificationPlaybook(Strict):
         return self
 
 
+def from_document(document: PlaybookDocument, section: dict[str, Any]) -> QualificationPlaybook:
+    return QualificationPlaybook.model_validate(section)
+
+
+def section_schema() -> dict[str, Any]:
+    return QualificationPlaybook.model_json_schema()
+
+
 def load_playbook(path: Path | None = None) -> QualificationPlaybook:
-    path = path or Path(os.environ.get("DEALFLOW_QUALIFICATION_PLAYBOOK", DEFAULT_PLAYBOOK))
-    return QualificationPlaybook.model_validate(yaml.safe_load(path.read_text()))
+    """The qualification section of the playbook document at `path` (default: DEALFLOW_PLAYBOOK)."""
+    document = load_document(path)
+    return from_document(document, document.qualification)

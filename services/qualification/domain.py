@@ -1,8 +1,14 @@
 """Qualification rules: work the lead through its contact cadence, then vet it with a framework.
 
 A prospect opens a qualification with a cadence chosen by its fit tier. Touches advance the cadence and
-move the next step; a reply turns the next step into the discovery call. The discovery call's answers
-decide: qualified (a deal is opened), disqualified (with a reason code) or nurtured (reopened on a date).
+move the next step; a reply turns the next step into the discovery call. Discovery calls gather the
+framework's answers: each call adds or overrides answers (the state keeps the merged answers, with who
+gave each and when), and an answer from a role the criterion does not accept is refused, also when the
+call names no role. A call names its framework, else the qualification's, else the playbook's
+`default_framework`. The qualification decides (qualified: a deal is opened; disqualified, with a reason
+code; or nurtured, reopened on a date) only on a call's explicit `outcome`, on a complete set of answers
+when the playbook's `decision.without_outcome` allows it, or at the qualification SLA (per
+`decision.at_sla`): a call with partial answers never disqualifies by itself.
 Time decides too, through deadlines the service fires once each: first touch overdue, cadence exhausted
 without a reply (disqualified: no_response), qualification overdue, and the end of a nurture.
 
@@ -27,6 +33,8 @@ from contracts.events import (
     LeadDisqualified,
     LeadNurtured,
     LeadQualified,
+    Money,
+    Needs,
     NextStep,
     NextStepScheduled,
     NurtureRequested,
@@ -36,7 +44,7 @@ from contracts.events import (
     TouchLogged,
     UpsellIdentified,
 )
-from services.qualification.config import QualificationPlaybook
+from services.qualification.config import Criterion, QualificationPlaybook
 from shared.domain import Deadline, Decision, RuleBroken, not_before, pending_by_id
 
 # Deadline kinds; each deadline's key is the qualification cycle it belongs to.
@@ -52,6 +60,16 @@ class Status(StrEnum):
     QUALIFIED = "qualified"
     DISQUALIFIED = "disqualified"
     NURTURE = "nurture"
+
+
+class Answer(BaseModel):
+    """One criterion's answer as last given: its value, who gave it and when."""
+
+    value: bool | int | str
+    answered_at: datetime
+    actor: str | None = None
+    actor_role: str | None = None
+    activity_id: str | None = None
 
 
 class Qualification(BaseModel):
@@ -72,6 +90,11 @@ class Qualification(BaseModel):
     breached: list[str] = []
     reopen_on: date | None = None
     expansion_of: str | None = None  # the original deal, when this is an expansion deal
+    framework: str | None = None  # set by the first discovery call
+    answers: dict[str, Answer] = {}  # merged over the discovery calls, by criterion
+    needs: Needs = Needs()
+    estimated_amount: Money | None = None
+    expected_close_date: date | None = None
 
 
 def deadlines(state: Qualification, playbook: QualificationPlaybook) -> list[Deadline]:
@@ -169,56 +192,140 @@ def on_discovery_call_logged(
     state: Qualification, call: DiscoveryCallLogged, now: datetime, playbook: QualificationPlaybook
 ) -> Decision[Qualification]:
     _require_open(state)
-    criteria = playbook.frameworks.get(call.framework)
+    framework = call.framework or state.framework or playbook.default_framework
+    if state.framework is not None and framework != state.framework:
+        raise RuleBroken(
+            "framework_changed", f"this qualification uses {state.framework}, not {framework}", "framework"
+        )
+    criteria = playbook.frameworks.get(framework)
     if criteria is None:
-        raise RuleBroken("unknown_framework", f"no framework {call.framework!r} in the playbook", "framework")
+        raise RuleBroken("unknown_framework", f"no framework {framework!r} in the playbook", "framework")
     unknown = sorted(set(call.answers) - set(criteria))
     if unknown:
         raise RuleBroken(
             "unknown_framework_field",
-            f"{call.framework} has no criterion {unknown[0]!r}",
+            f"{framework} has no criterion {unknown[0]!r}",
             f"answers.{unknown[0]}",
         )
     for name in call.answers:
         allowed = criteria[name].answered_by
-        if allowed is not None and call.actor_role is not None and call.actor_role not in allowed:
+        if allowed is not None and call.actor_role not in allowed:
+            who = "a call with no actor_role" if call.actor_role is None else f"a {call.actor_role}"
             raise RuleBroken(
-                "answer_not_allowed", f"a {call.actor_role} may not answer {name!r}", f"answers.{name}"
+                "answer_not_allowed",
+                f"{who} may not answer {name!r} (only {', '.join(sorted(allowed))})",
+                f"answers.{name}",
             )
-    unmet = [
+    gathered = _gathered(state, call, framework, now)
+    unmet = _unmet(gathered, criteria)
+    outcome = call.outcome or _outcome_without_one(gathered, criteria, unmet, playbook)
+    closed = gathered.model_copy(update={"next_step": None})
+    if outcome == "qualified":
+        if unmet:
+            raise RuleBroken(
+                "criteria_not_met", f"not met by the answers so far: {', '.join(unmet)}", "outcome"
+            )
+        if gathered.estimated_amount is None:
+            raise RuleBroken(
+                "missing_estimated_amount", "a qualified deal needs an estimated amount", "estimated_amount"
+            )
+        return _qualified(closed, not_before(now, state.opened_at))
+    if call.nurture_until is not None:
+        return _nurtured(closed, f"not yet: {', '.join(unmet) or 'nothing unmet'}", call.nurture_until)
+    if outcome == "disqualified":
+        reason_code = f"{framework.lower()}_{unmet[0]}_not_met" if unmet else "disqualified_by_rep"
+        detail = f"not confirmed: {', '.join(unmet)}" if unmet else "disqualified on the discovery call"
+        return _disqualified(closed, reason_code, detail, not_before(now, state.opened_at))
+    return Decision(gathered)  # continue: the answers are kept, nothing is decided
+
+
+def _gathered(
+    state: Qualification, call: DiscoveryCallLogged, framework: str, now: datetime
+) -> Qualification:
+    """The state with this call's answers merged in (each overriding an earlier answer to the same
+    criterion) and the latest needs, amount and close date it gives."""
+    answered = {
+        name: Answer(
+            value=value,
+            answered_at=now,
+            actor=call.actor,
+            actor_role=call.actor_role,
+            activity_id=call.activity_id,
+        )
+        for name, value in call.answers.items()
+    }
+    given = call.needs.model_dump(exclude_defaults=True)
+    return state.model_copy(
+        update={
+            "framework": framework,
+            "answers": state.answers | answered,
+            "needs": state.needs.model_copy(update=given) if given else state.needs,
+            "estimated_amount": call.estimated_amount or state.estimated_amount,
+            "expected_close_date": call.expected_close_date or state.expected_close_date,
+        }
+    )
+
+
+def _unmet(state: Qualification, criteria: dict[str, Criterion]) -> list[str]:
+    """The required criteria the merged answers do not meet (unanswered, or answered otherwise)."""
+    return [
         name
         for name, criterion in criteria.items()
-        if criterion.required and call.answers.get(name) not in criterion.met_when
+        if criterion.required
+        and (name not in state.answers or state.answers[name].value not in criterion.met_when)
     ]
-    closed = state.model_copy(update={"next_step": None})
-    if unmet and call.nurture_until is not None:
-        reason = f"not yet: {', '.join(unmet)}"
-        return _nurtured(closed, reason, call.nurture_until)
-    if unmet:
-        disqualified = LeadDisqualified(
-            deal_id=state.deal_id,
-            reason_code=f"{call.framework.lower()}_{unmet[0]}_not_met",
-            detail=f"not confirmed: {', '.join(unmet)}",
-            disqualified_at=not_before(now, state.opened_at),
-        )
-        return Decision(closed.model_copy(update={"status": Status.DISQUALIFIED}), [disqualified])
-    if call.estimated_amount is None:
-        raise RuleBroken(
-            "missing_estimated_amount", "a qualified deal needs an estimated amount", "estimated_amount"
-        )
+
+
+def _outcome_without_one(
+    state: Qualification, criteria: dict[str, Criterion], unmet: list[str], playbook: QualificationPlaybook
+) -> str:
+    """What a call with no explicit outcome decides: nothing, unless the playbook lets a complete set of
+    answers (every required criterion answered) decide."""
+    complete = all(name in state.answers for name, criterion in criteria.items() if criterion.required)
+    if playbook.decision.without_outcome == "never" or not complete:
+        return "continue"
+    return "disqualified" if unmet else "qualified"
+
+
+def _qualified(state: Qualification, at: datetime) -> Decision[Qualification]:
+    assert state.framework is not None
+    assert state.estimated_amount is not None
     qualified = LeadQualified(
         deal_id=state.deal_id,
         owner=state.owner,
         contact=state.contact,
         company=state.company,
-        framework=call.framework,
-        needs=call.needs,
-        amount=call.estimated_amount,
-        expected_close_date=call.expected_close_date,
-        qualified_at=not_before(now, state.opened_at),
+        framework=state.framework,
+        needs=state.needs,
+        amount=state.estimated_amount,
+        expected_close_date=state.expected_close_date,
+        qualified_at=at,
         expansion_of=state.expansion_of,
     )
-    return Decision(closed.model_copy(update={"status": Status.QUALIFIED}), [qualified])
+    return Decision(state.model_copy(update={"status": Status.QUALIFIED}), [qualified])
+
+
+def _disqualified(
+    state: Qualification, reason_code: str, detail: str, at: datetime
+) -> Decision[Qualification]:
+    disqualified = LeadDisqualified(
+        deal_id=state.deal_id, reason_code=reason_code, detail=detail, disqualified_at=at
+    )
+    return Decision(state.model_copy(update={"status": Status.DISQUALIFIED}), [disqualified])
+
+
+def _decided_at_sla(
+    state: Qualification, due_at: datetime, playbook: QualificationPlaybook
+) -> Decision[Qualification]:
+    """The qualification SLA is reached: qualified on what was gathered if it meets every required
+    criterion and an amount is known, else disqualified (qualification_overdue)."""
+    framework = state.framework or playbook.default_framework
+    closed = state.model_copy(update={"framework": framework, "next_step": None})
+    unmet = _unmet(closed, playbook.frameworks[framework])
+    if not unmet and closed.estimated_amount is not None:
+        return _qualified(closed, due_at)
+    detail = f"not confirmed: {', '.join(unmet)}" if unmet else "no estimated amount"
+    return _disqualified(closed, QUALIFICATION_OVERDUE, f"{detail} by the qualification SLA", due_at)
 
 
 def on_nurture_requested(
@@ -236,7 +343,11 @@ def on_deadline(
         return Decision(state)  # dealt with already, or moved: each deadline fires once
     if due.kind in (FIRST_TOUCH_OVERDUE, QUALIFICATION_OVERDUE):
         breached = SlaBreached(deal_id=state.deal_id, owner=state.owner, sla=due.kind, due_at=due.due_at)
-        return Decision(state.model_copy(update={"breached": [*state.breached, due.kind]}), [breached])
+        noted = state.model_copy(update={"breached": [*state.breached, due.kind]})
+        if due.kind == QUALIFICATION_OVERDUE and playbook.decision.at_sla == "decide":
+            decided = _decided_at_sla(noted, due.due_at, playbook)
+            return Decision(decided.state, [breached, *decided.events])
+        return Decision(noted, [breached])
     if due.kind == CADENCE_END:
         disqualified = LeadDisqualified(
             deal_id=state.deal_id,

@@ -212,7 +212,7 @@ class Batches:
         self.outbox.stored(aggregate for _, aggregate in changed)
         pending = [aggregate for aggregate in current.values() if aggregate.outbox]
         await self.publisher.publish([record for aggregate in pending for record in aggregate.outbox])
-        await self.outbox.published(pending, ticket)
+        self.outbox.published(pending, ticket)
         for aggregate in current.values():
             self.cache.put(replace(aggregate, outbox=()))
             self.deadline_index.note(aggregate)

@@ -8,7 +8,9 @@ it is published again (at least once), when its aggregate is read, or when the p
 
 What may be unpublished is known in memory: the outboxes this replica stored and has not yet seen the
 broker take. The checkpoint never passes one of them, so a batch that stored its writes and then failed
-loses nothing, whatever the batches after it do.
+loses nothing, whatever the batches after it do. Checkpoints only grow (`$max`), and a replica's tickets
+start past every ticket and checkpoint of the partitions it is assigned, so a late write by the replica
+that owned a partition before cannot cover an outbox of the one that owns it now.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Outbox:
     # Aggregate id -> (input partition, ticket) of outboxes stored and not yet seen published.
     unpublished: dict[str, tuple[int, int]] = field(default_factory=dict)
     _ticket: int = NOTHING_PUBLISHED
+    _unwritten: dict[int, int] = field(default_factory=dict)
+    _writing: asyncio.Task[None] | None = None
     _recovered: asyncio.Event = field(default_factory=asyncio.Event)
     _recovery: asyncio.Task[None] | None = None
 
@@ -55,12 +59,17 @@ class Outbox:
             self._recovery.cancel()
         self.published_through = {}
         self.unpublished = {key: entry for key, entry in self.unpublished.items() if entry[0] in partitions}
+        self._unwritten = {p: t for p, t in self._unwritten.items() if p in partitions}
         self.deadline_index.assigned(partitions)
         self._recovered = asyncio.Event()
         if partitions:
             self._recovery = asyncio.get_running_loop().create_task(self._recover(sorted(partitions)))
         else:
             self._recovered.set()
+
+    @property
+    def is_recovered(self) -> bool:
+        return self._recovered.is_set()
 
     async def recovered(self, stopping: Callable[[], bool]) -> None:
         """Wait until the assigned partitions are recovered; a stop asked for meanwhile raises."""
@@ -139,21 +148,42 @@ class Outbox:
             if aggregate.outbox and aggregate.partition is not None and aggregate.outbox_ticket is not None:
                 self.unpublished[aggregate.id] = (aggregate.partition, aggregate.outbox_ticket)
 
-    async def published(self, aggregates: Iterable[Aggregate], ticket: int) -> None:
-        """The broker has these aggregates' outboxes: move the checkpoints of their partitions on."""
+    def published(self, aggregates: Iterable[Aggregate], ticket: int) -> None:
+        """The broker has these aggregates' outboxes: move the checkpoints of their partitions on.
+
+        In memory at once; in the database in the background, off the batch's path: a checkpoint
+        written late only means that a crash before it publishes those outboxes once more.
+        """
         partitions = set()
         for aggregate in aggregates:
             self.unpublished.pop(aggregate.id, None)
             if aggregate.partition is not None:
                 partitions.add(aggregate.partition)
-        moved = {}
         for partition in partitions:
             waiting = [t for p, t in self.unpublished.values() if p == partition]
             through = min(waiting) - 1 if waiting else ticket
             if through > self.published_through.get(partition, NOTHING_PUBLISHED):
-                moved[partition] = through
-        await self.checkpoints.write(moved)
-        self.published_through.update(moved)
+                self.published_through[partition] = through
+                self._unwritten[partition] = through
+        if self._unwritten and (self._writing is None or self._writing.done()):
+            self._writing = asyncio.get_running_loop().create_task(self._write_checkpoints())
+
+    async def _write_checkpoints(self) -> None:
+        while self._unwritten:
+            writing, self._unwritten = self._unwritten, {}
+            try:
+                await self.checkpoints.write(writing)
+            except Exception as fault:  # the next batch tries again
+                self.log.warning("outbox_checkpoint_write_failed", error=repr(fault))
+                for partition, ticket in writing.items():
+                    self._unwritten[partition] = max(ticket, self._unwritten.get(partition, ticket))
+                return
+
+    async def flush(self) -> None:
+        """Write the checkpoints still only in memory (at a stop), so a restart publishes less again."""
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
+        await self._write_checkpoints()
 
     @property
     def backlog(self) -> int:

@@ -298,6 +298,10 @@ class StageService:
 
     async def _close(self) -> None:
         self.started = False
+        try:
+            await asyncio.wait_for(self.outbox.flush(), timeout=5)
+        except Exception as fault:  # the next owner publishes those outboxes once more
+            self.log.warning("outbox_checkpoint_not_written_at_stop", error=repr(fault))
         self._stop_startup_watchdog()
         self.tracer_provider.shutdown()
         await self.mongo.close()

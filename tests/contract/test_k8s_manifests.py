@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from contracts.topics import SERVICES
+from shared.playbook import DEFAULT_DOCUMENT, ENVIRONMENT_VARIABLE
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -244,9 +245,8 @@ def known_environment_names() -> set[str]:
     for name, field in Settings.model_fields.items():
         alias = field.validation_alias
         names.add(alias if isinstance(alias, str) else f"{Settings.model_config['env_prefix']}{name}".upper())
-    for service in SERVICES:
-        source = (REPO / "services" / service / "config.py").read_text()
-        names |= set(re.findall(r"\"(DEALFLOW_[A-Z_]+_PLAYBOOK)\"", source))
+    source = (REPO / "shared" / "playbook.py").read_text()
+    names |= set(re.findall(r"\"(DEALFLOW_[A-Z_]*PLAYBOOK)\"", source))
     return names
 
 
@@ -278,7 +278,7 @@ def test_secrets_come_from_the_secret_ops_create_and_none_is_in_the_repository(s
 def test_each_service_reads_its_playbook_from_the_mounted_config_map(
     service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    variable = f"DEALFLOW_{service.upper()}_PLAYBOOK"
+    variable = ENVIRONMENT_VARIABLE
     pod = resource("Deployment", f"dealflow-{service}")["spec"]["template"]["spec"]
     mounted = Path(env(service)[variable]["value"])
     [mount] = [m for m in container(service)["volumeMounts"] if mounted.parent == Path(m["mountPath"])]
@@ -290,16 +290,14 @@ def test_each_service_reads_its_playbook_from_the_mounted_config_map(
     [file] = [f for f in generator["files"] if Path(f).name == item["key"]]
     shipped = (K8S / file).read_text()
 
-    assert shipped == (REPO / "services" / service / "playbook.yaml").read_text(), (
-        f"deploy/k8s/{file} differs from services/{service}/playbook.yaml: copy it over"
+    assert shipped == DEFAULT_DOCUMENT.read_text(), (
+        f"deploy/k8s/{file} differs from playbooks/default.yaml: copy it over"
     )
-    # The service's own loader finds the file through the variable and accepts it.
+    # The service's own loader finds the document through the variable and accepts it.
     (tmp_path / mounted.name).write_text(shipped)
     monkeypatch.setenv(variable, str(tmp_path / mounted.name))
     config_module = importlib.import_module(f"services.{service}.config")
-    assert config_module.load_playbook() == config_module.load_playbook(
-        REPO / "services" / service / "playbook.yaml"
-    )
+    assert config_module.load_playbook() == config_module.load_playbook(DEFAULT_DOCUMENT)
 
 
 def test_every_service_has_its_manifest_listed_in_the_kustomization() -> None:

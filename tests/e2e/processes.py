@@ -18,12 +18,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def service_processes(settings: Settings, log_dir: Path) -> Iterator[dict[str, int]]:
+def service_processes(
+    settings: Settings, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[dict[str, int]]:
     """Run the five services until the block ends; yield each one's HTTP port.
 
-    Leaving the block normally also checks that none of them died meanwhile.
+    `extra_env` adds variables (e.g. DEALFLOW_PLAYBOOK). Leaving the block normally also checks that
+    none of them died meanwhile.
     """
-    env = os.environ | settings.environment()
+    env = os.environ | settings.environment() | (extra_env or {})
     ports = {service: free_port() for service in SERVICES}
     processes = {
         service: subprocess.Popen(

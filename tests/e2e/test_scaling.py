@@ -165,6 +165,7 @@ def deal_inputs(number: int) -> list[Event]:
         occurred_at=datetime.now(UTC),
         answers=BANT_MET if qualifies else BANT_MET | {"budget": False},
         estimated_amount=Money(amount_minor=500_000, currency="EUR"),
+        actor_role="rep",
     )
     return [prospect, call]
 

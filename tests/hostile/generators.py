@@ -142,10 +142,12 @@ def journey(deal_id: str, outcome: str) -> Journey:
     events: list[Event] = [lead(deal_id, outcome)]
     if outcome == "disqualified":
         answers = BANT_MET | {"budget": False}
-        events.append(DiscoveryCallLogged(deal_id=deal_id, occurred_at=at, answers=answers))
+        events.append(DiscoveryCallLogged(deal_id=deal_id, occurred_at=at, answers=answers, actor_role="rep"))
     if outcome in ("presentation", "negotiation", "won", "lost"):
         events.append(
-            DiscoveryCallLogged(deal_id=deal_id, occurred_at=at, answers=BANT_MET, estimated_amount=AMOUNT)
+            DiscoveryCallLogged(
+                deal_id=deal_id, occurred_at=at, answers=BANT_MET, estimated_amount=AMOUNT, actor_role="rep"
+            )
         )
     if outcome in ("negotiation", "won", "lost"):
         events += [

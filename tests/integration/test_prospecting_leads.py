@@ -6,14 +6,15 @@ import asyncio
 import random
 from collections import Counter
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cli.kafka_io import SeenEvent, publish, records_for
-from contracts.events import LeadCaptured
+from contracts.events import DealLost, LeadCaptured
 from services.prospecting.service import definition as prospecting
 from shared.settings import Settings
-from tests.integration.helpers import events_when, of_type, running
+from tests.integration.helpers import by, events_when, fit_lead, of_type, running, send
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +155,33 @@ async def test_two_replicas_racing_on_the_same_person_make_one_prospect(settings
     merges = of_type(events, "lead.merged.v1")
     assert len(merges) == 59
     assert {event.data["deal_id"] for event in merges if event.data} == {prospect.key}
+
+
+async def test_a_returning_lead_opens_a_new_deal_once_its_deal_closed_and_a_colleague_joins_it(
+    settings: Settings,
+) -> None:
+    first = fit_lead("back-1")
+    lost = DealLost(
+        deal_id="back-1", stage="proposal", reason_code="price", lost_at=datetime.now(UTC) - timedelta(days=1)
+    )
+    expansion_lost = DealLost(
+        deal_id="never-prospected-x1", stage="closing", reason_code="budget", lost_at=datetime.now(UTC)
+    )
+    async with running(prospecting(), settings):
+        await send(settings, first)
+        await events_when(settings, lambda seen: len(of_type(seen, "prospect.identified.v1")) == 1)
+        await send(settings, lost, expansion_lost)
+        await asyncio.sleep(2)  # the closures are consumed (they emit nothing)
+        await send(settings, fit_lead("back-2"))
+        await events_when(settings, lambda seen: len(of_type(seen, "prospect.identified.v1")) == 2)
+        await send(settings, fit_lead("back-3").model_copy(update={"email": "petr@acme-robotics.de"}))
+        events = await events_when(settings, lambda seen: len(of_type(seen, "lead.merged.v1")) == 1)
+
+    again = by(events, "back-2", "prospect.identified.v1")[0].data
+    assert again is not None
+    assert again["previous_deal_id"] == "back-1"
+    [joined] = of_type(events, "lead.merged.v1")
+    assert joined.data is not None
+    assert (joined.data["deal_id"], joined.data["relation"]) == ("back-2", "buying_committee")
+    assert joined.data["contact"]["email"] == "petr@acme-robotics.de"
+    assert not [event for event in events if "dlq_error_code" in event.headers]

@@ -69,7 +69,7 @@ async def test_every_path_qualified_disqualified_nurture_and_no_response(setting
     settings, clock = tuned(settings), Clock(T0)
     service = StageService(qualification(), settings, clock=clock)
     async with service.build_app():
-        await send(settings, *(prospect(deal) for deal in ("q", "d", "n", "silent")), at=T0)
+        await send(settings, *(prospect(deal) for deal in ("q", "d", "n", "silent", "acc")), at=T0)
         await send(
             settings,
             TouchLogged(deal_id="q", occurred_at=T0, channel="email", outcome="replied"),
@@ -78,8 +78,20 @@ async def test_every_path_qualified_disqualified_nurture_and_no_response(setting
                 occurred_at=T0,
                 answers=BANT_MET,
                 estimated_amount={"amount_minor": 90000, "currency": "EUR"},
+                actor_role="rep",
             ),
-            DiscoveryCallLogged(deal_id="d", occurred_at=T0, answers=BANT_MET | {"authority": False}),
+            DiscoveryCallLogged(
+                deal_id="d", occurred_at=T0, answers=BANT_MET | {"authority": False}, actor_role="rep"
+            ),
+            # Two calls with partial answers: the first decides nothing, the second completes them.
+            DiscoveryCallLogged(deal_id="acc", occurred_at=T0, answers={"need": True, "authority": False}),
+            DiscoveryCallLogged(
+                deal_id="acc",
+                occurred_at=T0,
+                answers={"budget": True, "authority": True, "timeline": True},
+                estimated_amount={"amount_minor": 50000, "currency": "EUR"},
+                actor_role="manager",
+            ),
             NurtureRequested(
                 deal_id="n",
                 occurred_at=T0,
@@ -96,6 +108,8 @@ async def test_every_path_qualified_disqualified_nurture_and_no_response(setting
 
     counts = emitted(events)
     assert counts[("q", "lead.qualified.v1")] == 1
+    assert counts[("acc", "lead.qualified.v1")] == 1
+    assert counts[("acc", "lead.disqualified.v1")] == 0
     assert counts[("d", "lead.disqualified.v1")] == 1
     assert counts[("n", "lead.nurtured.v1")] == 1
     reasons = {e.key: e.data["reason_code"] for e in events if e.type == "lead.disqualified.v1" and e.data}
@@ -105,6 +119,7 @@ async def test_every_path_qualified_disqualified_nurture_and_no_response(setting
         "d": "disqualified",
         "n": "nurture",
         "silent": "disqualified",
+        "acc": "qualified",
     }
 
 
@@ -142,4 +157,10 @@ async def test_each_deadline_fires_once_across_a_restart(settings: Settings) -> 
     )
     assert breaches == [("quiet", "first_touch_overdue"), ("talks", "qualification_overdue")]
     assert counts[("quiet", "lead.disqualified.v1")] == 1
-    assert counts[("talks", "lead.disqualified.v1")] == 0
+    # The qualification SLA decides on what was gathered (playbook decision.at_sla: decide): nothing was.
+    reasons = [
+        e.data["reason_code"]
+        for e in events
+        if e.type == "lead.disqualified.v1" and e.key == "talks" and e.data
+    ]
+    assert reasons == ["qualification_overdue"]

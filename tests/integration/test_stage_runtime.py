@@ -18,6 +18,7 @@ from services.qualification.service import definition as qualification
 from shared.envelope import KafkaRecord, encode
 from shared.kafka import partition_of
 from shared.mongo import Document, make_client, service_database
+from shared.runtime.service import StageService
 from shared.settings import Settings
 from shared.store import Aggregate, AggregateStore
 from tests.integration.helpers import events_when, fit_lead, of_type, running
@@ -78,6 +79,15 @@ async def test_bad_records_are_dead_lettered_and_good_ones_still_flow(settings: 
     assert service.metrics.total("dealflow_events_dead_lettered") == 3
 
 
+async def recovery_done(service: StageService) -> None:
+    """The recovery of the assigned partitions ended (it marks an outbox without a ticket sent)."""
+    for _ in range(100):
+        if service.outbox.is_recovered:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the partitions' recovery did not end")
+
+
 async def stored_with_outbox(
     client: AsyncMongoClient[Document], settings: Settings, *outbox: KafkaRecord
 ) -> AggregateStore:
@@ -100,10 +110,11 @@ async def test_events_left_in_the_outbox_by_a_crash_are_published_at_start(setti
     client = make_client(settings, app_name="test")
     store = await stored_with_outbox(client, settings, pending)
 
-    async with running(prospecting(), settings):
+    async with running(prospecting(), settings) as service:
         events = await events_when(
             settings, lambda seen: any(e.headers.get("ce_id") == "left-behind" for e in seen)
         )
+        await recovery_done(service)
 
     assert len([e for e in events if e.headers.get("ce_id") == "left-behind"]) == 1
     assert (await store.load("lead-good")).outbox == ()
@@ -135,6 +146,7 @@ async def test_a_record_in_the_outbox_the_broker_refuses_is_dead_lettered_not_re
             ),
         )
         assert service.started
+        await recovery_done(service)
     [dead] = [e for e in events if e.headers.get("dlq_error_code") == "broker_refused_record"]
     assert dead.headers["ce_id"] == "too-large"
     assert int(dead.headers["dlq_value_bytes"]) > settings.max_event_bytes * 5
@@ -149,6 +161,7 @@ async def test_an_activity_that_arrives_before_its_prospect_is_held_then_applied
             "occurred_at": datetime.now(UTC).isoformat(),
             "answers": {"budget": True, "authority": True, "need": True, "timeline": True},
             "estimated_amount": {"amount_minor": 500000, "currency": "EUR"},
+            "actor_role": "rep",
         }
     )
     async with running(qualification(), settings), running(prospecting(), settings):
@@ -208,6 +221,7 @@ async def test_a_rule_break_is_answered_with_a_rejection_and_changes_nothing(set
             "occurred_at": datetime.now(UTC).isoformat(),
             "answers": {"budget": True, "authority": True, "need": True, "timeline": True},
             "estimated_amount": {"amount_minor": 100, "currency": "EUR"},
+            "actor_role": "rep",
         }
     )
     async with (

@@ -6,6 +6,8 @@ No test here asserts a time: the figures are made up, only what the bench does w
 
 from __future__ import annotations
 
+import os
+import socket
 from types import SimpleNamespace
 from typing import Any
 
@@ -116,6 +118,11 @@ def test_steady_cost_starts_after_the_first_burst_of_outputs() -> None:
 @pytest.mark.parametrize("stamps", [[], [7], [5, 5, 5], [1, 2, 3]])
 def test_one_burst_says_nothing_about_cost(stamps: list[int]) -> None:
     assert bench.steady_cost_ms(stamps) is None
+
+
+def test_less_than_a_batch_after_the_first_burst_is_too_little_to_time() -> None:
+    assert bench.steady_cost_ms([0] * 500 + [100] * 499, at_least=500) is None
+    assert bench.steady_cost_ms([0] * 500 + [100] * 500, at_least=500) == pytest.approx(0.2)
 
 
 def test_quotient_is_unknown_without_both_figures() -> None:
@@ -272,3 +279,11 @@ def test_counts_that_do_not_add_up_are_named() -> None:
         "stage alone proposal 5,000: 4,999 of 5,000 inputs",
         "end to end 50 leads/s: 700 of 750 deals as scripted",
     ]
+
+
+def test_the_port_a_process_listens_on_is_read_from_proc() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        assert bench.listening_port(os.getpid()) != server.getsockname()[1]  # bound, not listening
+        server.listen()
+        assert bench.listening_port(os.getpid()) == server.getsockname()[1]

@@ -26,10 +26,11 @@ from contracts.events import (
     QualificationReopened,
 )
 from services.insights import domain
-from services.insights.config import DEFAULT_PLAYBOOK, InsightsPlaybook, Limits, load_playbook
+from services.insights.config import InsightsPlaybook, Limits, load_playbook
 from services.insights.service import definition
 from shared.domain import Deadline
 from shared.envelope import decode, encode
+from shared.playbook import DEFAULT_DOCUMENT
 from tests.insights_events import NOW, assert_report_figures, day, known_events, moved, prospect, qualified
 
 PLAYBOOK = load_playbook()
@@ -223,7 +224,7 @@ def test_a_stall_is_raised_once_per_progress_point_even_when_the_stall_days_chan
     since = day(10, 1)
     [stall] = domain.deadlines(negotiating(since), PLAYBOOK)
     raised, _ = reach(negotiating(since), stall, stall.due_at)
-    longer = playbook_with(tmp_path, stall_days={**PLAYBOOK.stall_days, "negotiation": 20})
+    longer = playbook_with(tmp_path, stages={"negotiation": {"stall_days": 20}})
 
     assert domain.deadlines(raised, longer) == []
     assert [d.due_at for d in domain.deadlines(negotiating(since), longer)] == [since + timedelta(days=20)]
@@ -402,15 +403,23 @@ def test_a_first_visit_that_comes_last_still_opens_the_first_stay() -> None:
     (everything,) = timelines_from(events)
 
     assert stage_seconds(bounded) == stage_seconds(everything)
-    assert domain.reached_at(bounded, "qualification") == datetime(2026, 1, 5, 9, tzinfo=UTC)
+    assert domain.reached_at(bounded, "qualification", PLAYBOOK) == datetime(2026, 1, 5, 9, tzinfo=UTC)
     assert report_of([bounded]) == report_of([everything])
 
 
 # --- playbook --------------------------------------------------------------------------------------
 
 
-def playbook_with(tmp_path: Path, **changes: Any) -> InsightsPlaybook:
-    content = yaml.safe_load(DEFAULT_PLAYBOOK.read_text()) | changes
+def playbook_with(
+    tmp_path: Path, stages: dict[str, dict[str, Any]] | None = None, teams: Any = None, **changes: Any
+) -> InsightsPlaybook:
+    """The default playbook document with changes to its stages, its teams and the insights section."""
+    content = yaml.safe_load(DEFAULT_DOCUMENT.read_text())
+    content["insights"] |= changes
+    for stage, fields in (stages or {}).items():
+        content["stages"][stage] = content["stages"].get(stage, {}) | fields
+    if teams is not None:
+        content["teams"] = teams
     path = tmp_path / "playbook.yaml"
     path.write_text(yaml.safe_dump(content))
     return load_playbook(path)
@@ -419,10 +428,13 @@ def playbook_with(tmp_path: Path, **changes: Any) -> InsightsPlaybook:
 @pytest.mark.parametrize(
     ("changes", "complaint"),
     [
-        ({"stage_probability": {"qualification": 0.1}}, "stage_probability lacks stages"),
+        ({"stages": {"proposal": {"probability": 1.5}}}, "less than or equal to 1"),
         ({"rate_to_reporting": {"EUR": 0.9}}, "reporting currency's own rate must be 1"),
-        ({"stall_days": {"won": 3}}, "not open stages"),
-        ({"teams": {"a": ["x"], "b": ["x"]}}, "one team only"),
+        ({"stages": {"closing": {"stall_days": 0}}}, "greater than or equal to 1"),
+        (
+            {"teams": [{"name": t, "countries": [], "reps": [{"name": "x"}]} for t in ("a", "b")]},
+            "one team only",
+        ),
     ],
 )
 def test_a_playbook_that_does_not_add_up_is_refused(

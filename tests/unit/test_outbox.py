@@ -58,7 +58,8 @@ class FakeStore:
         return {p: t for p, t in self.checkpoints.items() if p in partitions}
 
     async def write(self, published_through: dict[int, int]) -> None:
-        self.checkpoints.update(published_through)
+        for partition, ticket in published_through.items():
+            self.checkpoints[partition] = max(ticket, self.checkpoints.get(partition, ticket))
 
 
 async def recovered(store: FakeStore, partitions: set[int]) -> tuple[Outbox, list[str]]:
@@ -112,12 +113,15 @@ async def test_the_checkpoint_never_passes_an_outbox_a_failed_batch_left_unpubli
     later = outbox.next_ticket()
     fine = stored("fine", 0, later, "ok")
     outbox.stored([fine])
-    await outbox.published([fine], later)
+    outbox.published([fine], later)
+    await outbox.flush()
     assert store.checkpoints[0] == failed - 1
     assert outbox.as_read(stranded).outbox != (), "a later read still publishes it"
     assert outbox.leftovers(["fine"]) == ["stranded"]
     assert outbox.backlog == 1
-    await outbox.published([stranded], outbox.next_ticket())
+    outbox.published([stranded], outbox.next_ticket())
+    assert outbox.published_through[0] == failed + 2, "known in memory at once"
+    await outbox.flush()
     assert store.checkpoints[0] == failed + 2
     assert outbox.backlog == 0
 
@@ -130,3 +134,27 @@ async def test_recovery_fills_the_deadline_index_from_the_same_read() -> None:
     assert outbox.deadline_index.loaded(0)
     assert [d.deal_id for d in outbox.deadline_index.due(due)] == ["deal"]
     assert store.scans == [[0]]
+
+
+async def test_a_checkpoint_that_could_not_be_written_is_written_with_a_later_one() -> None:
+    class FailingOnce(FakeStore):
+        failures = 1
+
+        async def write(self, published_through: dict[int, int]) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("database away")
+            await super().write(published_through)
+
+    store = FailingOnce([], checkpoints={0: 0, 1: 0})
+    store.failures = 0
+    outbox, _ = await recovered(store, {0, 1})
+    store.failures = 2  # the write in the background, and the one flush tries again
+    first = outbox.next_ticket()
+    outbox.published([stored("a", 0, first, "x")], first)
+    await outbox.flush()
+    assert store.checkpoints == {0: 0, 1: 0}
+    second = outbox.next_ticket()
+    outbox.published([stored("b", 1, second, "y")], second)
+    await outbox.flush()
+    assert store.checkpoints == {0: first, 1: second}

@@ -9,11 +9,15 @@ from contracts.events import (
     MAX_TEXT_LENGTH,
     Company,
     Contact,
+    DealLost,
+    DealWon,
     LeadCaptured,
+    LeadDisqualified,
     LeadMerged,
     LeadRejected,
     ProspectIdentified,
 )
+from contracts.topics import Topic
 from services.prospecting.config import Limits, ProspectingPlaybook, load_playbook
 from services.prospecting.domain import (
     Candidate,
@@ -25,11 +29,15 @@ from services.prospecting.domain import (
     company_key,
     country_code,
     normalise,
+    on_deal_closed,
     on_lead_captured,
     parse_amount,
     route,
     score,
 )
+from services.prospecting.service import ProspectingFacts
+from services.prospecting.service import definition as prospecting_definition
+from shared.domain import Decision
 from shared.envelope import encode
 
 PLAYBOOK = load_playbook()
@@ -316,3 +324,145 @@ def test_normalising_is_idempotent(local: str, domain: str, padding: str, employ
 
     assert first.email == first.email.strip().lower()
     assert (again, company_again) == (first, company)
+
+
+# --- deduplication that knows deals and accounts ---------------------------------------------------
+
+
+def match(matched_on: str = "email", closed: str | None = None) -> Duplicate:
+    first = assess(lead(), PLAYBOOK)
+    assert isinstance(first, Candidate)
+    return Duplicate(
+        prospect_id="lead-0",
+        matched_on=matched_on,  # type: ignore[arg-type]
+        prospect_fields=first.snapshot(),
+        merged_leads=[],
+        closed=closed,
+    )
+
+
+def with_policy(**policy: str) -> ProspectingPlaybook:
+    return PLAYBOOK.model_copy(update={"deduplication": PLAYBOOK.deduplication.model_copy(update=policy)})
+
+
+COLLEAGUE = {"email": "petr.kral@acme-robotics.de"}
+
+
+def test_a_colleague_at_the_account_of_an_open_deal_joins_its_buying_committee() -> None:
+    decision = on_lead_captured(None, lead(**COLLEAGUE), NOW, KnownLeads(duplicate=match("domain")), PLAYBOOK)
+
+    [event] = decision.events
+    assert isinstance(event, LeadMerged)
+    assert (event.deal_id, event.relation, event.matched_on) == ("lead-0", "buying_committee", "domain")
+    assert event.contact is not None
+    assert event.contact.email == "petr.kral@acme-robotics.de"
+    assert decision.state == Lead(lead_id="lead-1", outcome="merged", deal_id="lead-0")
+
+
+def test_the_same_person_at_an_open_deal_is_merged_as_a_duplicate() -> None:
+    [event] = on_lead_captured(None, lead(), NOW, KnownLeads(duplicate=match("email")), PLAYBOOK).events
+
+    assert isinstance(event, LeadMerged)
+    assert (event.relation, event.contact) == ("duplicate", None)
+
+
+@pytest.mark.parametrize("closed", ["won", "lost", "disqualified"])
+def test_a_lead_matching_only_a_closed_deal_opens_a_new_deal_that_refers_to_it(closed: str) -> None:
+    known = KnownLeads(closed=match("email", closed=closed))
+
+    decision = on_lead_captured(None, lead(), NOW, known, PLAYBOOK)
+
+    [event] = decision.events
+    assert isinstance(event, ProspectIdentified)
+    assert (event.deal_id, event.previous_deal_id) == ("lead-1", "lead-0")
+    assert decision.state.outcome == "prospect"
+
+
+def test_an_open_deal_at_the_account_wins_over_a_closed_deal_of_the_same_person() -> None:
+    known = KnownLeads(duplicate=match("domain"), closed=match("email", closed="lost"))
+
+    [event] = on_lead_captured(None, lead(), NOW, known, PLAYBOOK).events
+
+    assert isinstance(event, LeadMerged)
+    assert event.relation == "buying_committee"
+
+
+@pytest.mark.parametrize(
+    ("policy", "known", "expected"),
+    [
+        ({"closed_deal": "merge"}, KnownLeads(closed=match("email", closed="lost")), LeadMerged),
+        ({"same_account_open_deal": "new_deal"}, KnownLeads(duplicate=match("domain")), ProspectIdentified),
+        ({"same_account_open_deal": "merge"}, KnownLeads(duplicate=match("domain")), LeadMerged),
+        ({"same_person_open_deal": "new_deal"}, KnownLeads(duplicate=match("email")), ProspectIdentified),
+    ],
+)
+def test_the_deduplication_policy_is_the_playbooks(
+    policy: dict[str, str], known: KnownLeads, expected: type[object]
+) -> None:
+    [event] = on_lead_captured(None, lead(**COLLEAGUE), NOW, known, with_policy(**policy)).events
+
+    assert isinstance(event, expected)
+    if isinstance(event, ProspectIdentified):
+        assert event.previous_deal_id == "lead-0"
+    if isinstance(event, LeadMerged) and "same_account_open_deal" in policy:
+        assert event.relation == "duplicate"
+
+
+def test_a_closure_opens_no_lead_and_emits_nothing() -> None:
+    lost = DealLost(deal_id="lead-0", stage="proposal", reason_code="price", lost_at=NOW)
+
+    assert on_deal_closed(None, lost, NOW, NOBODY, PLAYBOOK) == Decision(None)  # type: ignore[arg-type]
+    prospect = Lead(lead_id="lead-0", outcome="prospect", deal_id="lead-0")
+    assert on_deal_closed(prospect, lost, NOW, NOBODY, PLAYBOOK) == Decision(prospect)
+
+
+def test_prospecting_consumes_the_closures_and_handles_them_without_parking() -> None:
+    stage = prospecting_definition()
+
+    assert {Topic.DEALS, Topic.DEALS_WON, Topic.QUALIFICATIONS} <= set(stage.input_topics)
+    assert {DealWon, DealLost, LeadDisqualified} <= stage.opening_events
+
+
+class Edge:
+    """The prospecting facts on in-memory claims: what the database would have read."""
+
+    def __init__(self, claims: dict[str, dict[str, object]], closed: dict[str, str]) -> None:
+        self.facts = ProspectingFacts({"claims": None, "rep_loads": None, "closed_deals": None}, PLAYBOOK)  # type: ignore[arg-type]
+        self.facts._start_batch(claims, {}, 0)
+        self.facts._closed = dict(closed)
+
+    def decide(self, captured: LeadCaptured) -> list[object]:
+        known = self.facts.gather(captured, NOW)
+        decision = on_lead_captured(None, captured, NOW, known, PLAYBOOK)
+        self.facts.note(captured, decision.events)
+        return list(decision.events)
+
+
+def claim(key: str, prospect_id: str = "lead-0") -> dict[str, object]:
+    return {"_id": key, "prospect_id": prospect_id, "claimed_at": NOW, "fields": {}, "merged_leads": []}
+
+
+def test_the_edge_tells_a_closed_deal_from_an_open_one_and_the_new_deal_takes_its_claims() -> None:
+    claims = {key: claim(key) for key in ("email:jana.novak@acme-robotics.de", "domain:acme-robotics.de")}
+    edge = Edge(claims, closed={})
+    lost = DealLost(deal_id="lead-0", stage="proposal", reason_code="price", lost_at=NOW)
+    edge.facts.note(lost, [])
+
+    [event] = edge.decide(lead())
+
+    assert isinstance(event, ProspectIdentified)
+    assert event.previous_deal_id == "lead-0"
+    assert edge.facts._claimed["domain:acme-robotics.de"]["prospect_id"] == "lead-1"
+    assert edge.facts._closures == {"lead-0": {"_id": "lead-0", "closed": "lost"}}
+    # A colleague next: the new deal is open, they join it.
+    [joined] = edge.decide(lead(lead_id="lead-2", **COLLEAGUE))
+    assert isinstance(joined, LeadMerged)
+    assert (joined.deal_id, joined.relation) == ("lead-1", "buying_committee")
+    assert edge.facts._claimed["email:petr.kral@acme-robotics.de"]["prospect_id"] == "lead-1"
+
+
+def test_the_edge_ignores_closures_when_gathering() -> None:
+    edge = Edge({}, closed={})
+    lost = DealLost(deal_id="x-1", stage="closing", reason_code="budget", lost_at=NOW)
+
+    assert edge.facts.gather(lost, NOW) == KnownLeads()

@@ -30,7 +30,7 @@ from services.qualification.domain import (
     on_prospect_identified,
     on_touch_logged,
 )
-from shared.domain import Deadline, RuleBroken
+from shared.domain import Deadline, Decision, RuleBroken
 
 PLAYBOOK = load_playbook()
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -64,7 +64,7 @@ def touch(outcome: str = "no_answer", **fields: object) -> TouchLogged:
 
 def call(**fields: object) -> DiscoveryCallLogged:
     return DiscoveryCallLogged.model_validate(
-        {"deal_id": "d-1", "occurred_at": NOW.isoformat(), "answers": BANT_MET} | fields
+        {"deal_id": "d-1", "occurred_at": NOW.isoformat(), "answers": BANT_MET, "actor_role": "rep"} | fields
     )
 
 
@@ -147,7 +147,9 @@ def test_meddic_needs_its_six_required_criteria_but_not_the_optional_one() -> No
         ["metrics", "economic_buyer", "decision_criteria", "decision_process", "identify_pain"], True
     )
 
-    decision = on_discovery_call_logged(opened(), call(framework="MEDDIC", answers=answers), NOW, PLAYBOOK)
+    decision = on_discovery_call_logged(
+        opened(), call(framework="MEDDIC", answers=answers, outcome="disqualified"), NOW, PLAYBOOK
+    )
 
     assert decision.events[0].reason_code == "meddic_champion_not_met"  # type: ignore[attr-defined]
 
@@ -237,6 +239,9 @@ def test_a_cadence_that_ends_without_a_reply_disqualifies_for_no_response() -> N
         ({}, {"answers": {"budgett": True}}, "unknown_framework_field"),
         ({}, {"framework": "SPICED"}, "unknown_framework"),
         ({}, {"actor_role": "intern"}, "answer_not_allowed"),
+        ({}, {"actor_role": None}, "answer_not_allowed"),
+        ({}, {"answers": {"need": True}, "outcome": "qualified"}, "criteria_not_met"),
+        ({"framework": "BANT"}, {"framework": "MEDDIC", "answers": {}}, "framework_changed"),
         ({}, {}, "missing_estimated_amount"),
         ({"status": Status.DISQUALIFIED}, {}, "qualification_closed"),
     ],
@@ -248,3 +253,115 @@ def test_rule_breaks_are_refused(
         on_discovery_call_logged(opened().model_copy(update=state_change), call(**activity), NOW, PLAYBOOK)
 
     assert caught.value.code == code
+
+
+def apply_calls(*calls: DiscoveryCallLogged, state: Qualification | None = None) -> Decision[Qualification]:
+    decision = Decision(state or opened())
+    for each in calls:
+        decision = on_discovery_call_logged(decision.state, each, NOW, PLAYBOOK)
+    return decision
+
+
+def test_a_call_with_partial_answers_keeps_them_and_decides_nothing() -> None:
+    decision = apply_calls(call(answers={"budget": False, "need": True}))
+
+    assert decision.events == []
+    assert decision.state.status is Status.OPEN
+    assert {name: answer.value for name, answer in decision.state.answers.items()} == {
+        "budget": False,
+        "need": True,
+    }
+
+
+def test_answers_accumulate_over_calls_and_a_later_answer_overrides_an_earlier_one() -> None:
+    later = NOW + timedelta(days=3)
+    amount = {"amount_minor": 5_000_00, "currency": "EUR"}
+    decision = apply_calls(
+        call(answers={"budget": False, "need": True}, actor="anna", estimated_amount=amount),
+        call(answers={"authority": True}, actor_role="sdr"),
+        call(
+            answers={"budget": True, "timeline": True},
+            actor="luc",
+            actor_role="manager",
+            occurred_at=later.isoformat(),
+        ),
+    )
+
+    [qualified] = decision.events
+    assert isinstance(qualified, LeadQualified)
+    assert qualified.amount == Money(amount_minor=5_000_00, currency="EUR")
+    budget = decision.state.answers["budget"]
+    assert (budget.value, budget.actor, budget.actor_role) == (True, "luc", "manager")
+    assert decision.state.answers["need"].actor == "anna"
+
+
+def test_a_call_that_names_no_framework_uses_the_playbook_default() -> None:
+    custom = PLAYBOOK.model_copy(update={"default_framework": "MEDDIC"})
+    answers = dict.fromkeys(
+        ["metrics", "economic_buyer", "decision_criteria", "decision_process", "identify_pain", "champion"],
+        True,
+    )
+    each = call(answers=answers, estimated_amount={"amount_minor": 100, "currency": "EUR"})
+
+    decision = on_discovery_call_logged(opened(), each, NOW, custom)
+
+    [qualified] = decision.events
+    assert isinstance(qualified, LeadQualified)
+    assert qualified.framework == "MEDDIC"
+
+
+def test_an_explicit_outcome_decides_and_continue_never_does() -> None:
+    amount = {"amount_minor": 100, "currency": "EUR"}
+    waiting = apply_calls(call(estimated_amount=amount, outcome="continue"))
+    assert (waiting.events, waiting.state.status) == ([], Status.OPEN)
+
+    qualified = apply_calls(call(answers={}, outcome="qualified"), state=waiting.state)
+    assert [type(event) for event in qualified.events] == [LeadQualified]
+
+    disqualified = apply_calls(call(answers={"need": True}, outcome="disqualified"))
+    [event] = disqualified.events
+    assert isinstance(event, LeadDisqualified)
+    assert event.reason_code == "bant_budget_not_met"
+
+
+def test_when_the_playbook_says_never_only_an_explicit_outcome_decides() -> None:
+    strict = PLAYBOOK.model_copy(
+        update={"decision": PLAYBOOK.decision.model_copy(update={"without_outcome": "never"})}
+    )
+    complete = call(answers=BANT_MET | {"budget": False})
+
+    decision = on_discovery_call_logged(opened(), complete, NOW, strict)
+
+    assert (decision.events, decision.state.status) == ([], Status.OPEN)
+
+
+def test_the_qualification_sla_decides_on_what_was_gathered() -> None:
+    amount = {"amount_minor": 100, "currency": "EUR"}
+    met = apply_calls(
+        call(answers={"budget": True, "need": True}, estimated_amount=amount, outcome="continue")
+    )
+    due = NOW + timedelta(days=PLAYBOOK.qualification_max_days)
+
+    state, events = fire(met.state, "qualification_overdue", due)
+    assert [type(event) for event in events] == [SlaBreached, LeadDisqualified]
+    assert events[1].reason_code == "qualification_overdue"  # type: ignore[attr-defined]
+    assert "authority, timeline" in (events[1].detail or "")  # type: ignore[attr-defined]
+    assert state.status is Status.DISQUALIFIED
+
+    complete = apply_calls(call(estimated_amount=amount, outcome="continue"))
+    state, events = fire(complete.state, "qualification_overdue", due)
+    assert [type(event) for event in events] == [SlaBreached, LeadQualified]
+    assert events[1].qualified_at == due  # type: ignore[attr-defined]
+    assert state.status is Status.QUALIFIED
+
+
+def test_at_sla_breach_only_leaves_the_lead_open() -> None:
+    lenient = PLAYBOOK.model_copy(
+        update={"decision": PLAYBOOK.decision.model_copy(update={"at_sla": "breach_only"})}
+    )
+    [overdue] = [d for d in deadlines(opened(), lenient) if d.kind == "qualification_overdue"]
+
+    decision = on_deadline(opened(), announced(overdue), overdue.due_at, lenient)
+
+    assert [type(event) for event in decision.events] == [SlaBreached]
+    assert decision.state.status is Status.OPEN
