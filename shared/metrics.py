@@ -25,6 +25,17 @@ HANDLER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+# Every database command this process sends, by client (its app name) and command name; each command is
+# one round trip. Counted by the listener `shared.mongo.make_client` installs, and served by every
+# service's /metrics (a process of several services shows each one's client as its own series).
+DATABASE_COMMANDS = Counter(
+    "dealflow_database_commands",
+    "Commands sent to the database (one round trip each), per client and command name.",
+    ["client", "command"],
+    registry=None,
+)
+
+
 def known_type(event_type: str | None) -> str:
     """The event type as a label value, or "unknown": a label must never take arbitrary input values."""
     return event_type if event_type and event_model(event_type) is not None else "unknown"
@@ -34,6 +45,7 @@ class StageMetrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()
+        self.registry.register(DATABASE_COMMANDS)
         by_type = ["service", "type"]
         by_reason = ["service", "type", "reason"]
         self.consumed = Counter(

@@ -8,20 +8,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, OperationFailure
 
+from shared.metrics import DATABASE_COMMANDS
 from shared.settings import Settings
 
 Document = dict[str, Any]
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the client's commands by name (`dealflow_database_commands_total`): round trips per event.
+
+    PyMongo calls these synchronously around every command, so they only increment a counter.
+    """
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        DATABASE_COMMANDS.labels(self.client, event.command_name).inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
 
 
 def make_client(settings: Settings, *, app_name: str) -> AsyncMongoClient[Document]:
     """A client for `MONGODB_URI`, which carries the credentials and TLS options (`tls=true`, `tlsCAFile`).
 
     `MONGODB_TLS_CA_FILE` is the same as `tls=true&tlsCAFile=...` in the URI, for deployments that mount
-    the CA file and keep the URI short.
+    the CA file and keep the URI short. Its commands are counted under its app name (see CommandCounter).
     """
     tls: dict[str, Any] = {}
     if settings.mongodb_tls_ca_file is not None:
@@ -32,6 +52,7 @@ def make_client(settings: Settings, *, app_name: str) -> AsyncMongoClient[Docume
         tz_aware=True,
         serverSelectionTimeoutMS=5_000,
         connectTimeoutMS=5_000,
+        event_listeners=[CommandCounter(app_name)],
         **tls,
     )
 
