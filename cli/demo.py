@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cli.event_files import events_from_file
 from cli.journey import journey, line
-from cli.kafka_io import SeenEvent, all_topics, events_from_file, publish, records_for, wait_for
+from cli.kafka_io import SeenEvent, all_topics, publish, records_for, wait_for
 from contracts import Topic
 from contracts.events import Activity
 from shared.envelope import KafkaRecord

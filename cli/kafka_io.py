@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaTimeoutError
 
-from contracts import Event, Topic, dead_letter_topic, event_model
+from contracts import Event, Topic, dead_letter_topic
 from contracts.topics import SERVICES
 from shared.envelope import KafkaRecord, decode_headers, encode
 from shared.kafka import client_options, ensure_topics, existing_partitions, running
@@ -48,29 +46,6 @@ class SeenEvent:
     @property
     def id(self) -> str:
         return self.headers.get("ce_id", "")
-
-
-SHIFTED_TIMES = ("occurred_at", "captured_at", "meeting_at", "scheduled_for", "due_at")
-
-
-def events_from_file(path: Path, time_shift: timedelta = timedelta(0)) -> Iterator[tuple[Event, str | None]]:
-    """Events from a JSON Lines file: `{"type": "lead.captured.v1", "id": "optional", "data": {...}}`.
-
-    `time_shift` moves the activities' timestamps, so a scripted story can be replayed as if it were now.
-    """
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        item = json.loads(line)
-        event_type = item["type"] if item["type"].startswith("io.") else f"io.dealflow.{item['type']}"
-        model = event_model(event_type)
-        if model is None:
-            raise ValueError(f"{path}:{number}: unknown event type {item['type']!r}")
-        data = dict(item["data"])
-        for name in SHIFTED_TIMES:
-            if isinstance(data.get(name), str):
-                data[name] = (datetime.fromisoformat(data[name]) + time_shift).isoformat()
-        yield model.model_validate(data), item.get("id")
 
 
 def records_for(settings: Settings, events: Iterable[tuple[Event, str | None]]) -> list[KafkaRecord]:

@@ -15,12 +15,12 @@ import typer
 
 from cli import deadletters, demo, docs
 from cli.erasure import erasure_summary
+from cli.event_files import read_event_file
 from cli.journey import journey as deal_journey
 from cli.journey import line
 from cli.kafka_io import (
     SeenEvent,
     all_topics,
-    events_from_file,
     follow,
     publish,
     read_all,
@@ -42,10 +42,25 @@ def publish_file(
         Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines of {type, id?, data}")
     ],
 ) -> None:
-    """Publish leads or activities from a JSON Lines file, each validated against its contract."""
+    """Publish leads or activities from a JSON Lines file, each validated against its contract.
+
+    Every line that breaks its contract is named (line, field, reason) and left out; the good lines are
+    published; the exit code is 1 if any line was left out.
+    """
+    read = read_event_file(path)
+    for warning in read.unknown_fields:
+        typer.echo(f"{path}: warning: {warning}", err=True)
+    for problem in read.problems:
+        typer.echo(f"{path}: {problem}", err=True)
     settings = Settings()
-    count = asyncio.run(publish(settings, records_for(settings, events_from_file(path))))
-    typer.echo(f"published {count} events")
+    count = asyncio.run(publish(settings, records_for(settings, read.events))) if read.events else 0
+    left_out = len({problem.line for problem in read.problems})
+    summary = f"published {count} event{'' if count == 1 else 's'}"
+    if left_out:
+        summary += f"; {left_out} line{'' if left_out == 1 else 's'} left out (above)"
+    typer.echo(summary)
+    if left_out:
+        raise typer.Exit(1)
 
 
 @app.command(name="follow")

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     )
     batch_wait_ms: int = Field(default=20, ge=0, description="How long a poll waits to fill a batch.")
     cache_max_bytes: int = Field(
-        default=24 * 1024 * 1024,
+        default=8 * 1024 * 1024,
         ge=0,
         description="Stored size of the aggregates a stage keeps in memory (their next event needs no read).",
     )

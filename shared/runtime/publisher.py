@@ -56,8 +56,23 @@ class Publisher:
         )
 
     async def publish(self, records: Sequence[KafkaRecord]) -> None:
-        """Publish all records; raise the first transient fault; dead-letter what the broker refuses."""
-        outcomes = await asyncio.gather(*(self._send(record) for record in records), return_exceptions=True)
+        """Publish all records; raise the first transient fault; dead-letter what the broker refuses.
+
+        Records are handed to the producer one after the other, and only then are the acknowledgements
+        awaited together: a task per record would wake every waiting record each time the producer's
+        buffer drains, a cost that grows with the batch.
+        """
+        outcomes: list[object] = []
+        confirmations: list[tuple[int, Awaitable[object]]] = []
+        for record in records:
+            try:
+                confirmations.append((len(outcomes), await self._enqueue(record)))
+                outcomes.append(None)
+            except Exception as refused_at_once:  # e.g. a record over the producer's size limit
+                outcomes.append(refused_at_once)
+        acknowledged = await asyncio.gather(*(c for _, c in confirmations), return_exceptions=True)
+        for (index, _), outcome in zip(confirmations, acknowledged, strict=True):
+            outcomes[index] = outcome
         refused: list[tuple[KafkaRecord, BaseException]] = []
         for record, outcome in zip(records, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -68,11 +83,12 @@ class Publisher:
             await self._refused(record, fault)
         self._count(record for record in records if all(record is not bad for bad, _ in refused))
 
-    async def _send(self, record: KafkaRecord) -> None:
+    async def _enqueue(self, record: KafkaRecord) -> Awaitable[object]:
+        """Hand the record to the producer; the awaitable resolves when the broker has it."""
         confirmation: Awaitable[object] = await self.broker.publish(
             record.value, record.topic, key=record.key, headers=record.headers, no_confirm=True
         )
-        await confirmation
+        return confirmation
 
     async def _refused(self, record: KafkaRecord, fault: BaseException) -> None:
         if record.topic == self.dead_letter_topic:

@@ -214,3 +214,29 @@ async def test_erase_says_0_records_found_and_who_did_not_answer(settings: Setti
     assert "qualification   no answer" in lines
     assert lines[-1].startswith("erasure-none: no answer from qualification, proposal, onboarding, insights")
     assert "erased everywhere" not in answer.output
+
+
+async def test_publish_names_each_bad_line_publishes_the_good_ones_and_fails(
+    settings: Settings, tmp_path: Path
+) -> None:
+    good = fit_lead("lead-published").model_dump(mode="json", exclude_none=True)
+    path = tmp_path / "leads.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps({"type": "lead.captured.v1", "data": {**good, "compnay_name": "typo"}}),
+                json.dumps({"type": "lead.captured.v1", "data": {"lead_id": "lead-without-email"}}),
+                "{not json",
+            ]
+        )
+        + "\n"
+    )
+    result = await dealflow(settings, "publish", str(path))
+    assert result.exit_code == 1
+    assert "line 1: compnay_name: not a field of lead.captured.v1: ignored" in result.output
+    assert "line 2: email: Field required" in result.output
+    assert "line 3: not valid JSON" in result.output
+    assert "published 1 event; 2 lines left out" in result.output
+    assert "Traceback" not in result.output
+    leads = await read_all(settings, [settings.topic(Topic.LEADS)])
+    assert [event.key for event in leads] == ["lead-published"]
