@@ -55,6 +55,8 @@ class ProspectingFacts:
         self.closed_deals = database["closed_deals"]
         self.playbook = playbook
         self.window = timedelta(days=playbook.deduplication.window_days)
+        # Each lead is assessed once per batch, however often prefetch, gather and note ask.
+        self._assessed: dict[int, tuple[Event, Candidate | list[Reason]]] = {}
         self._start_batch({}, {}, 0)
 
     def _start_batch(self, stored_claims: dict[str, Document], loads: dict[str, int], period: int) -> None:
@@ -70,6 +72,7 @@ class ProspectingFacts:
         self._matching: tuple[str, datetime, list[str], Duplicate | None] | None = None
 
     async def prefetch(self, events: Sequence[Event], now: datetime) -> None:
+        self._assessed = {}
         keys = {
             f"{kind}:{key}"
             for event in events
@@ -171,7 +174,12 @@ class ProspectingFacts:
 
     def _candidate(self, event: Event) -> Candidate | list[Reason]:
         assert isinstance(event, LeadCaptured)
-        return assess(event, self.playbook)
+        known = self._assessed.get(id(event))
+        if known is not None and known[0] is event:
+            return known[1]
+        candidate = assess(event, self.playbook)
+        self._assessed[id(event)] = (event, candidate)
+        return candidate
 
     def _matches(
         self, lead_id: str, candidate: Candidate, now: datetime
