@@ -8,6 +8,8 @@ field is covered without code of its own. Pure functions; the runtime does the I
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +30,7 @@ def subject_key(email: str) -> str:
 def emails_in(value: Any) -> Iterator[str]:
     if isinstance(value, dict):
         for key, item in value.items():
-            if key in EMAIL_KEYS and isinstance(item, str) and item not in ("", ERASED):
+            if key in EMAIL_KEYS and isinstance(item, str) and "@" in item:  # not "" nor ERASED either
                 yield item
             else:
                 yield from emails_in(item)
@@ -39,6 +41,39 @@ def emails_in(value: Any) -> Iterator[str]:
 
 def subject_keys(value: Any) -> list[str]:
     return sorted({subject_key(email) for email in emails_in(value)})
+
+
+# `"email": "..."` or `"contact_email": "..."` as JSON writes it, not inside another string (whose quotes
+# would be escaped).
+_EMAIL_MEMBER = re.compile(rb'(?<!\\)"(?:email|contact_email)"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+def emails_in_json(text: bytes) -> Iterator[str]:
+    """`emails_in` of a JSON document's text, without decoding all of it.
+
+    A record that cannot hold an email (no `@`) costs one scan; one with an escape sequence other than
+    `\\"` (an `@` could hide as `\\u0040`) or that is not JSON is decoded and walked like a stored state.
+    """
+    if b"@" not in text and b"\\u" not in text:
+        return
+    if b"\\u" in text:
+        yield from _emails_in_any(text)
+        return
+    for match in _EMAIL_MEMBER.finditer(text):
+        try:
+            email = json.loads(match.group(1))
+        except ValueError:  # not JSON after all (a dead letter may hold any bytes): decode it whole
+            yield from _emails_in_any(text)
+            return
+        if isinstance(email, str) and "@" in email:
+            yield email
+
+
+def _emails_in_any(text: bytes) -> Iterator[str]:
+    try:
+        yield from emails_in(json.loads(text))
+    except ValueError:
+        return
 
 
 def anonymise(value: Any, email: str) -> Any:

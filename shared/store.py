@@ -11,10 +11,10 @@ replaces it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import bson
@@ -24,7 +24,7 @@ from pymongo.errors import BulkWriteError
 
 from shared.envelope import KafkaRecord
 from shared.mongo import Document
-from shared.privacy import subject_keys
+from shared.privacy import emails_in, emails_in_json, subject_key
 
 # Re-sent copies of a deal's recent events (same id, new offset) are recognised by id; replays of what a
 # deal already consumed are recognised by offset (`watermarks`), however old.
@@ -317,23 +317,19 @@ def _to_document(aggregate: Aggregate) -> Document:
         "trace": aggregate.trace,
         # Whose personal data this holds, hashed, so an erasure request finds it without a scan: in its
         # state, in events waiting for it to open, and in events waiting to be published.
-        "subjects": subject_keys(
-            [
-                aggregate.state,
-                *(_json_or_none(parked.value) for parked in aggregate.parked),
-                *(_json_or_none(record.value) for record in aggregate.outbox),
-            ]
+        "subjects": sorted(
+            {
+                subject_key(email)
+                for email in chain(
+                    emails_in(aggregate.state),
+                    *(emails_in_json(parked.value.encode()) for parked in aggregate.parked),
+                    *(emails_in_json(record.value) for record in aggregate.outbox),
+                )
+            }
         ),
         # Only the earliest matters for finding due work; absent when nothing is scheduled.
         **({"next_due_at": min(due for _, due in aggregate.deadlines)} if aggregate.deadlines else {}),
     }
-
-
-def _json_or_none(text: str | bytes) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:  # a dead letter waiting in the outbox may hold any bytes
-        return None
 
 
 def _from_document(document: Document) -> Aggregate:

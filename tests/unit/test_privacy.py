@@ -1,6 +1,11 @@
 """Anonymising one person in documents of any shape, and finding them by a hashed key."""
 
-from shared.privacy import ERASED, anonymise, subject_key, subject_keys
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.privacy import ERASED, anonymise, emails_in, emails_in_json, subject_key, subject_keys
 
 STATE = {
     "contact": {
@@ -59,3 +64,25 @@ def test_erasure_finds_and_clears_a_person_in_parked_and_unpublished_events_too(
         assert "jana" not in text.lower()
         assert "+49" not in text
     assert _to_document(cleared)["subjects"] == []
+
+
+_texts = st.text(alphabet=st.sampled_from('ab@."\\\\/é\u2028{}:, e'), max_size=12)
+_keys = st.sampled_from(["email", "contact_email", "name", 'e"mail', "email\\", "notes"])
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | _texts | st.sampled_from(["x@y.example", "", ERASED]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_json_values, ascii_only=st.booleans(), spaced=st.booleans())
+def test_emails_read_from_a_records_text_are_those_of_the_decoded_record(
+    value: object, ascii_only: bool, spaced: bool
+) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only, separators=(", ", ": ") if spaced else (",", ":"))
+    assert set(emails_in_json(text.encode())) == set(emails_in(value))
+
+
+def test_bytes_that_are_not_json_hold_no_email() -> None:
+    assert list(emails_in_json(b'\xff\xfe{"email": "x@y')) == []
