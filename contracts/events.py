@@ -440,6 +440,150 @@ class UsageReported(Activity):
     seats_purchased: int = Field(ge=1, le=10_000_000)
 
 
+# --- rep actions at any stage: activities, owner changes, overdue next steps ------------------------
+
+
+class ActivityLogged(Activity):
+    """A rep's activity on a deal at any stage: a call, email, meeting, note or task, what came of it, and
+    optionally the next step it sets. The stage that has the deal applies it: in qualification a call or an
+    email counts as a touch of the cadence (outcome replied or meeting_booked as a reply); a carried
+    `next_step` replaces the deal's next step."""
+
+    TYPE = "activity.logged.v1"
+
+    kind: Literal["call", "email", "meeting", "note", "task"]
+    outcome: str | None = Field(
+        default=None, max_length=200, description="what came of it, e.g. no_answer, replied, meeting_booked"
+    )
+    next_step: NextStep | None = Field(default=None, description="replaces the deal's next step")
+
+
+class OwnerChangeRequested(Activity):
+    """A rep or manager asks to give the deal to another owner (or a rep claims a lead waiting in the
+    `unassigned:<team>` queue). Refused with activity.rejected (unknown_owner) for an owner who is not a
+    rep of the playbook's teams; answered with deal.owner_changed by the stage that has the deal."""
+
+    TYPE = "activity.owner_change_requested.v1"
+
+    new_owner: NonEmptyStr = Field(description="a rep of the playbook's teams")
+    reason: str | None = None
+
+
+class DealOwnerChanged(Event):
+    """The deal has a new owner: every later event of every stage names them, the forecast counts the deal
+    for them."""
+
+    TYPE = "deal.owner_changed.v1"
+    TOPIC = Topic.DEALS
+    BUSINESS_TIME = "changed_at"
+
+    deal_id: Identifier
+    previous_owner: str
+    owner: str
+    changed_at: AwareDatetime = Field(description="when the request happened (its `occurred_at`)")
+    actor: str | None = Field(default=None, description="who asked for it")
+
+
+class NextStepOverdue(Event):
+    """The deal's next step fell due with no newer one scheduled: raised once per next step, at any stage."""
+
+    TYPE = "deal.next_step_overdue.v1"
+    TOPIC = Topic.DEALS
+    BUSINESS_TIME = "due_at"
+
+    deal_id: Identifier
+    owner: str | None = None
+    stage: str = Field(description="the stage the deal is in, as the playbook names it")
+    next_step: NextStep
+    due_at: AwareDatetime = Field(description="the next step's due time")
+
+
+class NextStepMissing(Event):
+    """An open deal entered a stage that sets no next step (one the playbook no longer has): raised once
+    per stage entry, until an activity.logged with a `next_step` gives it one."""
+
+    TYPE = "deal.next_step_missing.v1"
+    TOPIC = Topic.DEALS
+    BUSINESS_TIME = "detected_at"
+
+    deal_id: Identifier
+    owner: str | None = None
+    stage: str
+    detected_at: AwareDatetime = Field(description="when the deal entered the stage")
+
+
+class DealNextStepSet(Event):
+    """A rep's activity or a demo rule of the playbook's `next_step_on` gave the open deal a new next step
+    (a stage entered sets its own, carried on deal.stage_changed)."""
+
+    TYPE = "deal.next_step_set.v1"
+    TOPIC = Topic.DEALS
+    BUSINESS_TIME = "set_at"
+
+    deal_id: Identifier
+    stage: str
+    next_step: NextStep
+    source: str = Field(description="activity.logged, demo_scheduled or demo_no_show")
+    set_at: AwareDatetime = Field(description="when the activity that set it happened")
+
+
+class DealReopenRequested(Activity):
+    """A rep reopens a lost deal into a stage of its pipeline, in a new cycle that keeps its history.
+    Refused with activity.rejected: deal_not_lost (open or won), unknown_stage (not a stage of its
+    pipeline)."""
+
+    TYPE = "activity.deal_reopen_requested.v1"
+
+    to_stage: Identifier = Field(description="a proposal stage id of the deal's pipeline")
+    reason: str | None = None
+
+
+class DealReopened(Event):
+    """A lost deal is open again, in its next cycle; a deal.stage_changed (from lost) follows."""
+
+    TYPE = "deal.reopened.v1"
+    TOPIC = Topic.DEALS
+    BUSINESS_TIME = "reopened_at"
+
+    deal_id: Identifier
+    stage: str = Field(description="the stage it re-enters")
+    cycle: int = Field(ge=2, description="1 is the deal's first cycle; each reopening starts the next")
+    owner: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+    reopened_at: AwareDatetime = Field(description="when the request happened (its `occurred_at`)")
+
+
+class DealCorrectionReported(Activity):
+    """A rep corrects an open deal's amount or expected close date (at least one). Refused with
+    activity.rejected: nothing_to_correct (neither given, or both as they are), currency_mismatch (an
+    amount in another currency than an accepted quote's), deal_closed."""
+
+    TYPE = "activity.deal_corrected.v1"
+
+    amount: Money | None = None
+    expected_close_date: date | None = None
+    reason: str | None = None
+
+
+class DealCorrected(Event):
+    """An open deal's amount or expected close date was corrected: the previous and the new values of what
+    changed (a field not corrected is none in both)."""
+
+    TYPE = "deal.corrected.v1"
+    TOPIC = Topic.DEALS
+    BUSINESS_TIME = "corrected_at"
+
+    deal_id: Identifier
+    previous_amount: Money | None = None
+    amount: Money | None = None
+    previous_expected_close_date: date | None = None
+    expected_close_date: date | None = None
+    actor: str | None = None
+    reason: str | None = None
+    corrected_at: AwareDatetime = Field(description="when the correction happened (its `occurred_at`)")
+
+
 # --- prospecting ---------------------------------------------------------------------------------
 
 
@@ -569,7 +713,10 @@ class SlaBreached(Event):
 
     deal_id: Identifier
     owner: str
-    sla: Literal["first_touch_overdue", "qualification_overdue"]
+    sla: Literal["first_touch_overdue", "qualification_overdue", "unassigned_unclaimed"] = Field(
+        description="unassigned_unclaimed: a lead routed to the `unassigned:<team>` queue was not claimed "
+        "within the qualification playbook's `unassigned_claim_hours`"
+    )
     due_at: AwareDatetime
 
 

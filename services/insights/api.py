@@ -58,7 +58,10 @@ computation every few seconds, and an answer is at most that much older than the
             "stage": "negotiation", "amount_minor": 120000, "currency": "EUR",
             "in_stage_since": "...", "days_in_stage": 26.12,
             "next_step": {"action": "touch_2", "due_at": "..."} | null,
-            "stalled": true, "days_without_progress": 26.12}
+            "stalled": true, "days_without_progress": 26.12,
+            "next_step_overdue": false,              # raised by deal.next_step_overdue, or due by now
+            "next_step_missing": false,              # deal.next_step_missing, and none set since
+            "cycle": 1}                              # 2 and on: reopened after a loss
     ROW = {"key": "anna.schmidt", "deals": 2, "amount_minor": 155100, "weighted_minor": 100080,
            "by_category": {"best_case": 72000, "commit": 28080},          # reporting currency
            "by_currency": {"EUR": {"amount_minor": 120000, "weighted_minor": 72000}, ...}}

@@ -23,7 +23,11 @@ from pydantic import BaseModel
 from contracts.currencies import exponent
 from contracts.events import (
     DeadlineReached,
+    DealCorrected,
     DealLost,
+    DealNextStepSet,
+    DealOwnerChanged,
+    DealReopened,
     DealStageChanged,
     DealStalled,
     DealWon,
@@ -34,6 +38,8 @@ from contracts.events import (
     LeadQualified,
     Money,
     NextStep,
+    NextStepMissing,
+    NextStepOverdue,
     NextStepScheduled,
     OnboardingCompleted,
     OnboardingStarted,
@@ -101,6 +107,14 @@ class Folded(BaseModel):
     stage_at_month_end: dict[str, str] = {}  # YYYY-MM -> stage
 
 
+class Loss(BaseModel):
+    """An earlier cycle's loss of a deal reopened since."""
+
+    at: datetime
+    reason: str | None = None
+    competitor: str | None = None
+
+
 class Timeline(BaseModel):
     deal_id: str
     owner: str | None = None
@@ -119,6 +133,12 @@ class Timeline(BaseModel):
     next_step_at: datetime | None = None  # when it was scheduled: a later stage makes it stale
     last_progress_at: datetime | None = None
     stall_raised: str | None = None  # the key of the stall raised last: once per stage and progress
+    owner_at: datetime | None = None  # when deal.owner_changed last gave it its owner: older events do not
+    corrected_at: dict[str, datetime] = {}  # amount / expected_close_date -> the latest correction's time
+    cycle: int = 1  # one more each time the lost deal is reopened
+    earlier_losses: list[Loss] = []  # the losses of the cycles before a reopening
+    overdue_step: NextStep | None = None  # the next step deal.next_step_overdue raised last
+    next_step_missing_at: datetime | None = None  # when deal.next_step_missing was raised last
     entries: list[Entry] = []  # the newest limits.timeline_entries
     entries_folded: int = 0  # older entries, counted only
     folded: Folded = Folded()  # the oldest visits beyond limits.stage_visits
@@ -335,7 +355,7 @@ def on_prospect_identified(
 ) -> Decision[Timeline]:
     detail = f"prospect, tier {prospect.tier.value}, fit {prospect.fit_score}, owner {prospect.owner}"
     facts: dict[str, object] = {
-        "owner": prospect.owner,
+        **_owner(timeline, prospect.owner, now),
         "company": prospect.company.name or prospect.company.domain,
     }
     facts |= _newer_next_step(timeline, prospect.next_step, now)
@@ -365,7 +385,7 @@ def on_expansion_opened(
 ) -> Decision[Timeline]:
     detail = f"expansion of {opened.original_deal_id}: {opened.product} ({opened.reason})"
     facts = {
-        "owner": opened.owner,
+        **_owner(timeline, opened.owner, now),
         "company": opened.customer.name or opened.customer.domain,
         "expansion_of": opened.original_deal_id,
     }
@@ -411,7 +431,7 @@ def on_next_step_scheduled(
             "qualification.next_step_scheduled",
             detail,
             progress=True,
-            facts={"owner": scheduled.owner, **_newer_next_step(timeline, step, now)},
+            facts={**_owner(timeline, scheduled.owner, now), **_newer_next_step(timeline, step, now)},
             limits=playbook.limits,
         )
     )
@@ -449,7 +469,7 @@ def on_qualification_reopened(
             "qualification.reopened",
             "reopened",
             stage=playbook.qualification_stage,
-            facts={"owner": reopened.owner},
+            facts=_owner(timeline, reopened.owner, reopened.reopened_at),
             limits=playbook.limits,
         )
     )
@@ -461,11 +481,12 @@ def on_lead_qualified(
     amount = qualified.amount
     detail = f"qualified ({qualified.framework}), {amount.amount_minor} {amount.currency} minor units"
     facts: dict[str, object] = {
-        "owner": qualified.owner,
+        **_owner(timeline, qualified.owner, qualified.qualified_at),
         "company": qualified.company.name or qualified.company.domain,
-        "expected_close_date": qualified.expected_close_date,
         "expansion_of": qualified.expansion_of,
     }
+    if _uncorrected_since(timeline, "expected_close_date", qualified.qualified_at):
+        facts["expected_close_date"] = qualified.expected_close_date
     if timeline is None or timeline.amount is None:
         facts["amount"] = amount  # a sent quote, if one came first, is the better figure
     return Decision(
@@ -529,7 +550,8 @@ def on_quote_issued(
     detail = (
         f"quote v{issued.quote.version} {issued.status}: {total.amount_minor} {total.currency} minor units"
     )
-    facts: dict[str, object] = {"amount": total} if issued.status == "sent" else {}
+    sent = issued.status == "sent" and _uncorrected_since(timeline, "amount", now)
+    facts: dict[str, object] = {"amount": total} if sent else {}
     return Decision(
         _record(
             timeline,
@@ -590,7 +612,7 @@ def on_deal_won(
             facts={
                 "won_at": won.won_at,
                 "amount": won.amount,
-                "owner": won.owner,
+                **_owner(timeline, won.owner, won.won_at),
                 "company": won.customer.name or won.customer.domain,
             },
             limits=playbook.limits,
@@ -631,6 +653,183 @@ def on_onboarding_completed(
             limits=playbook.limits,
         )
     )
+
+
+# --- rep actions: next steps, owner changes, reopenings, corrections ---------------------------------
+
+
+def _owner(timeline: Timeline | None, owner: str, at: datetime) -> dict[str, object]:
+    """The owner an event names, unless a deal.owner_changed after it gave the deal another one."""
+    if timeline is not None and timeline.owner_at is not None and at < timeline.owner_at:
+        return {}
+    return {"owner": owner}
+
+
+def _uncorrected_since(timeline: Timeline | None, field: str, at: datetime) -> bool:
+    """Whether a figure dated `at` still counts: no correction of `field` came after it."""
+    corrected = None if timeline is None else timeline.corrected_at.get(field)
+    return corrected is None or at >= corrected
+
+
+def on_next_step_set(
+    timeline: Timeline | None, set_event: DealNextStepSet, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    step = set_event.next_step
+    detail = f"next step {step.action} due {step.due_at.isoformat()} ({set_event.source})"
+    return Decision(
+        _record(
+            timeline,
+            set_event.deal_id,
+            set_event.set_at,
+            "deal.next_step_set",
+            detail,
+            progress=True,
+            facts=_newer_next_step(timeline, step, set_event.set_at),
+            limits=playbook.limits,
+        )
+    )
+
+
+def on_next_step_overdue(
+    timeline: Timeline | None, overdue: NextStepOverdue, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    detail = f"next step {overdue.next_step.action} overdue in {overdue.stage}"
+    return Decision(
+        _record(
+            timeline,
+            overdue.deal_id,
+            overdue.due_at,
+            "deal.next_step_overdue",
+            detail,
+            facts={"overdue_step": overdue.next_step},
+            limits=playbook.limits,
+        )
+    )
+
+
+def on_next_step_missing(
+    timeline: Timeline | None, missing: NextStepMissing, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    return Decision(
+        _record(
+            timeline,
+            missing.deal_id,
+            missing.detected_at,
+            "deal.next_step_missing",
+            f"no next step in {missing.stage}",
+            facts={
+                "next_step_missing_at": missing.detected_at,
+                **_no_next_step(timeline, missing.detected_at),
+            },
+            limits=playbook.limits,
+        )
+    )
+
+
+def _no_next_step(timeline: Timeline | None, at: datetime) -> dict[str, object]:
+    """The deal has no next step since `at`, unless one was scheduled later (events come in any order)."""
+    if timeline is not None and timeline.next_step_at is not None and timeline.next_step_at > at:
+        return {}
+    return {"next_step": None, "next_step_at": at}
+
+
+def on_owner_changed(
+    timeline: Timeline | None, changed: DealOwnerChanged, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    """The forecast and the board count the deal for its new owner (and their team) from now on."""
+    detail = f"owner {changed.previous_owner} -> {changed.owner}" + (
+        f" by {changed.actor}" if changed.actor else ""
+    )
+    newer = timeline is None or timeline.owner_at is None or changed.changed_at >= timeline.owner_at
+    facts: dict[str, object] = {"owner": changed.owner, "owner_at": changed.changed_at} if newer else {}
+    return Decision(
+        _record(
+            timeline,
+            changed.deal_id,
+            changed.changed_at,
+            "deal.owner_changed",
+            detail,
+            facts=facts,
+            limits=playbook.limits,
+        )
+    )
+
+
+def on_deal_reopened(
+    timeline: Timeline | None, reopened: DealReopened, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    """The lost deal is open again: its loss moves to the earlier cycles' (win rate and loss reasons still
+    count it in the period it was lost), and the deal.stage_changed that follows places it in its stage."""
+    facts: dict[str, object] = {"cycle": max(reopened.cycle, timeline.cycle if timeline else 1)}
+    if timeline is not None and timeline.lost_at is not None and timeline.lost_at <= reopened.reopened_at:
+        loss = Loss(at=timeline.lost_at, reason=timeline.loss_reason, competitor=timeline.competitor)
+        facts |= {
+            "earlier_losses": [*timeline.earlier_losses, loss],
+            "lost_at": None,
+            "loss_reason": None,
+            "competitor": None,
+        }
+    detail = f"reopened into {reopened.stage}, cycle {reopened.cycle}" + (
+        f": {reopened.reason}" if reopened.reason else ""
+    )
+    return Decision(
+        _record(
+            timeline,
+            reopened.deal_id,
+            reopened.reopened_at,
+            "deal.reopened",
+            detail,
+            progress=True,
+            facts=facts,
+            limits=playbook.limits,
+        )
+    )
+
+
+def on_deal_corrected(
+    timeline: Timeline | None, corrected: DealCorrected, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    """The forecast uses the corrected figures; the entry keeps the previous ones."""
+    at = corrected.corrected_at
+    changes: list[str] = []
+    facts: dict[str, object] = {}
+    stamps = dict(timeline.corrected_at) if timeline is not None else {}
+    if corrected.amount is not None:
+        before = corrected.previous_amount
+        shown = "none" if before is None else f"{before.amount_minor} {before.currency}"
+        changes.append(f"amount {shown} -> {corrected.amount.amount_minor} {corrected.amount.currency}")
+        if _uncorrected_since(timeline, "amount", at):
+            facts["amount"], stamps["amount"] = corrected.amount, at
+    if corrected.expected_close_date is not None:
+        before_date = corrected.previous_expected_close_date
+        changes.append(
+            f"expected close {before_date.isoformat() if before_date else 'none'} -> "
+            f"{corrected.expected_close_date.isoformat()}"
+        )
+        if _uncorrected_since(timeline, "expected_close_date", at):
+            facts["expected_close_date"], stamps["expected_close_date"] = corrected.expected_close_date, at
+    detail = "corrected " + ", ".join(changes) + (f" ({corrected.reason})" if corrected.reason else "")
+    return Decision(
+        _record(
+            timeline,
+            corrected.deal_id,
+            at,
+            "deal.corrected",
+            detail,
+            facts={**facts, "corrected_at": stamps},
+            limits=playbook.limits,
+        )
+    )
+
+
+def losses(timeline: Timeline) -> list[Loss]:
+    """Every cycle's loss: the earlier cycles' and, when the deal is lost now, the current one's."""
+    current = (
+        []
+        if timeline.lost_at is None
+        else [Loss(at=timeline.lost_at, reason=timeline.loss_reason, competitor=timeline.competitor)]
+    )
+    return [*timeline.earlier_losses, *current]
 
 
 # --- stalls ----------------------------------------------------------------------------------------
@@ -730,6 +929,9 @@ class Card(BaseModel):
     next_step: NextStep | None
     stalled: bool
     days_without_progress: float | None
+    next_step_overdue: bool = False
+    next_step_missing: bool = False
+    cycle: int = 1
 
 
 def days_between(start: datetime, end: datetime) -> float:
@@ -746,6 +948,8 @@ def card(timeline: Timeline, now: datetime, playbook: InsightsPlaybook) -> Card 
     if not all_stays:
         return None
     last = all_stays[-1]
+    step = current_next_step(timeline)
+    is_open = last.stage in playbook.stage_probability
     return Card(
         deal_id=timeline.deal_id,
         company=timeline.company,
@@ -756,11 +960,19 @@ def card(timeline: Timeline, now: datetime, playbook: InsightsPlaybook) -> Card 
         currency=None if timeline.amount is None else timeline.amount.currency,
         in_stage_since=last.entered_at,
         days_in_stage=days_between(last.entered_at, now),
-        next_step=current_next_step(timeline),
+        next_step=step,
         stalled=is_stalled(timeline, now, playbook),
         days_without_progress=(
             None if timeline.last_progress_at is None else days_between(timeline.last_progress_at, now)
         ),
+        next_step_overdue=is_open
+        and step is not None
+        and (step == timeline.overdue_step or step.due_at <= now),
+        next_step_missing=is_open
+        and step is None
+        and timeline.next_step_missing_at is not None
+        and timeline.next_step_missing_at >= last.entered_at,
+        cycle=timeline.cycle,
     )
 
 
@@ -1039,7 +1251,7 @@ def _velocity(
         1 for timeline in timelines if _stage_at_period_end(timeline, end) in playbook.stage_probability
     )
     won = [timeline for timeline in timelines if _in_period(timeline.won_at, period)]
-    lost = [timeline for timeline in timelines if _in_period(timeline.lost_at, period)]
+    lost = [loss for timeline in timelines for loss in losses(timeline) if _in_period(loss.at, period)]
     win_rate = _ratio(len(won), len(won) + len(lost))
     amounts = [amount for timeline in won if (amount := _converted_minor(timeline, playbook)) is not None]
     average_won = sum(amounts, Decimal(0)) / len(amounts) if amounts else None
@@ -1119,7 +1331,8 @@ def bottlenecks_for(
         time_in_stage=time_in_stage,
         velocity=_velocity(timelines, period, now, playbook),
         loss_reasons=_top(
-            (t.loss_reason for t in timelines if _in_period(t.lost_at, period)), playbook.top_reasons
+            (loss.reason for t in timelines for loss in losses(t) if _in_period(loss.at, period)),
+            playbook.top_reasons,
         ),
         disqualification_reasons=_top(
             (t.disqualification_reason for t in timelines if _in_period(t.disqualified_at, period)),

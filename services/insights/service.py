@@ -5,7 +5,11 @@ from functools import partial
 from contracts import Event
 from contracts.events import (
     DeadlineReached,
+    DealCorrected,
     DealLost,
+    DealNextStepSet,
+    DealOwnerChanged,
+    DealReopened,
     DealStageChanged,
     DealWon,
     ExpansionDealOpened,
@@ -13,6 +17,8 @@ from contracts.events import (
     LeadMerged,
     LeadNurtured,
     LeadQualified,
+    NextStepMissing,
+    NextStepOverdue,
     NextStepScheduled,
     OnboardingCompleted,
     OnboardingStarted,
@@ -48,6 +54,12 @@ def definition() -> StageDefinition:
         DealWon: domain.on_deal_won,
         OnboardingStarted: domain.on_onboarding_started,
         OnboardingCompleted: domain.on_onboarding_completed,
+        DealNextStepSet: domain.on_next_step_set,
+        NextStepOverdue: domain.on_next_step_overdue,
+        NextStepMissing: domain.on_next_step_missing,
+        DealOwnerChanged: domain.on_owner_changed,
+        DealReopened: domain.on_deal_reopened,
+        DealCorrected: domain.on_deal_corrected,
         DeadlineReached: domain.on_deadline,
     }
     return StageDefinition(

@@ -23,6 +23,7 @@ from contracts.events import (
     Company,
     Contact,
     DeadlineReached,
+    DealOwnerChanged,
     DealWon,
     OnboardingAtRisk,
     OnboardingCompleted,
@@ -145,6 +146,13 @@ def on_deal_won(
         started_at=won.won_at,
     )
     return Decision(onboarding, [started])
+
+
+def on_owner_changed(
+    onboarding: Onboarding, changed: DealOwnerChanged, now: datetime, playbook: OnboardingPlaybook
+) -> Decision[Onboarding]:
+    """The won deal has another owner: the check-ins and reminders from now on name them."""
+    return Decision(onboarding.model_copy(update={"owner": changed.owner}))
 
 
 def on_task_completed(

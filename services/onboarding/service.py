@@ -3,6 +3,7 @@
 from contracts import Event
 from contracts.events import (
     DeadlineReached,
+    DealOwnerChanged,
     DealWon,
     OnboardingTaskCompleted,
     OnboardingTaskRescheduled,
@@ -22,6 +23,7 @@ def definition() -> StageDefinition:
         OnboardingTaskSkipped: domain.on_task_skipped,
         OnboardingTaskRescheduled: domain.on_task_rescheduled,
         UsageReported: domain.on_usage_reported,
+        DealOwnerChanged: domain.on_owner_changed,
         DeadlineReached: domain.on_deadline,
     }
     return StageDefinition(
@@ -30,6 +32,8 @@ def definition() -> StageDefinition:
         state_model=domain.Onboarding,
         handlers=with_playbook(handlers, playbook),
         opening_events=frozenset({DealWon}),
+        # An open deal's owner change is proposal's (or qualification's): nothing to onboard yet.
+        ignored_before_opening=frozenset({DealOwnerChanged}),
         deadlines=domain.deadlines,
         business_time=playbook.business_time,
     )

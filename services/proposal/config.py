@@ -1,10 +1,11 @@
 """The proposal playbook: its section of the playbook document (price list, discount approval, loss
-reasons) and the stages it owns in each pipeline, with their probabilities, next steps and exit criteria."""
+reasons, the demos' next steps), the reps of the document's teams, and the stages it owns in each
+pipeline, with their probabilities, next steps and exit criteria."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -13,7 +14,7 @@ from shared.playbook import PipelineFor, PlaybookDocument, Stage, load_document,
 
 SECTION = "proposal"
 # What the model takes from the company-wide parts of the document, not from the proposal section.
-SHARED = ("stages", "pipelines", "pipeline_for")
+SHARED = ("stages", "pipelines", "pipeline_for", "reps")
 
 
 class Limits(BaseModel):
@@ -32,6 +33,39 @@ class Limits(BaseModel):
     )
 
 
+class DemoNextStep(BaseModel):
+    """The next step a demo activity sets: due at the scheduled meeting, or some days after the activity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: str = Field(min_length=1, description="what the owner does next, e.g. hold_demo")
+    at: Literal["meeting"] | None = Field(
+        default=None, description="meeting: due when the demo is scheduled for (demo_scheduled only)"
+    )
+    due_after_days: int | None = Field(default=None, ge=0, le=365, description="due this many days later")
+
+    @model_validator(mode="after")
+    def one_due_time(self) -> DemoNextStep:
+        if (self.at is None) == (self.due_after_days is None):
+            raise ValueError("give either at: meeting or due_after_days")
+        return self
+
+
+class NextStepOn(BaseModel):
+    """Next steps set by demo activities, besides the one each stage sets on entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    demo_scheduled: DemoNextStep | None = None
+    demo_no_show: DemoNextStep | None = None
+
+    @model_validator(mode="after")
+    def no_meeting_after_a_no_show(self) -> NextStepOn:
+        if self.demo_no_show is not None and self.demo_no_show.at is not None:
+            raise ValueError("demo_no_show has no meeting to be due at: use due_after_days")
+        return self
+
+
 class ProposalPlaybook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,6 +79,11 @@ class ProposalPlaybook(BaseModel):
     quote_validity_days: int = Field(default=30, ge=1)
     loss_reasons: frozenset[str]
     limits: Limits = Limits()
+    next_step_on: NextStepOn = NextStepOn()
+    reps: frozenset[str] = Field(
+        default=frozenset(),
+        description="the active reps of the document's teams: who a deal may be given to (empty: anyone)",
+    )
     business_time: BusinessTimeRules
 
     @model_validator(mode="after")
@@ -79,6 +118,7 @@ def from_document(document: PlaybookDocument, section: dict[str, Any]) -> Propos
             "stages": {name: stage for name, stage in document.stages.items() if name in owned},
             "pipelines": pipelines,
             "pipeline_for": document.pipeline_for,
+            "reps": {rep.name for team in document.teams for rep in team.reps if rep.active},
         }
     )
 

@@ -7,7 +7,11 @@ payment received...) and the activity is one the stage advances on; leaving the 
 Several stages passed at once are one stage change (the ones between are skipped), except that a won
 deal always enters the last stage first. A rep may ask to move a deal forward
 (activity.stage_move_requested): refused (exit_criteria_unmet) naming the criteria that do not hold. A
-deal is lost from any open stage. Each stage entered sets its next step (deal.stage_changed carries it).
+deal is lost from any open stage. Each stage entered sets its next step (deal.stage_changed carries it);
+a rep's activity.logged or the playbook's demo rules (`next_step_on`) set a newer one
+(deal.next_step_set), and one that falls due is raised once (deal.next_step_overdue, a deadline). A rep
+may also give the deal another owner, reopen a lost deal in a new cycle, or correct its amount or
+expected close date.
 
 Every time is business time: a stage is entered, and the deal won or lost, when the activity that caused
 it happened, but never before the deal entered its current stage (an activity logged out of order moves
@@ -16,19 +20,26 @@ the deal at the moment it entered that stage).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from contracts import Event
 from contracts.events import (
+    ActivityLogged,
     Company,
     Contact,
     ContractSigned,
     DeadlineReached,
+    DealCorrected,
+    DealCorrectionReported,
     DealLost,
     DealLostReported,
+    DealNextStepSet,
+    DealOwnerChanged,
+    DealReopened,
+    DealReopenRequested,
     DealStageChanged,
     DealWon,
     DemoHeld,
@@ -38,8 +49,11 @@ from contracts.events import (
     LeadQualified,
     Money,
     NextStep,
+    NextStepMissing,
+    NextStepOverdue,
     ObjectionRaised,
     ObjectionResolved,
+    OwnerChangeRequested,
     PaymentReceived,
     ProposalAccepted,
     ProposalSent,
@@ -59,6 +73,7 @@ WON = "won"
 LOST = "lost"
 CLOSED_STAGES = frozenset({WON, LOST})
 QUOTE_EXPIRY = "quote_expiry"  # the deadline of a sent quote, keyed by its version
+NEXT_STEP_OVERDUE = "next_step_overdue"  # the deadline of the deal's next step, keyed by cycle and stage
 
 
 class QuoteStatus(StrEnum):
@@ -107,6 +122,12 @@ class Deal(BaseModel):
     demos_scheduled: int = 0
     demos_held: int = 0
     demo_no_shows: int = 0
+    expected_close_date: date | None = None
+    cycle: int = Field(default=1, ge=1, description="1, and one more each time the lost deal is reopened")
+    next_step: NextStep | None = Field(default=None, description="none: closed, or a stage without one")
+    next_step_at: datetime | None = None  # when it was set (business time): an older one does not replace it
+    next_step_overdue_raised: str | None = None  # the id of the overdue deadline raised last: once each
+    last_activity_at: datetime | None = None  # the latest activity.logged
 
     def quote(self, version: int) -> QuoteVersion:
         if not 1 <= version <= len(self.quotes):
@@ -115,12 +136,25 @@ class Deal(BaseModel):
 
 
 def deadlines(deal: Deal) -> list[Deadline]:
-    """A sent quote nobody has accepted expires."""
-    return [
+    """A sent quote nobody has accepted expires; an open deal's next step falls overdue, once."""
+    expiries = [
         Deadline(QUOTE_EXPIRY, str(version.quote.version), version.expires_at)
         for version in deal.quotes
         if version.status is QuoteStatus.SENT and version.expires_at is not None
     ]
+    overdue = next_step_deadline(deal)
+    return expiries if overdue is None else [*expiries, overdue]
+
+
+def next_step_deadline(deal: Deal) -> Deadline | None:
+    """When the open deal's next step is due, unless its overdue event was raised already. A newer next
+    step (another due time, stage or cycle) is a new deadline."""
+    if deal.stage in CLOSED_STAGES or deal.next_step is None:
+        return None
+    due = Deadline(
+        NEXT_STEP_OVERDUE, f"{deal.cycle}:{deal.stage}:{deal.next_step.action}", deal.next_step.due_at
+    )
+    return None if deal.next_step_overdue_raised == due.id else due
 
 
 # --- pricing -------------------------------------------------------------------------------------
@@ -195,12 +229,13 @@ def on_lead_qualified(
         contact=qualified.contact,
         company=qualified.company,
         amount=qualified.amount,
+        expected_close_date=qualified.expected_close_date,
         stage=first,
         pipeline=pipeline,
         needs_captured=bool(needs),
-        history=[Visit(stage=first, entered_at=now)],
+        history=[],
     )
-    return Decision(deal, [_stage_changed(deal.deal_id, None, first, now, playbook)])
+    return _move(deal, first, now, playbook)
 
 
 def on_demo_scheduled(
@@ -208,7 +243,12 @@ def on_demo_scheduled(
 ) -> Decision[Deal]:
     _require_open(deal)
     scheduled = deal.model_copy(update={"demos_scheduled": deal.demos_scheduled + 1})
-    return _advance(Decision(scheduled), "demo_scheduled", now, playbook)
+    decision = _advance(Decision(scheduled), "demo_scheduled", now, playbook)
+    rule = playbook.next_step_on.demo_scheduled
+    if rule is None:
+        return decision
+    due_at = demo.scheduled_for if rule.at == "meeting" else now + timedelta(days=rule.due_after_days or 0)
+    return _set_next_step(decision, NextStep(action=rule.action, due_at=due_at), "demo_scheduled", now)
 
 
 def on_demo_no_show(
@@ -216,7 +256,12 @@ def on_demo_no_show(
 ) -> Decision[Deal]:
     _require_open(deal)
     no_show = deal.model_copy(update={"demo_no_shows": deal.demo_no_shows + 1})
-    return _advance(Decision(no_show), "demo_no_show", now, playbook)
+    decision = _advance(Decision(no_show), "demo_no_show", now, playbook)
+    rule = playbook.next_step_on.demo_no_show
+    if rule is None:
+        return decision
+    due_at = now + timedelta(days=rule.due_after_days or 0)
+    return _set_next_step(decision, NextStep(action=rule.action, due_at=due_at), "demo_no_show", now)
 
 
 def on_demo_held(deal: Deal, demo: DemoHeld, now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
@@ -367,6 +412,111 @@ def on_deal_lost_reported(
     return Decision(moved.state, [*moved.events, lost])
 
 
+# --- rep actions at any stage ----------------------------------------------------------------------
+
+
+def on_activity_logged(
+    deal: Deal, logged: ActivityLogged, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    """A call, email, meeting, note or task: the deal's last activity, and its next step if it sets one.
+
+    One dated before the deal was qualified was qualification's to answer: it changes nothing here."""
+    if deal.history and now < deal.history[0].entered_at:
+        return Decision(deal)
+    _require_open(deal)
+    latest = now if deal.last_activity_at is None else max(deal.last_activity_at, now)
+    recorded = Decision(deal.model_copy(update={"last_activity_at": latest}))
+    if logged.next_step is None:
+        return recorded
+    return _set_next_step(recorded, logged.next_step, "activity.logged", now)
+
+
+def on_owner_change_requested(
+    deal: Deal, request: OwnerChangeRequested, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    """The deal, open or closed, gets another owner; deal.owner_changed tells every service."""
+    if playbook.reps and request.new_owner not in playbook.reps:
+        raise RuleBroken(
+            "unknown_owner", f"{request.new_owner!r} is no active rep of the playbook's teams", "new_owner"
+        )
+    if request.new_owner == deal.owner:
+        raise RuleBroken("owner_unchanged", f"the deal's owner is {deal.owner} already", "new_owner")
+    changed = DealOwnerChanged(
+        deal_id=deal.deal_id,
+        previous_owner=deal.owner,
+        owner=request.new_owner,
+        changed_at=not_before(now, deal.history[-1].entered_at),
+        actor=request.actor,
+    )
+    return Decision(deal.model_copy(update={"owner": request.new_owner}), [changed])
+
+
+def on_deal_reopen_requested(
+    deal: Deal, request: DealReopenRequested, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    """A lost deal re-enters a stage of its pipeline in its next cycle; its history and facts are kept."""
+    if deal.stage != LOST:
+        raise RuleBroken("deal_not_lost", f"only a lost deal is reopened; this one is {deal.stage}")
+    stages = playbook.stages_of(deal.pipeline)
+    if request.to_stage not in stages:
+        raise RuleBroken(
+            "unknown_stage",
+            f"{request.to_stage!r} is not a stage of the deal's pipeline ({', '.join(stages)})",
+            "to_stage",
+        )
+    cycle = deal.cycle + 1
+    moved = _move(deal.model_copy(update={"cycle": cycle}), request.to_stage, now, playbook)
+    reopened = DealReopened(
+        deal_id=deal.deal_id,
+        stage=request.to_stage,
+        cycle=cycle,
+        owner=deal.owner,
+        actor=request.actor,
+        reason=request.reason,
+        reopened_at=moved.state.history[-1].entered_at,
+    )
+    return Decision(moved.state, [reopened, *moved.events])
+
+
+def on_deal_correction_reported(
+    deal: Deal, correction: DealCorrectionReported, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Deal]:
+    """The open deal's amount or expected close date is corrected; deal.corrected keeps the old values."""
+    _require_open(deal)
+    amount = correction.amount if correction.amount not in (None, deal.amount) else None
+    close = (
+        correction.expected_close_date
+        if correction.expected_close_date not in (None, deal.expected_close_date)
+        else None
+    )
+    if amount is None and close is None:
+        raise RuleBroken("nothing_to_correct", "give an amount or an expected close date that differs")
+    if (
+        amount is not None
+        and amount.currency != deal.amount.currency
+        and (deal.paid_minor or deal.accepted_version)
+    ):
+        raise RuleBroken(
+            "currency_mismatch",
+            f"the deal is in {deal.amount.currency} (a quote accepted or a payment received)",
+            "amount.currency",
+        )
+    corrected = DealCorrected(
+        deal_id=deal.deal_id,
+        previous_amount=None if amount is None else deal.amount,
+        amount=amount,
+        previous_expected_close_date=None if close is None else deal.expected_close_date,
+        expected_close_date=close,
+        actor=correction.actor,
+        reason=correction.reason,
+        corrected_at=not_before(now, deal.history[-1].entered_at),
+    )
+    updated = deal.model_copy(
+        update={"amount": amount or deal.amount, "expected_close_date": close or deal.expected_close_date}
+    )
+    return Decision(updated, [corrected])
+
+
 def on_deadline(
     deal: Deal, deadline: DeadlineReached, now: datetime, playbook: ProposalPlaybook
 ) -> Decision[Deal]:
@@ -377,6 +527,11 @@ def on_deadline(
     due = pending_by_id(deadlines(deal)).get(named.id)
     if due is None:
         return Decision(deal)  # accepted, superseded or expired already, or sent again since
+    if due.kind == NEXT_STEP_OVERDUE and deal.next_step is not None:
+        overdue = NextStepOverdue(
+            deal_id=deal.deal_id, owner=deal.owner, stage=deal.stage, next_step=deal.next_step, due_at=now
+        )
+        return Decision(deal.model_copy(update={"next_step_overdue_raised": due.id}), [overdue])
     version = deal.quote(int(due.key))
     expired = _replace_quote(deal, version.model_copy(update={"status": QuoteStatus.EXPIRED}))
     return Decision(
@@ -557,32 +712,52 @@ def _win(decision: Decision[Deal], now: datetime, playbook: ProposalPlaybook) ->
 
 
 def _move(deal: Deal, stage: str, now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
-    if stage == deal.stage:
+    """The deal enters `stage` (the first one when it has no history yet) with the stage's next step; an
+    open stage without one raises deal.next_step_missing, once per entry."""
+    if stage == deal.stage and deal.history:
         return Decision(deal)
     at = not_before(now, deal.history[-1].entered_at) if deal.history else now
-    moved = deal.model_copy(
-        update={"stage": stage, "history": [*deal.history, Visit(stage=stage, entered_at=at)]}
-    )
-    return Decision(moved, [_stage_changed(deal.deal_id, deal.stage, stage, at, playbook)])
-
-
-def _stage_changed(
-    deal_id: str, previous: str | None, stage: str, now: datetime, playbook: ProposalPlaybook
-) -> Event:
+    previous = deal.history[-1].stage if deal.history else None
     rule = playbook.stages[stage].next_step if stage in playbook.stages else None
     next_step = (
         None
         if rule is None
-        else NextStep(action=rule.action, due_at=now + timedelta(days=rule.due_after_days))
+        else NextStep(action=rule.action, due_at=at + timedelta(days=rule.due_after_days))
     )
-    return DealStageChanged(
-        deal_id=deal_id,
+    moved = deal.model_copy(
+        update={
+            "stage": stage,
+            "history": [*deal.history, Visit(stage=stage, entered_at=at)],
+            "next_step": next_step,
+            "next_step_at": at,
+        }
+    )
+    changed = DealStageChanged(
+        deal_id=deal.deal_id,
         previous_stage=previous,
         stage=stage,
         probability=playbook.probability(stage),
-        changed_at=now,
+        changed_at=at,
         next_step=next_step,
     )
+    if next_step is None and stage not in CLOSED_STAGES:
+        missing = NextStepMissing(deal_id=deal.deal_id, owner=deal.owner, stage=stage, detected_at=at)
+        return Decision(moved, [changed, missing])
+    return Decision(moved, [changed])
+
+
+def _set_next_step(decision: Decision[Deal], step: NextStep, source: str, now: datetime) -> Decision[Deal]:
+    """The open deal's next step is `step`, unless it is older than the current stage or a newer one."""
+    deal = decision.state
+    if deal.stage in CLOSED_STAGES or now < deal.history[-1].entered_at:
+        return decision  # meant for an earlier stage: the stage entered since set its own
+    if deal.next_step_at is not None and now < deal.next_step_at:
+        return decision  # logged out of order: a newer next step is in place
+    updated = deal.model_copy(update={"next_step": step, "next_step_at": now})
+    set_event = DealNextStepSet(
+        deal_id=deal.deal_id, stage=deal.stage, next_step=step, source=source, set_at=now
+    )
+    return Decision(updated, [*decision.events, set_event])
 
 
 def _require_open(deal: Deal) -> None:

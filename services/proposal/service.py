@@ -2,9 +2,12 @@
 
 from contracts import Event
 from contracts.events import (
+    ActivityLogged,
     ContractSigned,
     DeadlineReached,
+    DealCorrectionReported,
     DealLostReported,
+    DealReopenRequested,
     DemoHeld,
     DemoNoShow,
     DemoScheduled,
@@ -12,6 +15,7 @@ from contracts.events import (
     LeadQualified,
     ObjectionRaised,
     ObjectionResolved,
+    OwnerChangeRequested,
     PaymentReceived,
     ProposalAccepted,
     ProposalSent,
@@ -40,6 +44,10 @@ def definition() -> StageDefinition:
         ObjectionResolved: domain.on_objection_resolved,
         DealLostReported: domain.on_deal_lost_reported,
         StageMoveRequested: domain.on_stage_move_requested,
+        ActivityLogged: domain.on_activity_logged,
+        OwnerChangeRequested: domain.on_owner_change_requested,
+        DealReopenRequested: domain.on_deal_reopen_requested,
+        DealCorrectionReported: domain.on_deal_correction_reported,
         DeadlineReached: domain.on_deadline,
     }
     return StageDefinition(
@@ -48,6 +56,8 @@ def definition() -> StageDefinition:
         state_model=domain.Deal,
         handlers=with_playbook(handlers, playbook),
         opening_events=frozenset({LeadQualified}),
+        # For a deal still in qualification these are qualification's to answer.
+        ignored_before_opening=frozenset({ActivityLogged, OwnerChangeRequested}),
         deadlines=domain.deadlines,
         business_time=playbook.business_time,
     )

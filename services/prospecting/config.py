@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain import BusinessTimeRules
-from shared.playbook import PlaybookDocument, load_document, without_properties
+from shared.playbook import PlaybookDocument, Team, load_document, without_properties
 
 SECTION = "prospecting"  # its section of the playbook document (shared/playbook.py)
 
@@ -66,18 +66,6 @@ class IdealCustomerProfile(Strict):
         if self.size.min_employees > self.size.max_employees:
             raise ValueError("size.min_employees must not exceed size.max_employees")
         return self
-
-
-class Rep(Strict):
-    name: str
-    active: bool = True
-    capacity: int = Field(default=30, ge=0, description="new leads per routing period")
-
-
-class Team(Strict):
-    name: str
-    countries: frozenset[str] = Field(description="territory; empty means every country no other team has")
-    reps: tuple[Rep, ...] = Field(min_length=1)
 
 
 class Routing(Strict):

@@ -38,8 +38,9 @@ from contracts.events import (
     ProspectIdentified,
     Reason,
 )
-from services.prospecting.config import IdealCustomerProfile, ProspectingPlaybook, Routing, Team
+from services.prospecting.config import IdealCustomerProfile, ProspectingPlaybook, Routing
 from shared.domain import Decision
+from shared.playbook import Team
 
 EMAIL = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 COUNTRY_ALIASES = {

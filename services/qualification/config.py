@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain import BusinessTimeRules
-from shared.playbook import PlaybookDocument, load_document
+from shared.playbook import PlaybookDocument, Team, load_document, without_properties
 
 SECTION = "qualification"  # its section of the playbook document (shared/playbook.py)
 
@@ -59,7 +59,23 @@ class QualificationPlaybook(Strict):
     frameworks: dict[str, dict[str, Criterion]]
     default_framework: str = Field(description="the framework of a discovery call that names none")
     decision: DecisionRules = DecisionRules()
+    unassigned_claim_hours: int = Field(
+        default=24,
+        ge=1,
+        le=8760,
+        description="a lead prospecting routed to the `unassigned:<team>` queue (no rep had room) and that "
+        "no rep claims (activity.owner_change_requested) within these hours breaches its SLA "
+        "(qualification.sla_breached, unassigned_unclaimed)",
+    )
     business_time: BusinessTimeRules
+    # From the document's shared parts, not the section: who may own a lead, and the stage's id.
+    teams: tuple[Team, ...] = ()
+    stage: str = "qualification"
+
+    @property
+    def reps(self) -> frozenset[str]:
+        """Every rep of the document's teams: the owners a lead may be given to."""
+        return frozenset(rep.name for team in self.teams for rep in team.reps)
 
     @model_validator(mode="after")
     def consistent(self) -> QualificationPlaybook:
@@ -74,11 +90,13 @@ class QualificationPlaybook(Strict):
 
 
 def from_document(document: PlaybookDocument, section: dict[str, Any]) -> QualificationPlaybook:
-    return QualificationPlaybook.model_validate(section)
+    """The section, with the document's teams and its qualification stage's id."""
+    shared = {"teams": [team.model_dump() for team in document.teams], "stage": document.qualification_stage}
+    return QualificationPlaybook.model_validate({**section, **shared})
 
 
 def section_schema() -> dict[str, Any]:
-    return QualificationPlaybook.model_json_schema()
+    return without_properties(QualificationPlaybook.model_json_schema(), "teams", "stage")
 
 
 def load_playbook(path: Path | None = None) -> QualificationPlaybook:

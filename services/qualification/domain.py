@@ -12,6 +12,12 @@ when the playbook's `decision.without_outcome` allows it, or at the qualificatio
 Time decides too, through deadlines the service fires once each: first touch overdue, cadence exhausted
 without a reply (disqualified: no_response), qualification overdue, and the end of a nurture.
 
+Reps act on a lead at any moment: a generic activity (activity.logged: a call or an email counts as a
+touch of the cadence; a carried next step replaces the lead's), and an owner change (a lead waiting in the
+`unassigned:<team>` queue, where prospecting routes it when no rep has room, is claimed that way). An open
+lead always has a next step; when it falls due with no newer one, deal.next_step_overdue is raised once,
+and a queued lead nobody claims within `unassigned_claim_hours` breaches its SLA once.
+
 Every time is business time: a lead is qualified or disqualified when the discovery call happened (never
 before its qualification opened), a deadline's outcome is dated at its due time.
 """
@@ -25,9 +31,11 @@ from pydantic import BaseModel
 
 from contracts import Event
 from contracts.events import (
+    ActivityLogged,
     Company,
     Contact,
     DeadlineReached,
+    DealOwnerChanged,
     DiscoveryCallLogged,
     ExpansionDealOpened,
     LeadDisqualified,
@@ -36,8 +44,10 @@ from contracts.events import (
     Money,
     Needs,
     NextStep,
+    NextStepOverdue,
     NextStepScheduled,
     NurtureRequested,
+    OwnerChangeRequested,
     ProspectIdentified,
     QualificationReopened,
     SlaBreached,
@@ -52,7 +62,13 @@ FIRST_TOUCH_OVERDUE = "first_touch_overdue"
 CADENCE_END = "cadence_end"
 QUALIFICATION_OVERDUE = "qualification_overdue"
 REOPEN = "reopen"
+NEXT_STEP_OVERDUE = "next_step_overdue"
+UNASSIGNED_UNCLAIMED = "unassigned_unclaimed"
 REPLIES = frozenset({"replied", "meeting_booked"})
+# The kinds of activity.logged that count as a touch of the contact cadence.
+TOUCH_KINDS = frozenset({"call", "email"})
+# Prospecting's owner for a lead no rep had room for: the team's queue, `unassigned:<team>`.
+UNASSIGNED_PREFIX = "unassigned:"
 
 
 class Status(StrEnum):
@@ -87,9 +103,11 @@ class Qualification(BaseModel):
     cadence_days: int
     replied: bool = False
     next_step: NextStep | None
+    overdue_step: NextStep | None = None  # the next step deal.next_step_overdue was raised for, once
     breached: list[str] = []
     reopen_on: date | None = None
     expansion_of: str | None = None  # the original deal, when this is an expansion deal
+    lead_source: str | None = None  # the lead's source: the playbook may choose a pipeline by it
     framework: str | None = None  # set by the first discovery call
     answers: dict[str, Answer] = {}  # merged over the discovery calls, by criterion
     needs: Needs = Needs()
@@ -109,9 +127,24 @@ def deadlines(state: Qualification, playbook: QualificationPlaybook) -> list[Dea
         if QUALIFICATION_OVERDUE not in state.breached:
             due = state.opened_at + timedelta(days=playbook.qualification_max_days)
             pending.append(Deadline(QUALIFICATION_OVERDUE, cycle, due))
+        if state.owner.startswith(UNASSIGNED_PREFIX) and UNASSIGNED_UNCLAIMED not in state.breached:
+            due = state.opened_at + timedelta(hours=playbook.unassigned_claim_hours)
+            pending.append(Deadline(UNASSIGNED_UNCLAIMED, cycle, due))
+        step = state.next_step
+        if step is not None and step != state.overdue_step and not _decided_by(state, step.due_at, playbook):
+            pending.append(Deadline(NEXT_STEP_OVERDUE, cycle, step.due_at))
     if state.status is Status.NURTURE and state.reopen_on is not None:
         pending.append(Deadline(REOPEN, cycle, datetime.combine(state.reopen_on, time(), tzinfo=UTC)))
     return pending
+
+
+def _decided_by(state: Qualification, moment: datetime, playbook: QualificationPlaybook) -> bool:
+    """Whether a deadline closes the lead by `moment` anyway (the cadence's end without a reply, the
+    qualification SLA when it decides): a next step due then is not reported overdue as well."""
+    if not state.replied and moment >= state.opened_at + timedelta(days=state.cadence_days):
+        return True
+    sla = state.opened_at + timedelta(days=playbook.qualification_max_days)
+    return playbook.decision.at_sla == "decide" and moment >= sla
 
 
 def on_prospect_identified(
@@ -132,6 +165,7 @@ def on_prospect_identified(
         touches_planned=cadence.touches,
         cadence_days=cadence.days,
         next_step=NextStep(action="touch_1", due_at=prospect.next_step.due_at),
+        lead_source=prospect.source,
     )
     return Decision(opened, [_next_step_event(opened)])
 
@@ -173,11 +207,23 @@ def on_touch_logged(
     state: Qualification, touch: TouchLogged, now: datetime, playbook: QualificationPlaybook
 ) -> Decision[Qualification]:
     _require_open(state)
+    touched, step = _touched(state, touch.outcome in REPLIES, touch.meeting_at, touch.occurred_at, playbook)
+    return _with_next_step(touched, step)
+
+
+def _touched(
+    state: Qualification,
+    reply: bool,
+    meeting_at: datetime | None,
+    occurred_at: datetime,
+    playbook: QualificationPlaybook,
+) -> tuple[Qualification, NextStep]:
+    """The lead after one more touch of its cadence, and the next step the cadence gives it."""
     touched = state.model_copy(
-        update={"touches_done": state.touches_done + 1, "replied": state.replied or touch.outcome in REPLIES}
+        update={"touches_done": state.touches_done + 1, "replied": state.replied or reply}
     )
     if touched.replied:
-        due = touch.meeting_at or touch.occurred_at + timedelta(days=playbook.discovery_call_within_days)
+        due = meeting_at or occurred_at + timedelta(days=playbook.discovery_call_within_days)
         step = NextStep(action="discovery_call", due_at=due)
     elif touched.touches_done < touched.touches_planned:
         step = NextStep(
@@ -185,7 +231,51 @@ def on_touch_logged(
         )
     else:
         step = NextStep(action="await_reply", due_at=touched.opened_at + timedelta(days=touched.cadence_days))
-    return _with_next_step(touched, step)
+    return touched, step
+
+
+def on_activity_logged(
+    state: Qualification, activity: ActivityLogged, now: datetime, playbook: QualificationPlaybook
+) -> Decision[Qualification]:
+    """A rep's call, email, meeting, note or task. A call or an email is a touch of the cadence (replied or
+    meeting_booked as a reply), which moves the next step as activity.touch_logged does; a carried next
+    step replaces whatever the lead's next step is. A qualified lead's activities are proposal's."""
+    if state.status is Status.QUALIFIED:
+        return Decision(state)
+    _require_open(state)
+    step = state.next_step
+    if activity.kind in TOUCH_KINDS:
+        state, step = _touched(state, activity.outcome in REPLIES, None, now, playbook)
+    if activity.next_step is not None:
+        step = activity.next_step
+    if step is None:  # not for an open lead, which always has one; kept for the type checker
+        return Decision(state)
+    return _with_next_step(state, step)
+
+
+def on_owner_change_requested(
+    state: Qualification, request: OwnerChangeRequested, now: datetime, playbook: QualificationPlaybook
+) -> Decision[Qualification]:
+    """Another owner for an open or nurtured lead, e.g. a rep claiming a lead of the `unassigned:<team>`
+    queue: deal.owner_changed, and every later event names them. A qualified lead's owner is proposal's."""
+    if state.status is Status.QUALIFIED:
+        return Decision(state)
+    if state.status is Status.DISQUALIFIED:
+        raise RuleBroken("qualification_closed", f"the lead is {state.status.value}")
+    if request.new_owner not in playbook.reps:
+        raise RuleBroken(
+            "unknown_owner", f"{request.new_owner!r} is no rep of the playbook's teams", "new_owner"
+        )
+    if request.new_owner == state.owner:
+        return Decision(state)
+    changed = DealOwnerChanged(
+        deal_id=state.deal_id,
+        previous_owner=state.owner,
+        owner=request.new_owner,
+        changed_at=not_before(now, state.opened_at),
+        actor=request.actor,
+    )
+    return Decision(state.model_copy(update={"owner": request.new_owner}), [changed])
 
 
 def on_discovery_call_logged(
@@ -236,7 +326,11 @@ def on_discovery_call_logged(
         reason_code = f"{framework.lower()}_{unmet[0]}_not_met" if unmet else "disqualified_by_rep"
         detail = f"not confirmed: {', '.join(unmet)}" if unmet else "disqualified on the discovery call"
         return _disqualified(closed, reason_code, detail, not_before(now, state.opened_at))
-    return Decision(gathered)  # continue: the answers are kept, nothing is decided
+    # continue: the answers are kept, nothing is decided; the next step is another call to complete them
+    follow_up = NextStep(
+        action="discovery_call", due_at=now + timedelta(days=playbook.discovery_call_within_days)
+    )
+    return _with_next_step(gathered, follow_up)
 
 
 def _gathered(
@@ -301,6 +395,7 @@ def _qualified(state: Qualification, at: datetime) -> Decision[Qualification]:
         expected_close_date=state.expected_close_date,
         qualified_at=at,
         expansion_of=state.expansion_of,
+        lead_source=state.lead_source,
     )
     return Decision(state.model_copy(update={"status": Status.QUALIFIED}), [qualified])
 
@@ -341,7 +436,16 @@ def on_deadline(
     due = _pending(state, deadline, playbook)
     if due is None:
         return Decision(state)  # dealt with already, or moved: each deadline fires once
-    if due.kind in (FIRST_TOUCH_OVERDUE, QUALIFICATION_OVERDUE):
+    if due.kind == NEXT_STEP_OVERDUE and state.next_step is not None:
+        overdue = NextStepOverdue(
+            deal_id=state.deal_id,
+            owner=state.owner,
+            stage=playbook.stage,
+            next_step=state.next_step,
+            due_at=due.due_at,
+        )
+        return Decision(state.model_copy(update={"overdue_step": state.next_step}), [overdue])
+    if due.kind in (FIRST_TOUCH_OVERDUE, QUALIFICATION_OVERDUE, UNASSIGNED_UNCLAIMED):
         breached = SlaBreached(deal_id=state.deal_id, owner=state.owner, sla=due.kind, due_at=due.due_at)
         noted = state.model_copy(update={"breached": [*state.breached, due.kind]})
         if due.kind == QUALIFICATION_OVERDUE and playbook.decision.at_sla == "decide":
@@ -373,6 +477,7 @@ def on_deadline(
             "breached": [],
             "reopen_on": None,
             "next_step": NextStep(action="touch_1", due_at=now + timedelta(days=1)),
+            "overdue_step": None,
         }
     )
     return Decision(

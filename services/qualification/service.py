@@ -3,9 +3,11 @@
 from functools import partial
 
 from contracts.events import (
+    ActivityLogged,
     DeadlineReached,
     DiscoveryCallLogged,
     NurtureRequested,
+    OwnerChangeRequested,
     ProspectIdentified,
     TouchLogged,
     UpsellIdentified,
@@ -27,6 +29,8 @@ def definition() -> StageDefinition:
                 TouchLogged: domain.on_touch_logged,
                 DiscoveryCallLogged: domain.on_discovery_call_logged,
                 NurtureRequested: domain.on_nurture_requested,
+                ActivityLogged: domain.on_activity_logged,
+                OwnerChangeRequested: domain.on_owner_change_requested,
                 DeadlineReached: domain.on_deadline,
                 UpsellIdentified: domain.on_upsell_identified,
             },

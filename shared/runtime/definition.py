@@ -75,6 +75,9 @@ class StageDefinition:
     state_model: type[BaseModel]
     handlers: Mapping[type[Event], EventHandler]
     opening_events: frozenset[type[Event]]
+    ignored_before_opening: frozenset[type[Event]] = frozenset()
+    """Events another stage answers while this one has no aggregate yet (a rep's activity on a lead still
+    in qualification): for an aggregate not open they change nothing, instead of being parked."""
     facts: Callable[[AsyncDatabase[Document]], StageFacts] | None = None
     deadlines: Callable[[Any], Iterable[Deadline]] | None = None
     """The deadlines a state has pending; each fires once, when due, as a DeadlineReached event."""

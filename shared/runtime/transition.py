@@ -7,7 +7,8 @@ What it guarantees, for every record:
   nothing; the same id with other content is refused as `id_conflict`;
 - a deadline applies only when it is pending in the state, for that due time, and due by the stage's
   clock; any other DeadlineReached changes nothing;
-- an event for an aggregate that is not open yet is parked (up to a limit) and applied when it opens;
+- an event for an aggregate that is not open yet is parked (up to a limit) and applied when it opens,
+  unless the stage leaves it to another (`ignored_before_opening`): then it changes nothing;
   parked events of a deal that never opens are dead-lettered, and a redrive of them is applied again;
 - a rule the event breaks is answered with an ActivityRejected (or the stage's own refusal);
 - the handler gets the event's business time (see shared.domain.business_time), never the processing
@@ -126,6 +127,8 @@ def step(definition: StageDefinition, aggregate: Aggregate, inbound: Inbound, co
     state_model = definition.state_model
     state = None if aggregate.state is None else state_model.model_validate(aggregate.state)
     if state is None and type(envelope.data) not in definition.opening_events:
+        if type(envelope.data) in definition.ignored_before_opening:
+            return Step(aggregate, "unchanged")  # another stage's to answer: nothing to keep here
         return _park(definition, aggregate, inbound, context)
     rejections: list[str] = []
     state, events = _apply(definition, state, envelope, context, rejections)

@@ -42,6 +42,7 @@ from shared.envelope import encode
 from shared.kafka import client_options, ensure_topics, group_progress, running
 from shared.mongo import make_client, service_database
 from shared.settings import Settings
+from shared.store import OUTBOX_CHECKPOINTS
 from tests.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -248,15 +249,21 @@ async def stable_group(
 async def stored_deals(settings: Settings) -> dict[str, dict[str, object]]:
     client = make_client(settings, app_name="scaling-test")
     try:
-        collection = service_database(client, settings, SERVICE)["aggregates"]
-        projection = {"version": 1, "applied": 1, "has_outbox": 1}
+        database = service_database(client, settings, SERVICE)
+        # What is published is told by the partition's checkpoint (shared.runtime.outbox), not by a mark.
+        published_through = {
+            document["_id"]: document["published_through"]
+            async for document in database[OUTBOX_CHECKPOINTS].find({})
+        }
+        projection = {"version": 1, "applied": 1, "has_outbox": 1, "outbox_ticket": 1, "partition": 1}
         return {
             document["_id"]: {
                 "version": document["version"],
                 "applied": sorted(applied["id"] for applied in document["applied"]),
-                "has_outbox": document["has_outbox"],
+                "unsent": document["has_outbox"]
+                and document.get("outbox_ticket", 0) > published_through.get(document["partition"], -1),
             }
-            async for document in collection.find({}, projection)
+            async for document in database["aggregates"].find({}, projection)
         }
     finally:
         await client.close()
@@ -375,7 +382,7 @@ async def test_three_replicas_one_killed_one_added_lose_nothing_and_apply_nothin
         deal_id(number): {
             "version": 2,
             "applied": [input_event_id(number, 0), input_event_id(number, 1)],
-            "has_outbox": False,
+            "unsent": False,
         }
         for number in range(DEALS)
     }

@@ -16,16 +16,20 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
 
 from contracts import Event, Topic
 from contracts.events import (
+    ActivityLogged,
     Company,
     Contact,
     ContractSigned,
+    DealCorrectionReported,
     DealLostReported,
+    DealReopenRequested,
     DiscountApproved,
     LeadQualified,
     Money,
     Needs,
     ObjectionRaised,
     ObjectionResolved,
+    OwnerChangeRequested,
     PaymentReceived,
     ProposalAccepted,
     ProposalSent,
@@ -180,3 +184,75 @@ async def test_integrators_read_deal_won_with_a_generic_cloudevents_parser(setti
         check=True,
     )
     assert "won integrated: Customer integrated pays 17000.00 EUR" in example.stdout
+
+
+async def test_rep_actions_next_step_owner_correction_reopening_and_an_overdue_next_step(
+    settings: Settings,
+) -> None:
+    settings, clock = settings.model_copy(update={"timer_tick_seconds": 0.2}), Clock(T0)
+    step = {"action": "send_case_study", "due_at": (T0 + timedelta(days=1)).isoformat()}
+    async with StageService(proposal(), settings, clock=clock).build_app():
+        await send(settings, qualified("acting"), qualified("reopening"))
+        await send(
+            settings,
+            act(
+                ActivityLogged,
+                "acting",
+                kind="call",
+                outcome="interested",
+                actor="anna.schmidt",
+                next_step=step,
+            ),
+            act(OwnerChangeRequested, "acting", new_owner="jordan.lee", actor="manager", reason="territory"),
+            act(DealCorrectionReported, "acting", expected_close_date="2027-01-31", actor="jordan.lee"),
+            act(DealLostReported, "reopening", reason_code="timing"),
+            act(DealReopenRequested, "reopening", to_stage="nowhere", actor="anna.schmidt"),  # refused
+            act(DealReopenRequested, "reopening", to_stage="proposal", actor="anna.schmidt"),
+            # a lead proposal does not hold yet is qualification's: neither parked nor refused here
+            act(ActivityLogged, "still-qualifying", kind="email", outcome="sent"),
+        )
+        await events_when(
+            settings,
+            lambda events: (
+                len(by(events, "acting", "deal.corrected.v1")) == 1
+                and len(by(events, "reopening", "deal.reopened.v1")) == 1
+            ),
+        )
+        clock.now = T0 + timedelta(days=2)
+        events = await events_when(
+            settings, lambda events: len(by(events, "acting", "deal.next_step_overdue.v1")) == 1
+        )
+        await asyncio.sleep(1)
+        events = await events_when(settings, lambda events: True)
+
+    [set_step] = by(events, "acting", "deal.next_step_set.v1")
+    assert set_step.data is not None
+    assert (set_step.data["next_step"]["action"], set_step.data["source"]) == (
+        "send_case_study",
+        "activity.logged",
+    )
+    [changed] = by(events, "acting", "deal.owner_changed.v1")
+    assert changed.data is not None
+    assert (changed.data["previous_owner"], changed.data["owner"]) == ("anna.schmidt", "jordan.lee")
+    [corrected] = by(events, "acting", "deal.corrected.v1")
+    assert corrected.data is not None
+    assert (corrected.data.get("previous_expected_close_date"), corrected.data["expected_close_date"]) == (
+        None,
+        "2027-01-31",
+    )
+    [overdue] = by(events, "acting", "deal.next_step_overdue.v1")
+    assert overdue.data is not None
+    assert (overdue.data["owner"], overdue.data["next_step"]["action"]) == ("jordan.lee", "send_case_study")
+    [refused] = by(events, "reopening", "activity.rejected.v1")
+    assert refused.data is not None
+    assert refused.data["reason"]["code"] == "unknown_stage"
+    [reopened] = by(events, "reopening", "deal.reopened.v1")
+    assert reopened.data is not None
+    assert (reopened.data["stage"], reopened.data["cycle"]) == ("proposal", 2)
+    moves = [
+        (e.data.get("previous_stage"), e.data["stage"])
+        for e in by(events, "reopening", "deal.stage_changed.v1")
+        if e.data
+    ]
+    assert moves == [(None, "presentation"), ("presentation", "lost"), ("lost", "proposal")]
+    assert [e for e in events if e.key == "still-qualifying" and e.type != "activity.logged.v1"] == []

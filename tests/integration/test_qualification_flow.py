@@ -10,11 +10,13 @@ import pytest
 
 from cli.kafka_io import SeenEvent
 from contracts.events import (
+    ActivityLogged,
     Company,
     Contact,
     DiscoveryCallLogged,
     NextStep,
     NurtureRequested,
+    OwnerChangeRequested,
     ProspectIdentified,
     TouchLogged,
 )
@@ -29,7 +31,7 @@ T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 BANT_MET = {"budget": True, "authority": True, "need": True, "timeline": True}
 
 
-def prospect(deal_id: str, tier: str = "A") -> ProspectIdentified:
+def prospect(deal_id: str, tier: str = "A", owner: str = "anna.schmidt") -> ProspectIdentified:
     return ProspectIdentified(
         deal_id=deal_id,
         lead_id=deal_id,
@@ -39,7 +41,7 @@ def prospect(deal_id: str, tier: str = "A") -> ProspectIdentified:
         marketing_consent=False,
         fit_score=90,
         tier=tier,
-        owner="anna.schmidt",
+        owner=owner,
         next_step=NextStep(action="first_touch", due_at=T0 + timedelta(hours=4)),
     )
 
@@ -164,3 +166,64 @@ async def test_each_deadline_fires_once_across_a_restart(settings: Settings) -> 
         if e.type == "lead.disqualified.v1" and e.key == "talks" and e.data
     ]
     assert reasons == ["qualification_overdue"]
+
+
+async def test_the_unassigned_queue_claims_rep_activities_and_overdue_next_steps(settings: Settings) -> None:
+    settings, clock = tuned(settings), Clock(T0)
+    queued = "unassigned:emea"
+    async with StageService(qualification(), settings, clock=clock).build_app():
+        await send(settings, prospect("waits", owner=queued), prospect("claimed", owner=queued), at=T0)
+        await send(
+            settings,
+            OwnerChangeRequested(deal_id="claimed", occurred_at=T0, new_owner="mallory", actor="mallory"),
+            OwnerChangeRequested(
+                deal_id="claimed", occurred_at=T0, new_owner="luc.martin", actor="luc.martin"
+            ),
+            ActivityLogged(
+                deal_id="claimed",
+                activity_id="a-1",
+                occurred_at=T0,
+                kind="call",
+                outcome="no_answer",
+                actor="luc.martin",
+                next_step=NextStep(action="call_back", due_at=T0 + timedelta(hours=2)),
+            ),
+        )
+        await events_when(
+            settings, lambda seen: emitted(seen)[("claimed", "qualification.next_step_scheduled.v1")] == 2
+        )
+        clock.now = T0 + timedelta(hours=25)  # past the claim SLA (24 h) and both next steps
+        await events_when(
+            settings,
+            lambda seen: (
+                emitted(seen)[("waits", "qualification.sla_breached.v1")] == 2
+                and emitted(seen)[("claimed", "deal.next_step_overdue.v1")] == 1
+            ),
+        )
+    async with StageService(qualification(), settings, clock=clock).build_app():
+        await asyncio.sleep(2)  # a restarted service scans again: nothing may fire twice
+        events = await events_when(settings, lambda seen: True)
+
+    counts = emitted(events)
+    breaches = sorted(
+        (e.key, e.data["sla"], e.data["owner"])
+        for e in events
+        if e.type == "qualification.sla_breached.v1" and e.data
+    )
+    # The claimed lead was touched in time; the one nobody claimed breaches both SLAs, each once.
+    assert breaches == [("waits", "first_touch_overdue", queued), ("waits", "unassigned_unclaimed", queued)]
+    [changed] = [e.data for e in events if e.type == "deal.owner_changed.v1" and e.data]
+    assert (changed["deal_id"], changed["previous_owner"], changed["owner"]) == (
+        "claimed",
+        queued,
+        "luc.martin",
+    )
+    [refused] = [e.data for e in events if e.type == "activity.rejected.v1" and e.key == "claimed" and e.data]
+    assert refused["reason"]["code"] == "unknown_owner"
+    overdue = sorted(
+        (e.key, e.data["next_step"]["action"])
+        for e in events
+        if e.type == "deal.next_step_overdue.v1" and e.data
+    )
+    assert overdue == [("claimed", "call_back"), ("waits", "touch_1")]
+    assert counts[("claimed", "deal.next_step_overdue.v1")] == 1

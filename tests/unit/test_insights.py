@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,18 @@ from contracts.events import (
     Company,
     Contact,
     DeadlineReached,
+    DealCorrected,
+    DealLost,
+    DealNextStepSet,
+    DealOwnerChanged,
+    DealReopened,
     DealStalled,
     DealWon,
     LeadNurtured,
     Money,
     NextStep,
+    NextStepMissing,
+    NextStepOverdue,
     NextStepScheduled,
     QualificationReopened,
 )
@@ -31,7 +38,16 @@ from services.insights.service import definition
 from shared.domain import Deadline
 from shared.envelope import decode, encode
 from shared.playbook import DEFAULT_DOCUMENT
-from tests.insights_events import NOW, assert_report_figures, day, known_events, moved, prospect, qualified
+from tests.insights_events import (
+    NOW,
+    assert_report_figures,
+    day,
+    known_events,
+    moved,
+    prospect,
+    qualified,
+    sent_quote,
+)
 
 PLAYBOOK = load_playbook()
 
@@ -456,3 +472,124 @@ def test_a_deals_first_stage_change_survives_the_wire() -> None:
     record = encode(first, topic="t", source="/test")
 
     assert decode(record.headers, record.value, max_bytes=1_000_000).data == first
+
+
+# --- rep actions (issue 16) ------------------------------------------------------------------------
+
+
+def open_deal(deal_id: str, owner: str = "anna.schmidt") -> list[tuple[Event, datetime]]:
+    at = day(11, 2)
+    return [
+        (prospect(deal_id, owner), at),
+        (qualified(deal_id, owner, at, 100_000, "EUR", date(2026, 12, 15)), at),
+        (moved(deal_id, None, "proposal", at), at),
+    ]
+
+
+def by_key(rows: list[dict[str, Any]]) -> dict[str, int]:
+    return {row["key"]: row["amount_minor"] for row in rows}
+
+
+def test_an_owner_change_moves_the_deal_in_the_forecast_by_owner_and_team() -> None:
+    change = DealOwnerChanged(
+        deal_id="r-1", previous_owner="anna.schmidt", owner="jordan.lee", changed_at=day(11, 3), actor="boss"
+    )
+    events = [*open_deal("r-1"), (change, day(11, 3))]
+    for ordered in (events, list(reversed(events))):  # an older event naming the old owner comes last
+        [timeline] = timelines_from(ordered)
+        assert timeline.owner == "jordan.lee"
+        forecast = report_of([timeline])["forecast"]
+        assert by_key(forecast["by_owner"]) == {"jordan.lee": 100_000}
+        assert set(by_key(forecast["by_team"])) == {PLAYBOOK.team_of("jordan.lee")}
+        assert any(entry.event == "deal.owner_changed" for entry in timeline.entries)
+
+
+def test_a_correction_moves_amount_and_close_month_and_keeps_the_previous_values() -> None:
+    correction = DealCorrected(
+        deal_id="r-2",
+        previous_amount=Money(amount_minor=100_000, currency="EUR"),
+        amount=Money(amount_minor=250_000, currency="EUR"),
+        previous_expected_close_date=date(2026, 12, 15),
+        expected_close_date=date(2027, 1, 31),
+        actor="anna.schmidt",
+        reason="scope",
+        corrected_at=day(11, 4),
+    )
+    events = [*open_deal("r-2"), (correction, day(11, 4))]
+    for ordered in (events, list(reversed(events))):
+        [timeline] = timelines_from(ordered)
+        assert (timeline.amount, timeline.expected_close_date) == (correction.amount, date(2027, 1, 31))
+        forecast = report_of([timeline])["forecast"]
+        assert [row["key"] for row in forecast["by_month"]] == ["2027-01"]
+        assert forecast["total"]["amount_minor"] == 250_000
+        [entry] = [entry for entry in timeline.entries if entry.event == "deal.corrected"]
+        assert "100000 EUR -> 250000 EUR" in entry.detail
+        assert "2026-12-15 -> 2027-01-31" in entry.detail
+
+
+def test_a_quote_sent_before_a_correction_does_not_undo_it() -> None:
+    correction = DealCorrected(
+        deal_id="r-3",
+        previous_amount=Money(amount_minor=100_000, currency="EUR"),
+        amount=Money(amount_minor=90_000, currency="EUR"),
+        corrected_at=day(11, 5),
+    )
+    quote = sent_quote("r-3", 150_000, "EUR")
+    [timeline] = timelines_from([*open_deal("r-3"), (correction, day(11, 5)), (quote, day(11, 4))])
+    assert timeline.amount == correction.amount
+
+
+def test_a_reopened_deal_is_open_again_and_its_loss_still_counts_in_its_cycle() -> None:
+    lost = DealLost(deal_id="r-4", stage="proposal", reason_code="timing", lost_at=day(11, 3))
+    reopened = DealReopened(deal_id="r-4", stage="proposal", cycle=2, reopened_at=day(11, 6), reason="back")
+    events = [
+        *open_deal("r-4"),
+        (moved("r-4", "proposal", "lost", day(11, 3)), day(11, 3)),
+        (lost, day(11, 3)),
+        (reopened, day(11, 6)),
+        (moved("r-4", "lost", "proposal", day(11, 6)), day(11, 6)),
+    ]
+    [timeline] = timelines_from(events)
+    assert (domain.current_stage(timeline), timeline.cycle, timeline.lost_at) == ("proposal", 2, None)
+    assert [loss.reason for loss in domain.losses(timeline)] == ["timing"]
+    report = report_of([timeline])
+    assert [card["deal_id"] for card in report["board"]["proposal"]] == ["r-4"]
+    assert report["board"]["proposal"][0]["cycle"] == 2
+    assert report["forecast"]["total"]["deals"] == 1
+    [all_time] = [b for b in report["bottlenecks"] if b["period"] == "all"]
+    assert (all_time["velocity"]["open_deals"], all_time["velocity"]["lost"]) == (1, 1)
+    assert all_time["loss_reasons"] == [{"reason": "timing", "deals": 1}]
+
+
+def test_the_card_shows_a_next_step_overdue_or_missing() -> None:
+    step = NextStep(action="send_case_study", due_at=day(11, 5))
+    set_step = DealNextStepSet(
+        deal_id="r-5", stage="proposal", next_step=step, source="activity.logged", set_at=day(11, 3)
+    )
+    overdue = NextStepOverdue(
+        deal_id="r-5", owner="anna.schmidt", stage="proposal", next_step=step, due_at=day(11, 5)
+    )
+    [timeline] = timelines_from([*open_deal("r-5"), (set_step, day(11, 3))])
+    card = domain.card(timeline, day(11, 4), PLAYBOOK)
+    assert card is not None
+    assert (card.next_step, card.next_step_overdue, card.next_step_missing) == (step, False, False)
+    [timeline] = timelines_from([*open_deal("r-5"), (set_step, day(11, 3)), (overdue, day(11, 5))])
+    card = domain.card(timeline, day(11, 4), PLAYBOOK)  # raised, whatever the clock says
+    assert card is not None
+    assert card.next_step_overdue
+
+    missing = NextStepMissing(deal_id="r-6", owner="anna.schmidt", stage="proposal", detected_at=day(11, 2))
+    [timeline] = timelines_from([*open_deal("r-6"), (missing, day(11, 2))])
+    card = domain.card(timeline, day(11, 4), PLAYBOOK)
+    assert card is not None
+    assert (card.next_step, card.next_step_missing) == (None, True)
+    [timeline] = timelines_from(
+        [
+            *open_deal("r-6"),
+            (missing, day(11, 2)),
+            (set_step.model_copy(update={"deal_id": "r-6"}), day(11, 3)),
+        ]
+    )
+    card = domain.card(timeline, day(11, 4), PLAYBOOK)
+    assert card is not None
+    assert (card.next_step, card.next_step_missing) == (step, False)

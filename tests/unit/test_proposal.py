@@ -1,25 +1,38 @@
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.events import (
+    ActivityLogged,
     Company,
     Contact,
     ContractSigned,
     DeadlineReached,
+    DealCorrected,
+    DealCorrectionReported,
     DealLost,
     DealLostReported,
+    DealNextStepSet,
+    DealOwnerChanged,
+    DealReopened,
+    DealReopenRequested,
     DealStageChanged,
     DealWon,
     DemoHeld,
+    DemoNoShow,
+    DemoScheduled,
     DiscountApproved,
     LeadQualified,
     Money,
     Needs,
+    NextStep,
+    NextStepMissing,
+    NextStepOverdue,
     ObjectionRaised,
     ObjectionResolved,
+    OwnerChangeRequested,
     PaymentReceived,
     ProposalAccepted,
     ProposalSent,
@@ -27,24 +40,32 @@ from contracts.events import (
     QuoteIssued,
     QuoteLineRequest,
     QuotePrepared,
+    StageMoveRequested,
 )
 from services.proposal.config import Limits, ProposalPlaybook, load_playbook
 from services.proposal.domain import (
     Deal,
     QuoteStatus,
     deadlines,
+    on_activity_logged,
     on_contract_signed,
     on_deadline,
+    on_deal_correction_reported,
     on_deal_lost_reported,
+    on_deal_reopen_requested,
     on_demo_held,
+    on_demo_no_show,
+    on_demo_scheduled,
     on_discount_approved,
     on_lead_qualified,
     on_objection_raised,
     on_objection_resolved,
+    on_owner_change_requested,
     on_payment_received,
     on_proposal_accepted,
     on_proposal_sent,
     on_quote_prepared,
+    on_stage_move_requested,
     percent_off,
     price_quote,
 )
@@ -181,9 +202,13 @@ def announced(deadline: Deadline) -> DeadlineReached:
     )
 
 
+def expiries(deal: Deal) -> list[Deadline]:
+    return [deadline for deadline in deadlines(deal) if deadline.kind == "quote_expiry"]
+
+
 def test_an_unanswered_quote_expires_once() -> None:
     deal = quoted()
-    [deadline] = deadlines(deal)
+    [deadline] = expiries(deal)
     due = deadline.due_at
     assert deadline == Deadline("quote_expiry", "1", at(2) + timedelta(days=30))
     reached = announced(deadline)
@@ -199,11 +224,11 @@ def test_an_unanswered_quote_expires_once() -> None:
 
 def test_the_expiry_of_a_superseded_quote_changes_nothing() -> None:
     deal = quoted()
-    [first_expiry] = deadlines(deal)
+    [first_expiry] = expiries(deal)
     revised = on_proposal_sent(
         deal, activity(ProposalSent, 3, currency="EUR", lines=LINES[:1]), at(3), PLAYBOOK
     ).state
-    assert [(d.kind, d.key) for d in deadlines(revised)] == [("quote_expiry", "2")]
+    assert [(d.kind, d.key) for d in expiries(revised)] == [("quote_expiry", "2")]
 
     stale = on_deadline(revised, announced(first_expiry), first_expiry.due_at, PLAYBOOK)
 
@@ -372,3 +397,278 @@ def test_a_new_objection_is_refused_when_every_kept_one_is_open() -> None:
 
     assert (refused.value.code, refused.value.field) == ("too_many_open_objections", "objection_id")
     assert list(raise_objection(deal, "o-2", playbook).objections) == ["o-1", "o-2"]
+
+
+# --- rep actions at any stage (issue 16) ---------------------------------------------------------
+
+
+def test_an_activity_with_a_next_step_sets_the_deals_next_step_and_says_so() -> None:
+    deal = qualified()
+    step = {"action": "send_case_study", "due_at": at(3).isoformat()}
+    logged = on_activity_logged(
+        deal,
+        activity(ActivityLogged, 1, kind="call", outcome="interested", actor="rep", next_step=step),
+        at(1),
+        PLAYBOOK,
+    )
+
+    [event] = logged.events
+    assert isinstance(event, DealNextStepSet)
+    assert (event.stage, event.next_step.action, event.source, event.set_at) == (
+        "presentation",
+        "send_case_study",
+        "activity.logged",
+        at(1),
+    )
+    assert logged.state.next_step == NextStep(action="send_case_study", due_at=at(3))
+    assert logged.state.last_activity_at == at(1)
+    assert logged.state.stage == "presentation"  # an activity logged moves no stage
+
+
+def test_an_activity_without_a_next_step_only_records_when_it_happened() -> None:
+    deal = qualified()
+    logged = on_activity_logged(deal, activity(ActivityLogged, 2, kind="note"), at(2), PLAYBOOK)
+    assert logged.events == []
+    assert (logged.state.last_activity_at, logged.state.next_step) == (at(2), deal.next_step)
+
+
+def test_an_older_activity_does_not_replace_a_newer_next_step_nor_one_of_a_later_stage() -> None:
+    deal = qualified()
+    newer = {"action": "call_cfo", "due_at": at(5).isoformat()}
+    deal = on_activity_logged(
+        deal, activity(ActivityLogged, 2, kind="call", next_step=newer), at(2), PLAYBOOK
+    ).state
+    older = {"action": "email_cfo", "due_at": at(4).isoformat()}
+    late = on_activity_logged(
+        deal, activity(ActivityLogged, 1, kind="email", next_step=older), at(1), PLAYBOOK
+    )
+    assert (late.events, late.state.next_step.action if late.state.next_step else None) == ([], "call_cfo")
+    before_qualified = on_activity_logged(deal, activity(ActivityLogged, -1, kind="call"), at(-1), PLAYBOOK)
+    assert before_qualified.state == deal  # qualification's to answer
+
+
+def test_an_activity_on_a_closed_deal_is_refused() -> None:
+    lost = on_deal_lost_reported(
+        qualified(), activity(DealLostReported, 1, reason_code="price"), at(1), PLAYBOOK
+    ).state
+    with pytest.raises(RuleBroken) as refused:
+        on_activity_logged(lost, activity(ActivityLogged, 2, kind="call"), at(2), PLAYBOOK)
+    assert refused.value.code == "deal_closed"
+
+
+def test_demo_scheduled_and_no_show_set_the_playbooks_next_steps() -> None:
+    meeting = at(4)
+    scheduled = on_demo_scheduled(
+        qualified(), activity(DemoScheduled, 1, scheduled_for=meeting.isoformat()), at(1), PLAYBOOK
+    )
+    [event] = scheduled.events
+    assert isinstance(event, DealNextStepSet)
+    assert (event.next_step, event.source) == (NextStep(action="hold_demo", due_at=meeting), "demo_scheduled")
+
+    no_show = on_demo_no_show(scheduled.state, activity(DemoNoShow, 4), at(4), PLAYBOOK)
+    [event] = no_show.events
+    assert isinstance(event, DealNextStepSet)
+    assert event.next_step == NextStep(action="reschedule_demo", due_at=at(6))
+    assert no_show.state.next_step == event.next_step
+
+
+def test_a_stage_entered_sets_its_next_step_and_an_overdue_one_is_raised_once() -> None:
+    deal = qualified()
+    assert deal.next_step == NextStep(action="hold_demo", due_at=T0 + timedelta(days=7))
+    [overdue] = [d for d in deadlines(deal) if d.kind == "next_step_overdue"]
+    assert overdue.due_at == T0 + timedelta(days=7)
+
+    raised = on_deadline(deal, announced(overdue), overdue.due_at, PLAYBOOK)
+
+    [event] = raised.events
+    assert isinstance(event, NextStepOverdue)
+    assert (event.stage, event.owner, event.next_step, event.due_at) == (
+        "presentation",
+        "rep",
+        deal.next_step,
+        overdue.due_at,
+    )
+    assert [d for d in deadlines(raised.state) if d.kind == "next_step_overdue"] == []
+    assert on_deadline(raised.state, announced(overdue), overdue.due_at, PLAYBOOK).events == []
+    # a newer next step is a new deadline: it may fall overdue too
+    step = {"action": "call_again", "due_at": at(9).isoformat()}
+    renewed = on_activity_logged(
+        raised.state, activity(ActivityLogged, 8, kind="call", next_step=step), at(8), PLAYBOOK
+    ).state
+    assert [d.due_at for d in deadlines(renewed) if d.kind == "next_step_overdue"] == [at(9)]
+
+
+def test_a_superseded_next_step_is_not_raised() -> None:
+    deal = qualified()
+    [first] = [d for d in deadlines(deal) if d.kind == "next_step_overdue"]
+    step = {"action": "call_again", "due_at": at(9).isoformat()}
+    renewed = on_activity_logged(
+        deal, activity(ActivityLogged, 2, kind="call", next_step=step), at(2), PLAYBOOK
+    )
+    stale = on_deadline(renewed.state, announced(first), first.due_at, PLAYBOOK)
+    assert stale.events == []
+
+
+def test_a_stage_the_playbook_no_longer_has_raises_next_step_missing_once() -> None:
+    deal = qualified().model_copy(update={"stage": "retired", "next_step": None})
+    moved = on_stage_move_requested(
+        deal, activity(StageMoveRequested, 1, to_stage="proposal", actor="rep"), at(1), PLAYBOOK
+    )
+    assert [type(e) for e in moved.events] == [DealStageChanged]  # proposal has a next step
+    playbook = PLAYBOOK.model_copy(
+        update={
+            "stages": {k: v for k, v in PLAYBOOK.stages.items() if k != "negotiation"}
+            | {"negotiation": PLAYBOOK.stages["negotiation"].model_copy(update={"next_step": None})}
+        }
+    )
+    sent = on_proposal_sent(
+        moved.state, activity(ProposalSent, 2, currency="EUR", lines=LINES), at(2), playbook
+    )
+    missing = [e for e in sent.events if isinstance(e, NextStepMissing)]
+    assert [(e.stage, e.detected_at) for e in missing] == [("negotiation", at(2))]
+    assert sent.state.next_step is None
+    assert [d for d in deadlines(sent.state) if d.kind == "next_step_overdue"] == []
+
+
+def test_an_owner_change_gives_the_deal_to_another_rep() -> None:
+    deal = qualified()
+    request = activity(OwnerChangeRequested, 2, new_owner="anna.schmidt", actor="manager", reason="territory")
+    changed = on_owner_change_requested(deal, request, at(2), PLAYBOOK)
+    [event] = changed.events
+    assert isinstance(event, DealOwnerChanged)
+    assert (event.previous_owner, event.owner, event.changed_at, event.actor) == (
+        "rep",
+        "anna.schmidt",
+        at(2),
+        "manager",
+    )
+    assert changed.state.owner == "anna.schmidt"
+    _, won = won_steps(
+        on_proposal_sent(
+            changed.state, activity(ProposalSent, 2, currency="EUR", lines=LINES), at(2), PLAYBOOK
+        ).state
+    )
+    assert [e.owner for e in won if isinstance(e, DealWon)] == ["anna.schmidt"]
+
+
+@pytest.mark.parametrize(("new_owner", "code"), [("nobody", "unknown_owner"), ("ole.berg", "unknown_owner")])
+def test_an_owner_change_to_no_active_rep_is_refused(new_owner: str, code: str) -> None:
+    with pytest.raises(RuleBroken) as refused:
+        on_owner_change_requested(
+            qualified(), activity(OwnerChangeRequested, 1, new_owner=new_owner), at(1), PLAYBOOK
+        )
+    assert refused.value.code == code
+
+
+def test_an_owner_change_to_the_same_owner_is_refused() -> None:
+    deal = qualified().model_copy(update={"owner": "anna.schmidt"})
+    with pytest.raises(RuleBroken) as refused:
+        on_owner_change_requested(
+            deal, activity(OwnerChangeRequested, 1, new_owner="anna.schmidt"), at(1), PLAYBOOK
+        )
+    assert refused.value.code == "owner_unchanged"
+
+
+def lost_deal() -> Deal:
+    deal = on_demo_held(qualified(), activity(DemoHeld, 1), at(1), PLAYBOOK).state
+    return on_deal_lost_reported(
+        deal, activity(DealLostReported, 2, reason_code="timing"), at(2), PLAYBOOK
+    ).state
+
+
+def test_a_lost_deal_reopens_into_a_named_stage_in_a_new_cycle_keeping_its_history() -> None:
+    lost = lost_deal()
+    request = activity(DealReopenRequested, 10, to_stage="proposal", actor="rep", reason="budget back")
+
+    reopened = on_deal_reopen_requested(lost, request, at(10), PLAYBOOK)
+
+    first, changed = reopened.events
+    assert isinstance(first, DealReopened)
+    assert (first.stage, first.cycle, first.reopened_at, first.reason) == (
+        "proposal",
+        2,
+        at(10),
+        "budget back",
+    )
+    assert isinstance(changed, DealStageChanged)
+    assert (changed.previous_stage, changed.stage, changed.changed_at) == ("lost", "proposal", at(10))
+    assert changed.next_step is not None
+    state = reopened.state
+    assert (state.stage, state.cycle, state.demos_held) == ("proposal", 2, 1)
+    assert [visit.stage for visit in state.history] == ["presentation", "proposal", "lost", "proposal"]
+    assert state.next_step == changed.next_step
+    # the new cycle goes on as any: quote, accept, sign, pay wins it
+    sent = on_proposal_sent(state, activity(ProposalSent, 11, currency="EUR", lines=LINES), at(11), PLAYBOOK)
+    assert sent.state.stage == "negotiation"
+
+
+@pytest.mark.parametrize(
+    ("deal", "to_stage", "code"),
+    [
+        (qualified, "proposal", "deal_not_lost"),
+        (lambda: won_steps(quoted())[0], "proposal", "deal_not_lost"),
+        (lost_deal, "nowhere", "unknown_stage"),
+        (lost_deal, "qualification", "unknown_stage"),
+    ],
+)
+def test_reopening_is_refused_unless_lost_and_into_a_stage_of_the_pipeline(
+    deal: object, to_stage: str, code: str
+) -> None:
+    with pytest.raises(RuleBroken) as refused:
+        on_deal_reopen_requested(
+            deal(),
+            activity(DealReopenRequested, 20, to_stage=to_stage),
+            at(20),
+            PLAYBOOK,  # type: ignore[operator]
+        )
+    assert refused.value.code == code
+
+
+def test_a_correction_changes_amount_and_close_date_and_keeps_the_previous_values() -> None:
+    deal = qualified().model_copy(update={"expected_close_date": date(2026, 12, 15)})
+    correction = activity(
+        DealCorrectionReported,
+        1,
+        amount={"amount_minor": 2_500_000, "currency": "EUR"},
+        expected_close_date="2027-01-31",
+        actor="rep",
+        reason="bigger scope",
+    )
+    corrected = on_deal_correction_reported(deal, correction, at(1), PLAYBOOK)
+    [event] = corrected.events
+    assert isinstance(event, DealCorrected)
+    assert (event.previous_amount, event.amount) == (
+        deal.amount,
+        Money(amount_minor=2_500_000, currency="EUR"),
+    )
+    assert (event.previous_expected_close_date, event.expected_close_date) == (
+        date(2026, 12, 15),
+        date(2027, 1, 31),
+    )
+    assert (corrected.state.amount.amount_minor, corrected.state.expected_close_date) == (
+        2_500_000,
+        date(2027, 1, 31),
+    )
+    only_date = on_deal_correction_reported(
+        corrected.state,
+        activity(DealCorrectionReported, 2, expected_close_date="2027-02-28"),
+        at(2),
+        PLAYBOOK,
+    )
+    [event] = only_date.events
+    assert isinstance(event, DealCorrected)
+    assert (event.previous_amount, event.amount, event.expected_close_date) == (None, None, date(2027, 2, 28))
+
+
+def test_corrections_that_change_nothing_or_a_closed_deal_are_refused() -> None:
+    deal = qualified()
+    for fields in ({}, {"amount": deal.amount.model_dump()}):
+        with pytest.raises(RuleBroken) as refused:
+            on_deal_correction_reported(deal, activity(DealCorrectionReported, 1, **fields), at(1), PLAYBOOK)
+        assert refused.value.code == "nothing_to_correct"
+    won = won_steps(quoted())[0]
+    with pytest.raises(RuleBroken) as refused:
+        on_deal_correction_reported(
+            won, activity(DealCorrectionReported, 9, expected_close_date="2027-01-01"), at(9), PLAYBOOK
+        )
+    assert refused.value.code == "deal_closed"

@@ -466,3 +466,19 @@ def test_the_edge_ignores_closures_when_gathering() -> None:
     lost = DealLost(deal_id="x-1", stage="closing", reason_code="budget", lost_at=NOW)
 
     assert edge.facts.gather(lost, NOW) == KnownLeads()
+
+
+def test_a_lead_nobody_has_room_for_waits_in_its_teams_queue_which_qualification_watches() -> None:
+    from services.qualification import domain as qualification
+    from services.qualification.config import load_playbook as qualification_playbook
+
+    everyone_full = {rep.name: rep.capacity for team in PLAYBOOK.routing.teams for rep in team.reps}
+    [prospect] = on_lead_captured(None, lead(), NOW, KnownLeads(rep_loads=everyone_full), PLAYBOOK).events
+
+    assert isinstance(prospect, ProspectIdentified)
+    assert prospect.owner == "unassigned:emea"
+    # The lead's owner is the queue qualification keeps a claim deadline for (its unassigned SLA).
+    rules = qualification_playbook()
+    opened = qualification.on_prospect_identified(None, prospect, NOW, rules).state
+    kinds = {deadline.kind for deadline in qualification.deadlines(opened, rules)}
+    assert qualification.UNASSIGNED_UNCLAIMED in kinds

@@ -3,17 +3,21 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from contracts.events import (
+    ActivityLogged,
     Company,
     Contact,
     DeadlineReached,
+    DealOwnerChanged,
     DiscoveryCallLogged,
     LeadDisqualified,
     LeadNurtured,
     LeadQualified,
     Money,
     NextStep,
+    NextStepOverdue,
     NextStepScheduled,
     NurtureRequested,
+    OwnerChangeRequested,
     ProspectIdentified,
     QualificationReopened,
     SlaBreached,
@@ -24,9 +28,11 @@ from services.qualification.domain import (
     Qualification,
     Status,
     deadlines,
+    on_activity_logged,
     on_deadline,
     on_discovery_call_logged,
     on_nurture_requested,
+    on_owner_change_requested,
     on_prospect_identified,
     on_touch_logged,
 )
@@ -37,7 +43,7 @@ NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 BANT_MET = {"budget": True, "authority": True, "need": True, "timeline": True}
 
 
-def prospect(tier: str = "C", now: datetime = NOW) -> ProspectIdentified:
+def prospect(tier: str = "C", now: datetime = NOW, owner: str = "rep") -> ProspectIdentified:
     return ProspectIdentified(
         deal_id="d-1",
         lead_id="d-1",
@@ -47,7 +53,7 @@ def prospect(tier: str = "C", now: datetime = NOW) -> ProspectIdentified:
         marketing_consent=True,
         fit_score=90,
         tier=tier,
-        owner="rep",
+        owner=owner,
         next_step=NextStep(action="first_touch", due_at=now + timedelta(hours=4)),
     )
 
@@ -93,6 +99,7 @@ def test_a_prospect_opens_a_cadence_by_tier_and_publishes_the_next_step() -> Non
     assert sorted(deadlines(state, PLAYBOOK)) == [
         Deadline("cadence_end", "1", NOW + timedelta(days=10)),
         Deadline("first_touch_overdue", "1", NOW + timedelta(hours=4)),
+        Deadline("next_step_overdue", "1", NOW + timedelta(hours=4)),
         Deadline("qualification_overdue", "1", NOW + timedelta(days=30)),
     ]
 
@@ -130,6 +137,7 @@ def test_bant_met_with_an_amount_qualifies_the_lead() -> None:
     [event] = decision.events
     assert isinstance(event, LeadQualified)
     assert (event.amount, event.owner, event.framework) == (amount, "rep", "BANT")
+    assert event.lead_source == "web_form", "the playbook may choose the deal's pipeline by its source"
     assert decision.state.status is Status.QUALIFIED
     assert deadlines(decision.state, PLAYBOOK) == []
 
@@ -174,6 +182,7 @@ def test_not_yet_means_nurture_and_the_lead_reopens_on_the_date() -> None:
         ("first_touch_overdue", "2"),
         ("cadence_end", "2"),
         ("qualification_overdue", "2"),
+        ("next_step_overdue", "2"),
     }
 
 
@@ -265,7 +274,9 @@ def apply_calls(*calls: DiscoveryCallLogged, state: Qualification | None = None)
 def test_a_call_with_partial_answers_keeps_them_and_decides_nothing() -> None:
     decision = apply_calls(call(answers={"budget": False, "need": True}))
 
-    assert decision.events == []
+    [follow_up] = decision.events  # nothing decided: the next step is another call
+    assert isinstance(follow_up, NextStepScheduled)
+    assert follow_up.next_step == NextStep(action="discovery_call", due_at=NOW + timedelta(days=2))
     assert decision.state.status is Status.OPEN
     assert {name: answer.value for name, answer in decision.state.answers.items()} == {
         "budget": False,
@@ -313,7 +324,10 @@ def test_a_call_that_names_no_framework_uses_the_playbook_default() -> None:
 def test_an_explicit_outcome_decides_and_continue_never_does() -> None:
     amount = {"amount_minor": 100, "currency": "EUR"}
     waiting = apply_calls(call(estimated_amount=amount, outcome="continue"))
-    assert (waiting.events, waiting.state.status) == ([], Status.OPEN)
+    assert ([type(event) for event in waiting.events], waiting.state.status) == (
+        [NextStepScheduled],
+        Status.OPEN,
+    )
 
     qualified = apply_calls(call(answers={}, outcome="qualified"), state=waiting.state)
     assert [type(event) for event in qualified.events] == [LeadQualified]
@@ -332,7 +346,10 @@ def test_when_the_playbook_says_never_only_an_explicit_outcome_decides() -> None
 
     decision = on_discovery_call_logged(opened(), complete, NOW, strict)
 
-    assert (decision.events, decision.state.status) == ([], Status.OPEN)
+    assert ([type(event) for event in decision.events], decision.state.status) == (
+        [NextStepScheduled],
+        Status.OPEN,
+    )
 
 
 def test_the_qualification_sla_decides_on_what_was_gathered() -> None:
@@ -365,3 +382,164 @@ def test_at_sla_breach_only_leaves_the_lead_open() -> None:
 
     assert [type(event) for event in decision.events] == [SlaBreached]
     assert decision.state.status is Status.OPEN
+
+
+# --- rep actions: activity.logged, owner changes, the unassigned queue, overdue next steps -------------
+
+
+def logged(kind: str, outcome: str | None = None, **fields: object) -> ActivityLogged:
+    return ActivityLogged.model_validate(
+        {"deal_id": "d-1", "occurred_at": NOW.isoformat(), "kind": kind, "outcome": outcome} | fields
+    )
+
+
+def owner_change(new_owner: str = "anna.schmidt", at: datetime = NOW) -> OwnerChangeRequested:
+    return OwnerChangeRequested(
+        deal_id="d-1", occurred_at=at, new_owner=new_owner, actor="team.lead", reason="claim"
+    )
+
+
+def test_a_logged_call_or_email_is_a_touch_of_the_cadence() -> None:
+    called = on_activity_logged(opened("C"), logged("call", "no_answer"), NOW, PLAYBOOK)
+    [step] = called.events
+    assert isinstance(step, NextStepScheduled)
+    assert (step.next_step.action, step.touches_done) == ("touch_2", 1)
+    assert ("first_touch_overdue", "1") not in pending(called.state)
+
+    replied = on_activity_logged(called.state, logged("email", "replied"), NOW, PLAYBOOK)
+    assert replied.state.next_step == NextStep(action="discovery_call", due_at=NOW + timedelta(days=2))
+    assert ("cadence_end", "1") not in pending(replied.state)
+
+
+def test_a_note_changes_nothing_but_a_carried_next_step_replaces_the_leads() -> None:
+    state = opened()
+    note = on_activity_logged(state, logged("note"), NOW, PLAYBOOK)
+    assert (note.state, note.events) == (state, [])
+
+    step = NextStep(action="send_case_study", due_at=NOW + timedelta(days=1))
+    task = on_activity_logged(state, logged("task", next_step=step.model_dump(mode="json")), NOW, PLAYBOOK)
+    [event] = task.events
+    assert isinstance(event, NextStepScheduled)
+    assert event.next_step == task.state.next_step == step
+    assert task.state.touches_done == 0  # a task is no touch
+
+    call_with_step = on_activity_logged(
+        state, logged("call", "voicemail", next_step=step.model_dump()), NOW, PLAYBOOK
+    )
+    assert (call_with_step.state.touches_done, call_with_step.state.next_step) == (1, step)
+
+
+def test_activities_on_a_qualified_lead_are_proposals_and_on_a_closed_one_refused() -> None:
+    qualified = opened().model_copy(update={"status": Status.QUALIFIED})
+    for handler, activity in (
+        (on_activity_logged, logged("call")),
+        (on_owner_change_requested, owner_change()),
+    ):
+        decision = handler(qualified, activity, NOW, PLAYBOOK)  # type: ignore[operator]
+        assert (decision.state, decision.events) == (qualified, [])
+
+    closed = opened().model_copy(update={"status": Status.DISQUALIFIED})
+    for handler, activity in (
+        (on_activity_logged, logged("call")),
+        (on_owner_change_requested, owner_change()),
+    ):
+        with pytest.raises(RuleBroken) as caught:
+            handler(closed, activity, NOW, PLAYBOOK)  # type: ignore[operator]
+        assert caught.value.code == "qualification_closed"
+
+
+def test_an_owner_change_gives_the_lead_and_its_later_events_to_the_new_owner() -> None:
+    decision = on_owner_change_requested(opened(), owner_change("luc.martin"), NOW, PLAYBOOK)
+
+    [changed] = decision.events
+    assert changed == DealOwnerChanged(
+        deal_id="d-1", previous_owner="rep", owner="luc.martin", changed_at=NOW, actor="team.lead"
+    )
+    assert decision.state.owner == "luc.martin"
+    _, events = fire(decision.state, "first_touch_overdue", NOW + timedelta(hours=5))
+    assert [event.owner for event in events] == ["luc.martin"]  # type: ignore[attr-defined]
+
+    again = on_owner_change_requested(decision.state, owner_change("luc.martin"), NOW, PLAYBOOK)
+    assert (again.state, again.events) == (decision.state, [])
+
+
+def test_an_owner_who_is_no_rep_of_the_playbooks_teams_is_refused() -> None:
+    with pytest.raises(RuleBroken) as caught:
+        on_owner_change_requested(opened(), owner_change("mallory"), NOW, PLAYBOOK)
+
+    assert (caught.value.code, caught.value.field) == ("unknown_owner", "new_owner")
+
+
+def test_a_nurtured_lead_can_change_owner_and_reopens_with_them() -> None:
+    request = NurtureRequested(deal_id="d-1", occurred_at=NOW, reopen_on=date(2027, 1, 1), reason="later")
+    nurtured = on_nurture_requested(opened(), request, NOW, PLAYBOOK).state
+
+    decision = on_owner_change_requested(nurtured, owner_change("jordan.lee"), NOW, PLAYBOOK)
+    _, events = fire(decision.state, "reopen", datetime(2027, 1, 1, tzinfo=UTC))
+
+    assert [event.owner for event in events] == ["jordan.lee", "jordan.lee"]  # type: ignore[attr-defined]
+
+
+def queued() -> Qualification:
+    return on_prospect_identified(None, prospect(owner="unassigned:emea"), NOW, PLAYBOOK).state
+
+
+def test_an_unclaimed_lead_of_the_unassigned_queue_breaches_its_sla_once() -> None:
+    due = NOW + timedelta(hours=PLAYBOOK.unassigned_claim_hours)
+    assert Deadline("unassigned_unclaimed", "1", due) in deadlines(queued(), PLAYBOOK)
+
+    state, events = fire(queued(), "unassigned_unclaimed", due)
+
+    [breach] = events
+    assert isinstance(breach, SlaBreached)
+    assert (breach.sla, breach.owner, breach.due_at) == ("unassigned_unclaimed", "unassigned:emea", due)
+    assert ("unassigned_unclaimed", "1") not in pending(state)
+    assert state.owner == "unassigned:emea"  # rebalancing is not done: the lead waits for a claim
+
+    claimed = on_owner_change_requested(state, owner_change("sofia.rossi"), due, PLAYBOOK)
+    assert [type(event) for event in claimed.events] == [DealOwnerChanged]
+    assert claimed.events[0].previous_owner == "unassigned:emea"  # type: ignore[attr-defined]
+
+
+def test_a_lead_claimed_in_time_has_no_unassigned_sla() -> None:
+    state = queued()
+    [deadline] = [d for d in deadlines(state, PLAYBOOK) if d.kind == "unassigned_unclaimed"]
+    claimed = on_owner_change_requested(state, owner_change("anna.schmidt"), NOW, PLAYBOOK).state
+
+    assert ("unassigned_unclaimed", "1") not in pending(claimed)
+    late = on_deadline(claimed, announced(deadline), deadline.due_at, PLAYBOOK)
+    assert (late.state, late.events) == (claimed, [])
+    assert ("unassigned_unclaimed", "1") not in pending(opened())  # an assigned lead has none
+
+
+def test_an_overdue_next_step_is_raised_once_and_a_newer_step_starts_afresh() -> None:
+    state = opened()
+    step = state.next_step
+    assert step is not None
+
+    state, events = fire(state, "next_step_overdue", step.due_at)
+
+    [overdue] = events
+    assert overdue == NextStepOverdue(
+        deal_id="d-1", owner="rep", stage="qualification", next_step=step, due_at=step.due_at
+    )
+    assert ("next_step_overdue", "1") not in pending(state)
+
+    later = NextStep(action="call_back", due_at=NOW + timedelta(days=3))
+    rescheduled = on_activity_logged(state, logged("note", next_step=later.model_dump()), NOW, PLAYBOOK).state
+    assert Deadline("next_step_overdue", "1", later.due_at) in deadlines(rescheduled, PLAYBOOK)
+    stale = on_deadline(
+        rescheduled, announced(Deadline("next_step_overdue", "1", step.due_at)), later.due_at, PLAYBOOK
+    )
+    assert (stale.state, stale.events) == (rescheduled, [])
+
+
+def test_a_next_step_due_when_the_cadence_or_the_sla_decides_is_not_reported_overdue() -> None:
+    state = opened("C")
+    for _ in range(3):
+        state = on_touch_logged(state, touch(), NOW, PLAYBOOK).state
+    assert state.next_step is not None
+    assert state.next_step.action == "await_reply"
+
+    assert ("next_step_overdue", "1") not in pending(state)
+    assert ("cadence_end", "1") in pending(state)
