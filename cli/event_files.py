@@ -63,30 +63,18 @@ def events_from_file(path: Path, time_shift: timedelta = timedelta(0)) -> Iterat
     yield from read.events
 
 
+class _Refused(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field, self.reason = field, reason
+
+
 def _read_line(read: EventFile, number: int, line: str, time_shift: timedelta) -> None:
     try:
-        item = json.loads(line)
-    except ValueError as error:
-        read.problems.append(Problem(number, "", f"not valid JSON ({error})"))
+        kind, model, data, event_id = _envelope(line)
+    except _Refused as refused:
+        read.problems.append(Problem(number, refused.field, refused.reason))
         return
-    if not isinstance(item, dict):
-        read.problems.append(Problem(number, "", 'not an object: {"type": ..., "data": {...}}'))
-        return
-    kind, data, event_id = item.get("type"), item.get("data"), item.get("id")
-    if not isinstance(kind, str):
-        read.problems.append(Problem(number, "type", 'missing: name the event, e.g. "lead.captured.v1"'))
-        return
-    model = event_model(kind if kind.startswith("io.") else f"io.dealflow.{kind}")
-    if model is None:
-        read.problems.append(Problem(number, "type", f"unknown event type {kind!r}"))
-        return
-    if not isinstance(data, dict):
-        read.problems.append(Problem(number, "data", "missing: the event's fields, as an object"))
-        return
-    if event_id is not None and not isinstance(event_id, str):
-        read.problems.append(Problem(number, "id", "must be a string"))
-        return
-    data = dict(data)
     for name in SHIFTED_TIMES:
         if isinstance(data.get(name), str):
             with contextlib.suppress(ValueError):  # the contract's validation below names the field
@@ -103,6 +91,27 @@ def _read_line(read: EventFile, number: int, line: str, time_shift: timedelta) -
     read.unknown_fields.extend(
         Problem(number, path, f"not a field of {kind}: ignored") for path in unknown_fields(model, data)
     )
+
+
+def _envelope(line: str) -> tuple[str, type[Event], dict[str, Any], str | None]:
+    """The line's event type, its contract, a copy of its data and its id; _Refused says what is wrong."""
+    try:
+        item = json.loads(line)
+    except ValueError as error:
+        raise _Refused("", f"not valid JSON ({error})") from error
+    if not isinstance(item, dict):
+        raise _Refused("", 'not an object: {"type": ..., "data": {...}}')
+    kind, data, event_id = item.get("type"), item.get("data"), item.get("id")
+    if not isinstance(kind, str):
+        raise _Refused("type", 'missing: name the event, e.g. "lead.captured.v1"')
+    model = event_model(kind if kind.startswith("io.") else f"io.dealflow.{kind}")
+    if model is None:
+        raise _Refused("type", f"unknown event type {kind!r}")
+    if not isinstance(data, dict):
+        raise _Refused("data", "missing: the event's fields, as an object")
+    if event_id is not None and not isinstance(event_id, str):
+        raise _Refused("id", "must be a string")
+    return kind, model, dict(data), event_id
 
 
 def unknown_fields(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> list[str]:

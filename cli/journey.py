@@ -20,9 +20,19 @@ def summary(event: SeenEvent) -> str:
         case "lead.captured.v1":
             return f"{data.get('email')} at {data.get('company_name') or data.get('website') or '?'}"
         case "prospect.identified.v1":
-            return f"fit {data.get('fit_score')} (tier {data.get('tier')}), owner {data.get('owner')}"
+            fit = ", ".join(
+                f"{item.get('criterion')} {item.get('points')}"
+                for item in data.get("fit_explanation", [])
+                if isinstance(item, dict)
+            )
+            return (
+                f"fit {data.get('fit_score')} (tier {data.get('tier')}{': ' + fit if fit else ''}),"
+                f" owner {data.get('owner')}"
+            )
         case "lead.merged.v1":
-            return f"{data.get('lead_id')} merged in (same {data.get('matched_on')})"
+            committee = data.get("relation") == "buying_committee"
+            joins = "joins the buying committee of" if committee else "merged into"
+            return f"{data.get('lead_id')} {joins} {event.key} (same {data.get('matched_on')})"
         case "lead.rejected.v1":
             return ", ".join(str(reason.get("code")) for reason in data.get("reasons", []))
         case "qualification.next_step_scheduled.v1":
@@ -71,6 +81,10 @@ def summary(event: SeenEvent) -> str:
         case "activity.demo_held.v1":
             return f"attendees: {', '.join(data.get('attendees', [])) or '-'}"
         case "activity.proposal_sent.v1":
+            if data.get("quote_version") is not None:
+                return f"quote v{data.get('quote_version')} sent"
+            return f"{len(data.get('lines', []))} quote lines in {data.get('currency')}, prepared and sent"
+        case "activity.quote_prepared.v1":
             return f"{len(data.get('lines', []))} quote lines in {data.get('currency')}"
         case "activity.payment_received.v1":
             return _money(data.get("amount"))
@@ -87,8 +101,23 @@ def line(event: SeenEvent) -> str:
 
 
 def journey(events: Iterable[SeenEvent], deal_id: str) -> list[SeenEvent]:
-    """The deal's events, and its expansion deals' openings, in order: time, then the stage's sequence."""
+    """The deal's events, its expansion deals' openings and, for a lead merged into another deal, the
+    merge (keyed by that deal), in order: time, then the stage's sequence."""
     return sorted(
-        (e for e in events if e.key == deal_id or (e.data or {}).get("original_deal_id") == deal_id),
+        (
+            e
+            for e in events
+            if e.key == deal_id
+            or (e.data or {}).get("original_deal_id") == deal_id
+            or (e.type == "lead.merged.v1" and (e.data or {}).get("lead_id") == deal_id)
+        ),
         key=lambda e: (e.time, e.headers.get("ce_sequence", ""), e.topic, e.offset),
+    )
+
+
+def merged_into(events: Iterable[SeenEvent], lead_id: str) -> str | None:
+    """The deal a lead was merged into, if it was."""
+    return next(
+        (e.key for e in events if e.type == "lead.merged.v1" and (e.data or {}).get("lead_id") == lead_id),
+        None,
     )

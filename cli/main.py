@@ -17,7 +17,7 @@ from cli import deadletters, demo, docs
 from cli.erasure import erasure_summary
 from cli.event_files import read_event_file
 from cli.journey import journey as deal_journey
-from cli.journey import line
+from cli.journey import line, merged_into
 from cli.kafka_io import (
     SeenEvent,
     all_topics,
@@ -91,13 +91,16 @@ def follow_events(
 def show_journey(deal_id: Annotated[str, typer.Argument(help="the deal's (or lead's) id")]) -> None:
     """Show one deal's journey across the stage services, from its events on every topic."""
     settings = Settings()
-    events = deal_journey(asyncio.run(read_all(settings, all_topics(settings))), deal_id)
+    everything = asyncio.run(read_all(settings, all_topics(settings)))
+    events = deal_journey(everything, deal_id)
     if not events:
         typer.echo(f"no events for {deal_id}")
         raise typer.Exit(1)
     typer.echo(deal_id)
     for event in events:
         typer.echo(line(event))
+    if (deal := merged_into(everything, deal_id)) is not None and deal != deal_id:
+        typer.echo(f"merged into {deal}: its journey goes on there (dealflow journey {deal})")
 
 
 deadletters_app = typer.Typer(help="Inspect and re-drive dead-lettered records.", no_args_is_help=True)
@@ -330,6 +333,7 @@ def run_bench(
 def show_report(
     url: Annotated[str, typer.Option(help="the insights service")] = "http://127.0.0.1:8085",
     period: Annotated[str, typer.Option(help="bottlenecks of one month (YYYY-MM) or of all time")] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="the report as /api/report answers it")] = False,
 ) -> None:
     """Print the funnel, forecast, bottlenecks and stalled deals from the insights service.
 
@@ -349,6 +353,9 @@ def show_report(
     except httpx.HTTPError as error:
         typer.echo(f"cannot read the report from {url}: {error}", err=True)
         raise typer.Exit(1) from error
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2, ensure_ascii=False))
+        return
     try:
         report.print_report(figures, period, Console())
     except KeyError as error:

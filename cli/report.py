@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from contracts.currencies import exponent, to_units
@@ -197,5 +198,14 @@ def print_report(report: dict[str, Any], period: str, console: Console) -> None:
         *bottleneck_tables(report, period),
         stalled_table(report),
     ]
-    for table in tables:
-        console.print(table)
+    # As wide as the widest table needs, whatever the terminal (or a pipe's 80 columns): figures and
+    # names are never cut. Rich never prints wider than its console, so the console is widened.
+    wide = console.options.update(width=10_000)
+    needed = max(Measurement.get(console, wide, table).maximum for table in tables)
+    terminal = console.width
+    console.width = max(needed, terminal)
+    try:
+        for table in tables:
+            console.print(table, crop=False)
+    finally:
+        console.width = terminal

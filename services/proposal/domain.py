@@ -457,13 +457,7 @@ def on_deal_reopen_requested(
     """A lost deal re-enters a stage of its pipeline in its next cycle; its history and facts are kept."""
     if deal.stage != LOST:
         raise RuleBroken("deal_not_lost", f"only a lost deal is reopened; this one is {deal.stage}")
-    stages = playbook.stages_of(deal.pipeline)
-    if request.to_stage not in stages:
-        raise RuleBroken(
-            "unknown_stage",
-            f"{request.to_stage!r} is not a stage of the deal's pipeline ({', '.join(stages)})",
-            "to_stage",
-        )
+    _pipeline_stages_including(deal, request.to_stage, playbook)
     cycle = deal.cycle + 1
     moved = _move(deal.model_copy(update={"cycle": cycle}), request.to_stage, now, playbook)
     reopened = DealReopened(
@@ -626,18 +620,21 @@ def facts(deal: Deal) -> dict[str, bool]:
     }
 
 
+def _pipeline_stages_including(deal: Deal, stage: str, playbook: ProposalPlaybook) -> list[str]:
+    """The proposal stages of the deal's pipeline; refused (unknown_stage) unless `stage` is one of them."""
+    stages = list(playbook.stages_of(deal.pipeline))
+    if stage not in stages:
+        shown = ", ".join(stages)
+        raise RuleBroken("unknown_stage", f"{stage!r} is not a stage of its pipeline ({shown})", "to_stage")
+    return stages
+
+
 def on_stage_move_requested(
     deal: Deal, request: StageMoveRequested, now: datetime, playbook: ProposalPlaybook
 ) -> Decision[Deal]:
     """A rep moves the deal forward to a stage of its pipeline, if every stage it leaves lets it go."""
     _require_open(deal)
-    stages = playbook.stages_of(deal.pipeline)
-    if request.to_stage not in stages:
-        raise RuleBroken(
-            "unknown_stage",
-            f"{request.to_stage!r} is not a stage of the deal's pipeline ({', '.join(stages)})",
-            "to_stage",
-        )
+    stages = _pipeline_stages_including(deal, request.to_stage, playbook)
     if deal.stage not in stages:  # a stage the playbook no longer has: the rep moves it on, unchecked
         return _move(deal, request.to_stage, now, playbook)
     here, there = stages.index(deal.stage), stages.index(request.to_stage)

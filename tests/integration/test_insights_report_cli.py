@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -158,3 +159,25 @@ async def test_the_timeline_api_shows_one_deal_across_its_stages(settings: Setti
     ]
     assert [entry["event"] for entry in timeline["entries"]][-1] == "deal.lost"
     assert missing.status_code == 404
+
+
+async def test_a_narrow_terminal_or_a_pipe_cuts_no_figure_and_json_gives_the_same_report(
+    settings: Settings,
+) -> None:
+    async with serving(settings) as url:
+        narrow = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["report", "--url", url], env={"COLUMNS": "40", **TOKEN_ENV}
+        )
+        as_json = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["report", "--url", url, "--json"], env=TOKEN_ENV
+        )
+    assert narrow.exit_code == 0, narrow.output
+    assert "…" not in narrow.output
+    total = next(line for line in narrow.output.splitlines() if line.strip("│┃ ").startswith("total"))
+    assert "4,651.00" in total
+    assert "3,620.80" in total
+    assert "anna.schmidt" in narrow.output
+    assert "bant_budget_not_met" in narrow.output
+    assert as_json.exit_code == 0, as_json.output
+    figures = json.loads(as_json.output)
+    assert {"funnel", "forecast"} <= set(figures)
