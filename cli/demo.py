@@ -9,9 +9,9 @@ from pathlib import Path
 
 from cli.event_files import events_from_file
 from cli.journey import journey, line
-from cli.kafka_io import SeenEvent, all_topics, publish, records_for, wait_for
+from cli.kafka_io import SeenEvent, all_topics, publish, read_all, records_for, wait_for
 from contracts import Topic
-from contracts.events import Activity
+from contracts.events import Activity, LeadCaptured
 from shared.envelope import KafkaRecord
 from shared.settings import Settings
 
@@ -70,21 +70,44 @@ def story_shift(now: datetime, sample_dir: Path = SAMPLE_DIR) -> timedelta:
     return (now - STORY_ENDS_BEFORE_NOW) - last
 
 
-def demo_records(settings: Settings, now: datetime, sample_dir: Path = SAMPLE_DIR) -> list[KafkaRecord]:
-    """The demo's records, in the order it publishes them, its story moved to end just before `now`.
+def demo_records(
+    settings: Settings, now: datetime, sample_dir: Path = SAMPLE_DIR, shift: timedelta | None = None
+) -> list[KafkaRecord]:
+    """The demo's records, in the order it publishes them, its story moved to end just before `now`
+    (or by `shift`, to tell it again exactly as before).
 
     A malformed record goes first to show it cannot block the good leads behind it. Activities go out
     with their leads, not after them: the services hold early ones until the deal exists. Each lead says
     when it was captured (`captured_at`), so the deal's first stage starts then, not when it is sent.
     """
-    shift = story_shift(now, sample_dir)
+    shift = story_shift(now, sample_dir) if shift is None else shift
     leads = records_for(settings, events_from_file(sample_dir / "leads.jsonl", shift))
     activities = records_for(settings, events_from_file(sample_dir / "activities.jsonl", shift))
     return [malformed_record(settings), *leads, *activities]
 
 
+async def told_before(settings: Settings, sample_dir: Path = SAMPLE_DIR) -> timedelta | None:
+    """The shift the story was told with last time on this stack, if it was.
+
+    Told again with other times, every record would reuse its id with other content, and the services
+    would dead-letter the whole story as id conflicts; told the same, they absorb it as copies.
+    """
+    first_lead, first_id = next(iter(events_from_file(sample_dir / "leads.jsonl")))
+    if not isinstance(first_lead, LeadCaptured) or first_lead.captured_at is None:
+        return None
+    told = [
+        event
+        for event in await read_all(settings, [settings.topic(Topic.LEADS)])
+        if event.id == first_id and isinstance((event.data or {}).get("captured_at"), str)
+    ]
+    if not told:
+        return None
+    return datetime.fromisoformat(told[-1].data["captured_at"]) - first_lead.captured_at  # type: ignore[index]
+
+
 async def run_demo(settings: Settings, *, timeout: float, sample_dir: Path = SAMPLE_DIR) -> DemoOutcome:
-    await publish(settings, demo_records(settings, datetime.now(UTC), sample_dir))
+    shift = await told_before(settings, sample_dir)
+    await publish(settings, demo_records(settings, datetime.now(UTC), sample_dir, shift))
     expected = expected_outcomes(sample_dir)
     events = await wait_for(
         settings,

@@ -96,8 +96,12 @@ def summary(event: SeenEvent) -> str:
 
 def line(event: SeenEvent) -> str:
     source = event.headers.get("ce_source", "").removeprefix("/dealflow/")
+    what = summary(event)
+    if "dlq_error_code" in event.headers:  # a dead letter keeps its record's headers: say what it is
+        service = event.headers.get("dlq_service", "?")
+        what = f"DEAD-LETTERED by {service}: {event.headers['dlq_error_code']}"
     # Business time: a deal's events happen days or weeks apart.
-    return f"  {event.time[:16].replace('T', ' '):<16} {source:<14} {event.type:<40} {summary(event)}"
+    return f"  {event.time[:16].replace('T', ' '):<16} {source:<14} {event.type:<40} {what}"
 
 
 def journey(events: Iterable[SeenEvent], deal_id: str) -> list[SeenEvent]:

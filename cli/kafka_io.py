@@ -178,17 +178,18 @@ async def read_all(settings: Settings, topics: Iterable[str]) -> list[SeenEvent]
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
         remaining = {tp for tp in partitions if end[tp] > 0}
-        seen: list[SeenEvent] = []
+        seen: dict[tuple[str, int, int], SeenEvent] = {}
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
             for tp, records in batches.items():
-                seen.extend(seen_event(record) for record in records)
+                # By position: a fetch issued before the seek took effect can hand a record over twice.
+                seen.update(((r.topic, r.partition, r.offset), seen_event(r)) for r in records)
                 if records and records[-1].offset + 1 >= end[tp]:
                     remaining.discard(tp)
             for tp in list(remaining):
                 if await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
-        return seen
+        return list(seen.values())
 
 
 async def existing_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
