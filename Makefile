@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 
 include deploy/local/infra.mk
 
-.PHONY: help install run stop scale status logs test check lint typecheck imports pytest unit integration e2e fault hostile bench schemas clean
+.PHONY: help install run up where stop scale status logs test check lint typecheck imports pytest unit integration e2e fault hostile bench schemas clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,13 @@ install: $(INSTALLED) $(ASYNCAPI_VALIDATOR) ## create .venv and install dealflow
 run: install infra-up ## start the servers and the five services, run the demo, leave it all running
 	@bash $(SERVICES) start
 	@$(BIN)/dealflow demo
+	@$(MAKE) --no-print-directory where
+
+up: install infra-up ## start the servers and the five services without the demo, for your own data
+	@bash $(SERVICES) start
+	@$(MAKE) --no-print-directory where
+
+where:
 	@echo
 	@echo "Pipeline page (board, funnel, forecast, time in stage; it updates as events arrive). The link"
 	@echo "carries the API token (.local/api-token unless DEALFLOW_API_TOKEN is set): it signs the browser in"
