@@ -114,6 +114,7 @@ schemas: install ## regenerate contracts/schemas, contracts/asyncapi.yaml and pl
 	$(BIN)/python -m contracts.export
 	$(BIN)/python -m contracts.asyncapi
 	$(BIN)/python -m cli.playbook
+	$(BIN)/python -m contracts.reference
 	node $(ASYNCAPI_TOOLS)/validate.mjs contracts/asyncapi.yaml >/dev/null
 
 clean: stop ## stop everything and delete local data and the virtualenv (downloads stay cached)
