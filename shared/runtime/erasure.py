@@ -9,10 +9,9 @@ topics, dead-letter topics included, which only their retention removes (see REA
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 import structlog
 from pymongo.asynchronous.collection import AsyncCollection
@@ -20,7 +19,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from contracts.events import ErasureRequested, PersonalDataErased
 from shared.envelope import Envelope, KafkaRecord, derived_event_id, encode
 from shared.mongo import Document
-from shared.privacy import anonymise, emails_in, subject_key
+from shared.privacy import anonymise, subject_key
 from shared.runtime.cache import AggregateCache
 from shared.runtime.definition import StageFacts
 from shared.store import Aggregate, AggregateStore
@@ -111,13 +110,13 @@ class Erasure:
         )
         self.log.info("personal_data_erased", request_id=request.request_id, records=len(holding) + facts)
 
-    async def erased_among(self, payloads: Sequence[Any]) -> set[str]:
-        """The emails in these payloads whose person was erased.
+    async def erased_among(self, emails: Iterable[str]) -> set[str]:
+        """Those of these emails whose person was erased.
 
         Who was erased is read whole, and only when the count of erasures changed: erasures are few, and
         a batch then costs one count, not a lookup per email.
         """
-        emails = {email.strip().lower() for payload in payloads for email in emails_in(payload)}
+        emails = {email.strip().lower() for email in emails}
         if not emails:
             return set()
         count = await self.erased.estimated_document_count()
