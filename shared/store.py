@@ -11,7 +11,7 @@ replaces it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import chain
@@ -164,6 +164,8 @@ class AggregateStore:
             await self.collection.create_index("has_outbox")
             await self.collection.create_index("subjects")
             await self.collection.create_index("partition")
+            # the recovery read: outboxes of a partition after its checkpoint (real MongoDB uses it)
+            await self.collection.create_index([("partition", 1), ("outbox_ticket", 1)])
             self._ready = True
 
     async def load(self, aggregate_id: str) -> Aggregate:
@@ -222,14 +224,35 @@ class AggregateStore:
         async for document in self.collection.find({"subjects": key}):
             yield _from_document(document)
 
-    async def in_partitions(self, partitions: Sequence[int]) -> AsyncIterator[PartitionEntry]:
-        """What recovery needs of every aggregate of these input partitions with deadlines or an outbox.
+    async def in_partitions(
+        self, partitions: Sequence[int], published_through: Mapping[int, int]
+    ) -> AsyncIterator[PartitionEntry]:
+        """What recovery needs of the aggregates of these input partitions that have deadlines, or an
+        outbox stored after their partition's checkpoint (`published_through`; none: every outbox).
 
-        Read once when partitions are assigned, never on the way of an event or a tick.
+        Read once when partitions are assigned, never on the way of an event or a tick. An outbox at or
+        before its checkpoint was published, so the read leaves it out: what it returns grows with the
+        pending deadlines and the unpublished outboxes, not with the collection.
         """
+        chosen = list(partitions)
+        since_checkpoint: list[dict[str, object]] = [
+            {
+                "partition": partition,
+                "has_outbox": True,
+                "outbox_ticket": {"$gt": published_through[partition]},
+            }
+            for partition in chosen
+            if partition in published_through
+        ]
+        unchecked = [partition for partition in chosen if partition not in published_through]
         query = {
-            "partition": {"$in": list(partitions)},
-            "$or": [{"next_due_at": {"$exists": True}}, {"has_outbox": True}],
+            "$or": [
+                {"partition": {"$in": chosen}, "next_due_at": {"$exists": True}},
+                *since_checkpoint,
+                {"partition": {"$in": unchecked}, "has_outbox": True},
+                # written before outbox tickets: published or not, only its outbox can tell
+                {"partition": {"$in": chosen}, "has_outbox": True, "outbox_ticket": {"$exists": False}},
+            ]
         }
         projection = {"partition": 1, "deadlines": 1, "outbox_ticket": 1, "has_outbox": 1}
         async for document in self.collection.find(query, projection):

@@ -99,7 +99,7 @@ class Outbox:
         pending: list[str] = []
         deadlines: list[Aggregate] = []
         highest = max(checkpoints.values(), default=NOTHING_PUBLISHED)
-        async for entry in self.store.in_partitions(partitions):
+        async for entry in self.store.in_partitions(partitions, checkpoints):
             if entry.deadlines:
                 deadlines.append(Aggregate(id=entry.id, partition=entry.partition, deadlines=entry.deadlines))
             if entry.outbox_ticket is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -35,11 +35,22 @@ class FakeStore:
         self.checkpoints = dict(checkpoints)
         self.scans: list[list[int]] = []
         self.marked_sent: list[str] = []
+        self.returned: list[str] = []
 
-    async def in_partitions(self, partitions: Sequence[int]) -> AsyncIterator[PartitionEntry]:
+    async def in_partitions(
+        self, partitions: Sequence[int], published_through: Mapping[int, int]
+    ) -> AsyncIterator[PartitionEntry]:
+        """As AggregateStore's query: deadlines, or an outbox after the checkpoint (or without a ticket)."""
         self.scans.append(list(partitions))
         for aggregate in self.aggregates.values():
-            if aggregate.partition in partitions:
+            if aggregate.partition not in partitions:
+                continue
+            checkpoint = published_through.get(aggregate.partition)
+            after_checkpoint = bool(aggregate.outbox) and (
+                checkpoint is None or aggregate.outbox_ticket is None or aggregate.outbox_ticket > checkpoint
+            )
+            if aggregate.deadlines or after_checkpoint:
+                self.returned.append(aggregate.id)
                 yield PartitionEntry(
                     aggregate.id,
                     aggregate.partition,
