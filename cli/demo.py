@@ -1,21 +1,29 @@
-"""The `make run` demo: publish the sample leads and activities, wait for every outcome, print journeys."""
+"""The `make run` demo: import a year of generated CRM history, then publish the sample leads and
+activities, wait for every outcome, print journeys."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from cli import opportunity_import as importing
 from cli.event_files import events_from_file
+from cli.history import generate_history
 from cli.journey import journey, line
 from cli.kafka_io import SeenEvent, all_topics, publish, read_all, records_for, wait_for
+from cli.opportunity_import import ImportRead
 from contracts import Topic
 from contracts.events import Activity, LeadCaptured
 from shared.envelope import KafkaRecord
+from shared.playbook import load_document
 from shared.settings import Settings
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "demo"
+# Generated once, on the day of the first demo, and imported again as it is: the same history each time.
+HISTORY_DIR = Path(__file__).resolve().parent.parent / ".local" / "history"
 # The story is replayed as if its last activity happened this long before the demo starts: every
 # activity lies in the past, weeks apart as written, and what is still pending (an expansion deal's
 # first touch, the next onboarding tasks) is due after the demo.
@@ -105,16 +113,62 @@ async def told_before(settings: Settings, sample_dir: Path = SAMPLE_DIR) -> time
     return datetime.fromisoformat(told[-1].data["captured_at"]) - first_lead.captured_at  # type: ignore[index]
 
 
-async def run_demo(settings: Settings, *, timeout: float, sample_dir: Path = SAMPLE_DIR) -> DemoOutcome:
+def history_export(directory: Path, today: date) -> Path:
+    """The generated export's mapping file in `directory`, generated there first if it is not yet."""
+    mapping = directory / "mapping.yaml"
+    if not mapping.exists():
+        generate_history(directory, until=today)
+    return mapping
+
+
+def read_history(directory: Path, now: datetime) -> ImportRead:
+    """The generated export as `dealflow import opportunities` reads it, known up to `now`."""
+    document = load_document()
+    mapping = importing.load_mapping(history_export(directory, now.date()), document)
+    assert mapping.accounts is not None  # the generator writes both
+    assert mapping.teams is not None
+    reference = importing.Reference(
+        mapping,
+        document,
+        now,
+        accounts=importing.read_accounts(directory / "accounts.csv", mapping.accounts),
+        teams=importing.read_teams(directory / "teams.csv", mapping.teams, document),
+    )
+    return importing.read_opportunities(importing.read_rows(directory / "opportunities.csv"), reference)
+
+
+def answered_imports(events: list[SeenEvent], deal_ids: set[str]) -> set[str]:
+    """The imported deals a stage service answered: with deal.imported, or a rejection."""
+    answers = {"deal.imported.v1", "activity.rejected.v1"}
+    return {event.key for event in events if event.type in answers and event.key in deal_ids}
+
+
+async def run_demo(
+    settings: Settings,
+    *,
+    timeout: float,
+    sample_dir: Path = SAMPLE_DIR,
+    history_dir: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> DemoOutcome:
+    imported: set[str] = set()
+    if history_dir is not None:
+        history = read_history(history_dir, datetime.now(UTC))
+        say(f"history: {history_dir / 'opportunities.csv'}: {history.summary(dry_run=False)}")
+        await publish(settings, records_for(settings, importing.iter_events(history)))
+        imported = {row.event.deal_id for row in history.mapped}
     shift = await told_before(settings, sample_dir)
     await publish(settings, demo_records(settings, datetime.now(UTC), sample_dir, shift))
+    say("live: the sample leads and activities are published; waiting for every outcome ...")
     expected = expected_outcomes(sample_dir)
     events = await wait_for(
         settings,
         all_topics(settings),
-        lambda seen: DemoOutcome(expected, seen).all_reached,
+        lambda seen: DemoOutcome(expected, seen).all_reached and answered_imports(seen, imported) == imported,
         timeout=timeout,
     )
+    if history_dir is not None:
+        say(f"history: {len(answered_imports(events, imported))} of {len(imported)} imported deals answered")
     return DemoOutcome(expected, events)
 
 

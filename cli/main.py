@@ -7,8 +7,9 @@ import contextlib
 import json
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
@@ -31,6 +32,7 @@ from contracts import Topic
 from contracts.asyncapi_html import asyncapi_page
 from contracts.events import ErasureRequested
 from contracts.topics import SERVICES
+from services.insights.breakdowns import DIMENSIONS, PERIODS
 from shared.settings import Settings
 
 app = typer.Typer(help="Drive and inspect a dealflow pipeline.", no_args_is_help=True)
@@ -329,38 +331,135 @@ def run_bench(
         raise typer.Exit(1)
 
 
-@app.command(name="report")
-def show_report(
-    url: Annotated[str, typer.Option(help="the insights service")] = "http://127.0.0.1:8085",
-    period: Annotated[str, typer.Option(help="bottlenecks of one month (YYYY-MM) or of all time")] = "all",
-    as_json: Annotated[bool, typer.Option("--json", help="the report as /api/report answers it")] = False,
-) -> None:
-    """Print the funnel, forecast, bottlenecks and stalled deals from the insights service.
+def known_dimension(by: str | None) -> str | None:
+    if by is not None and by not in DIMENSIONS:
+        raise typer.BadParameter(f"unknown dimension {by!r}: use one of {', '.join(DIMENSIONS)}")
+    return by
 
-    It sends the API token of DEALFLOW_API_TOKEN or DEALFLOW_API_TOKEN_FILE, else the one `make run`
-    generated (.local/api-token).
-    """
+
+def known_report_period(period: str) -> str:
+    import re
+
+    if period not in PERIODS and not re.fullmatch(r"all|\d{4}-(0[1-9]|1[0-2])", period):
+        raise typer.BadParameter(
+            f"unknown period {period!r}: use month or quarter (a breakdown), or all or YYYY-MM (bottlenecks)"
+        )
+    return period
+
+
+def known_breakdown_period(period: str) -> str:
+    if period not in PERIODS:
+        raise typer.BadParameter(f"unknown period {period!r}: use one of {', '.join(PERIODS)}")
+    return period
+
+
+UrlOption = Annotated[str, typer.Option(help="the insights service")]
+JsonOption = Annotated[bool, typer.Option("--json", help="the figures as the service answers them")]
+
+
+def insights_answer(
+    read: Callable[[str], dict[str, Any]], url: str, what: str = "the report"
+) -> dict[str, Any]:
+    """What `read` (given the API token) gets from the insights service; a clear error if it cannot."""
     import httpx
-    from rich.console import Console
 
     from cli import report
 
     try:
-        figures = report.fetch_report(url, report.api_token(Settings()), period)
+        return read(report.api_token(Settings()))
     except report.NoToken as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from error
+        fail(str(error))
+    except report.BadRequest as error:
+        typer.echo(f"the insights service refused: {error}", err=True)
+        raise typer.Exit(2) from error
     except httpx.HTTPError as error:
-        typer.echo(f"cannot read the report from {url}: {error}", err=True)
-        raise typer.Exit(1) from error
+        fail(f"cannot read {what} from {url}: {error}")
+
+
+@app.command(name="report")
+def show_report(
+    url: UrlOption = "http://127.0.0.1:8085",
+    period: Annotated[
+        str,
+        typer.Option(
+            help="month or quarter: the breakdown by the period of close; all or YYYY-MM: the bottlenecks "
+            "of all time or of one month",
+            callback=known_report_period,
+        ),
+    ] = "all",
+    by: Annotated[
+        str | None,
+        typer.Option(
+            help=f"break the closed figures and the open pipeline down by: {', '.join(DIMENSIONS)}",
+            callback=known_dimension,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the report as /api/report answers it")] = False,
+) -> None:
+    """Print the funnel, forecast, bottlenecks and stalled deals from the insights service; with --by or
+    --period month|quarter, the breakdown instead: win rate, won amount, cycle, and the open pipeline.
+
+    It sends the API token of DEALFLOW_API_TOKEN or DEALFLOW_API_TOKEN_FILE, else the one `make run`
+    generated (.local/api-token).
+    """
+    from rich.console import Console
+
+    from cli import report
+
+    figures = insights_answer(lambda token: report.fetch_report(url, token, period, by=by), url)
     if as_json:
         typer.echo(json.dumps(figures, indent=2, ensure_ascii=False))
+        return
+    if by is not None or period in PERIODS:
+        report.print_tables(report.breakdown_tables(figures), Console())
         return
     try:
         report.print_report(figures, period, Console())
     except KeyError as error:
         typer.echo(error.args[0], err=True)
         raise typer.Exit(1) from error
+
+
+@app.command(name="forecast")
+def show_forecast(
+    url: UrlOption = "http://127.0.0.1:8085",
+    period: Annotated[
+        str, typer.Option(help="the backtest's periods: month or quarter", callback=known_breakdown_period)
+    ] = "month",
+    as_json: JsonOption = False,
+) -> None:
+    """The stage probabilities fitted from the closed deals next to the playbook's, and the backtest:
+    at each period end, what each forecast said against what those deals then won."""
+    from rich.console import Console
+
+    from cli import report
+
+    figures = insights_answer(lambda token: report.fetch_report(url, token, period), url)
+    learned = figures["learned_forecast"]
+    if as_json:
+        typer.echo(json.dumps(learned, indent=2, ensure_ascii=False))
+        return
+    report.print_tables([report.probability_table(learned), report.backtest_table(learned)], Console())
+
+
+@app.command(name="next")
+def show_next_steps(
+    owner: Annotated[str, typer.Option(help="the rep, as the deals name their owner")],
+    url: UrlOption = "http://127.0.0.1:8085",
+    as_json: JsonOption = False,
+) -> None:
+    """A rep's open deals: next steps overdue, due today and upcoming, and the deals without one (the
+    wall clock decides what is due)."""
+    from rich.console import Console
+
+    from cli import report
+
+    view = insights_answer(lambda token: report.fetch_rep_view(url, token, owner), url, "the rep's view")
+    if as_json:
+        typer.echo(json.dumps(view, indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"{view['owner']} (team {view['team']}): {view['open_deals']} open deals")
+    report.print_tables(report.rep_tables(view), Console())
 
 
 insights_app = typer.Typer(help="The insights read model.", no_args_is_help=True)
@@ -431,12 +530,207 @@ def show_docs(
 def run_demo(
     timeout: Annotated[float, typer.Option(help="seconds to wait for every outcome")] = 120.0,
 ) -> None:
-    """Publish the sample leads and activities, wait for each outcome and print every deal's journey."""
-    outcome = asyncio.run(demo.run_demo(Settings(), timeout=timeout))
+    """Import a year of generated CRM history (.local/history), then publish the sample leads and
+    activities, wait for each outcome and print every deal's journey."""
+    outcome = asyncio.run(demo.run_demo(Settings(), timeout=timeout, history_dir=demo.HISTORY_DIR))
     typer.echo(demo.report(outcome))
     if not outcome.all_reached:
         typer.echo("\nsome deals did not reach their expected outcome in time", err=True)
         raise typer.Exit(1)
+
+
+# --- history brought from another CRM: `dealflow import opportunities`, `dealflow history generate` ----
+
+import_app = typer.Typer(help="Bring history from another CRM.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+def moment_option(text: str | None) -> Any:
+    """An ISO 8601 time; one without a zone is UTC."""
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. 2026-06-30T00:00:00Z") from error
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def stderr_progress() -> Any:
+    """A progress display on stderr while it is a terminal; None otherwise (logs, pipes, tests)."""
+    import sys
+
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        yield progress
+
+
+def progress_step(progress: Any, description: str, total: int) -> Callable[[], None]:
+    if progress is None:
+        return lambda: None
+    task = progress.add_task(description, total=total)
+    return lambda: progress.advance(task)
+
+
+async def publish_with_progress(settings: Settings, records: list[Any], advance: Callable[[], None]) -> int:
+    """As kafka_io.publish, advancing the progress display as Kafka acknowledges each record."""
+    from cli.kafka_io import make_producer, prepare_topics, send
+    from shared.kafka import running
+
+    await prepare_topics(settings, {record.topic for record in records})
+    async with running(make_producer(settings)) as producer:
+        for acknowledged in asyncio.as_completed(await send(producer, records)):
+            await acknowledged
+            advance()
+    return len(records)
+
+
+@import_app.command(name="opportunities")
+def import_opportunities(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="the export: CSV, or JSON Lines (.jsonl)")
+    ],
+    mapping: Annotated[
+        Path,
+        typer.Option(exists=True, dir_okay=False, help="how the export reads (see imports/mappings/)"),
+    ],
+    accounts: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="CSV: account -> industry, employees, country"),
+    ] = None,
+    teams: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="CSV: owner -> team, manager, region")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="the ISO time the history is known up to (default: now)"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="read and report every row, publish nothing")
+    ] = False,
+) -> None:
+    """Publish the opportunities of a CRM export (Salesforce, HubSpot, ...) with their history, read
+    through a mapping file; each becomes a deal of the stage service that owns its stage.
+
+    Every row names what it could not use (line, column, reason): imported without that value (a
+    warning), or left out (an error). Importing the same file again publishes the same event ids. Exit
+    code 1 if a row was left out, 2 if the mapping or a file cannot be used at all.
+    """
+    from pydantic import ValidationError
+
+    from cli import opportunity_import as importing
+    from shared.playbook import error_lines, load_document
+
+    now = importing.default_as_of()
+    known_up_to = moment_option(as_of) or now
+    if known_up_to > now + importing.AS_OF_SKEW:
+        raise typer.BadParameter(
+            "the history cannot be known up to a moment still to come", param_hint="--as-of"
+        )
+    try:
+        document = load_document()
+        chosen = importing.load_mapping(mapping, document)
+    except ValidationError as error:
+        for text in error_lines(error):
+            typer.echo(f"playbook: {text}", err=True)
+        raise typer.Exit(2) from error
+    except importing.MappingError as error:
+        for text in error.lines:
+            typer.echo(f"{mapping}: {text}", err=True)
+        raise typer.Exit(2) from error
+    try:
+        side_files = []
+        if accounts is not None:
+            if chosen.accounts is None:
+                raise importing.FileError(f"{mapping}: has no accounts: section to read {accounts} with")
+            side_files.append((accounts, importing.read_accounts(accounts, chosen.accounts)))
+        if teams is not None:
+            if chosen.teams is None:
+                raise importing.FileError(f"{mapping}: has no teams: section to read {teams} with")
+            side_files.append((teams, importing.read_teams(teams, chosen.teams, document)))
+        rows = importing.read_rows(file, chosen.delimiter)
+    except importing.FileError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from error
+    if missing := importing.required_columns_missing(chosen, rows.columns):
+        typer.echo(
+            f"{file}: no column {', '.join(missing)} in its header: is it the export {mapping} describes?",
+            err=True,
+        )
+        raise typer.Exit(2)
+    for path, side in side_files:
+        for problem in side.problems:
+            typer.echo(f"{path}: {problem.severity}: {problem}", err=True)
+    reference = importing.Reference(
+        chosen,
+        document,
+        known_up_to,
+        accounts=next((side for path, side in side_files if path == accounts), None),
+        teams=next((side for path, side in side_files if path == teams), None),
+    )
+    with stderr_progress() as progress:
+        read = importing.read_opportunities(
+            rows, reference, on_row=progress_step(progress, "reading", len(rows.rows))
+        )
+        for note in read.notes:
+            typer.echo(f"{file}: note: {note}", err=True)
+        for problem in read.problems:
+            typer.echo(f"{file}: {problem.severity}: {problem}", err=True)
+        if read.mapped and not dry_run:
+            settings = Settings()
+            records = records_for(settings, importing.iter_events(read))
+            if progress is None:
+                asyncio.run(publish(settings, records))
+            else:
+                advance = progress_step(progress, "publishing", len(records))
+                asyncio.run(publish_with_progress(settings, records, advance))
+    typer.echo(read.summary(dry_run=dry_run))
+    if read.left_out:
+        raise typer.Exit(1)
+
+
+history_app = typer.Typer(help="Generated CRM history, for demos and tests.", no_args_is_help=True)
+app.add_typer(history_app, name="history")
+
+
+@history_app.command(name="generate")
+def generate_history_files(
+    directory: Annotated[Path, typer.Argument(file_okay=False, help="where to write the export")],
+    seed: Annotated[int, typer.Option(help="the same seed and --until write the same files")] = 7,
+    months: Annotated[int, typer.Option(min=1, max=120, help="how far back the history goes")] = 12,
+    deals: Annotated[int, typer.Option(min=1, max=100_000, help="how many deals")] = 600,
+    until: Annotated[
+        str | None,
+        typer.Option(help="the history ends at the start of this day, YYYY-MM-DD (default: today)"),
+    ] = None,
+) -> None:
+    """Write a generated HubSpot deals export for the playbook (with accounts, teams and its mapping),
+    with the messiness of real exports in a few rows; `dealflow import opportunities` reads it."""
+    from datetime import date
+
+    from cli.history import generate_history
+
+    try:
+        last_day = date.fromisoformat(until) if until else None
+    except ValueError as error:
+        raise typer.BadParameter(f"{until!r} is not a date (YYYY-MM-DD)", param_hint="--until") from error
+    generated = generate_history(directory, seed, last_day, months, deals)
+    for path in (generated.opportunities, generated.accounts, generated.teams, generated.mapping):
+        typer.echo(f"wrote {path}")
+    typer.echo(
+        f"{generated.deals} deals from {generated.first_day} until {generated.until} (exclusive), "
+        f"{len(generated.injected)} rows spoilt on purpose ({generated.expected_problems}); import with\n"
+        f"  dealflow import opportunities {generated.opportunities} --mapping {generated.mapping} "
+        f"--accounts {generated.accounts} --teams {generated.teams}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from rich.console import Console
@@ -41,17 +42,39 @@ def api_token(settings: Settings) -> str:
     )
 
 
-def fetch_report(url: str, token: str, period: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
-    """The report, with only `period`'s bottlenecks when one is given."""
+BREAKDOWN_PERIODS = ("month", "quarter")
+
+
+class BadRequest(Exception):
+    """The service refused the question (HTTP 400): the message is its explanation."""
+
+
+def _get(url: str, path: str, token: str, params: dict[str, str], timeout: float) -> dict[str, Any]:
     response = httpx.get(
-        f"{url.rstrip('/')}/api/report",
-        params={} if period is None else {"period": period},
+        f"{url.rstrip('/')}{path}",
+        params=params,
         headers={"authorization": f"Bearer {token}"},
         timeout=timeout,
     )
+    if response.status_code == httpx.codes.BAD_REQUEST:
+        raise BadRequest(response.json().get("detail", response.text))
     response.raise_for_status()
-    report: dict[str, Any] = response.json()
-    return report
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def fetch_report(
+    url: str, token: str, period: str | None = None, timeout: float = 30.0, by: str | None = None
+) -> dict[str, Any]:
+    """The report, with only `period`'s bottlenecks when one is given (all or YYYY-MM), or its breakdown
+    by `by` and by `period` (month or quarter)."""
+    params = {name: value for name, value in (("period", period), ("by", by)) if value is not None}
+    return _get(url, "/api/report", token, params, timeout)
+
+
+def fetch_rep_view(url: str, token: str, owner: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The rep's open deals by what their next step asks today (GET /api/reps/<owner>)."""
+    return _get(url, f"/api/reps/{quote(owner, safe='')}", token, {}, timeout)
 
 
 def money(minor: int | None, currency: str) -> str:
@@ -198,6 +221,136 @@ def print_report(report: dict[str, Any], period: str, console: Console) -> None:
         *bottleneck_tables(report, period),
         stalled_table(report),
     ]
+    print_tables(tables, console)
+
+
+# --- breakdowns, the forecast that learns, a rep's next steps ----------------------------------------
+
+
+def breakdown_tables(report: dict[str, Any]) -> list[Table]:
+    figures = report["breakdown"]
+    currency = figures["reporting_currency"]
+    group = figures["by"] or "all deals"
+    closed = Table(
+        title=f"Closed deals by {group}" + (f" and {figures['period']} of close" if figures["period"] else "")
+    )
+    columns = (
+        group,
+        "period",
+        "won",
+        "lost",
+        "win rate",
+        f"won ({currency})",
+        "cycle median",
+        "cycle p90",
+        "from engaged median",
+        "from engaged p90",
+    )
+    for index, column in enumerate(columns):
+        closed.add_column(column, justify="left" if index < 2 else "right")
+    for row in figures["closed"]:
+        created, engaged = row["cycle_from_creation"], row["cycle_from_engagement"]
+        closed.add_row(
+            row["group"],
+            row["period"],
+            str(row["won"]),
+            str(row["lost"]),
+            percent(row["win_rate"]),
+            money(row["won_amount_minor"], currency),
+            days(created["median_days"]),
+            days(created["p90_days"]),
+            days(engaged["median_days"]),
+            days(engaged["p90_days"]),
+        )
+    opened = Table(title=f"Open pipeline by {group} ({currency})")
+    for index, column in enumerate((group, "stage", "deals", "amount")):
+        opened.add_column(column, justify="left" if index < 2 else "right")
+    for entry in figures["open_pipeline"]:
+        for stage in entry["stages"]:
+            opened.add_row(
+                entry["group"], stage["stage"], str(stage["deals"]), money(stage["amount_minor"], currency)
+            )
+        opened.add_row(entry["group"], "total", str(entry["deals"]), money(entry["amount_minor"], currency))
+    return [closed, opened]
+
+
+def probability_table(learned: dict[str, Any]) -> Table:
+    table = Table(
+        title="Stage probabilities: the playbook's, and fitted from closed deals "
+        f"(fitted used from {learned['min_sample']} closed deals on)"
+    )
+    for index, column in enumerate(("pipeline", "stage", "playbook", "fitted", "won", "closed", "used")):
+        table.add_column(column, justify="left" if index < 2 or column == "used" else "right")
+    for row in learned["probabilities"]:
+        table.add_row(
+            row["pipeline"],
+            row["stage"],
+            percent(row["static"]),
+            percent(row["fitted"]),
+            str(row["won"]),
+            str(row["closed"]),
+            row["used"],
+        )
+    return table
+
+
+def backtest_table(learned: dict[str, Any]) -> Table:
+    currency = learned["reporting_currency"]
+    summary = learned["summary"]
+    table = Table(
+        title=f"Backtest: the forecast at each {learned['period']} end vs what its deals won within "
+        f"{learned['horizon_days']} days ({currency})",
+        caption=(
+            f"mean absolute percentage error over {summary['scored']} of {summary['periods']} periods: "
+            f"playbook {percent(summary['static_mape'])}, fitted {percent(summary['fitted_mape'])}"
+        ),
+    )
+    columns = ("period", "open", "playbook", "fitted", "won", "playbook error", "fitted error", "fallbacks")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("period", "fallbacks") else "right")
+    for row in learned["snapshots"]:
+        table.add_row(
+            row["period"],
+            str(row["open_deals"]),
+            money(row["static_minor"], currency),
+            money(row["fitted_minor"], currency),
+            money(row["actual_minor"], currency),
+            percent(row["static_ape"]),
+            percent(row["fitted_ape"]),
+            ", ".join(row["static_fallbacks"]) or "-",
+        )
+    return table
+
+
+REP_SECTIONS = (
+    ("overdue", "Overdue"),
+    ("due_today", "Due today"),
+    ("upcoming", "Upcoming"),
+    ("without_next_step", "No next step"),
+)
+
+
+def rep_tables(view: dict[str, Any]) -> list[Table]:
+    tables = []
+    for field, title in REP_SECTIONS:
+        table = Table(title=f"{title} ({len(view[field])})")
+        for column in ("deal", "company", "stage", "next step", "due", "days in stage"):
+            table.add_column(column, justify="right" if column == "days in stage" else "left")
+        for card in view[field]:
+            step = card["next_step"]
+            table.add_row(
+                card["deal_id"],
+                card["company"] or "-",
+                card["stage"],
+                "-" if step is None else step["action"],
+                "-" if step is None else step["due_at"][:16].replace("T", " "),
+                days(card["days_in_stage"]),
+            )
+        tables.append(table)
+    return tables
+
+
+def print_tables(tables: list[Table], console: Console) -> None:
     # As wide as the widest table needs, whatever the terminal (or a pipe's 80 columns): figures and
     # names are never cut. Rich never prints wider than its console, so the console is widened.
     wide = console.options.update(width=10_000)

@@ -496,6 +496,11 @@ class NextStepOverdue(Event):
     stage: str = Field(description="the stage the deal is in, as the playbook names it")
     next_step: NextStep
     due_at: AwareDatetime = Field(description="the next step's due time")
+    from_history: bool = Field(
+        default=False,
+        description="it fell due before the deal was imported (before the import's as_of): a record of "
+        "the past, late, that pages nobody",
+    )
 
 
 class NextStepMissing(Event):
@@ -718,6 +723,11 @@ class SlaBreached(Event):
         "within the qualification playbook's `unassigned_claim_hours`"
     )
     due_at: AwareDatetime
+    from_history: bool = Field(
+        default=False,
+        description="it fell due before the deal was imported (before the import's as_of): a record of "
+        "the past, late, that pages nobody",
+    )
 
 
 class LeadNurtured(Event):
@@ -766,6 +776,75 @@ class LeadDisqualified(Event):
         "no_response, or the qualification SLA's due time for one decided at the SLA; not when it was "
         "processed"
     )
+
+
+# --- history brought from another CRM --------------------------------------------------------------
+
+
+class ImportedStage(Inbound):
+    stage: NonEmptyStr = Field(description="a stage id of the playbook")
+    entered_at: AwareDatetime
+
+
+class OpportunityHistory(Inbound):
+    """What an export of another CRM tells about one opportunity, as `dealflow import opportunities`
+    reads it through its mapping: who, what, which stage, and when, all in business time."""
+
+    deal_id: Identifier = Field(description="from source and source_id: the same row always maps here")
+    source: Identifier = Field(description="the system it came from, e.g. salesforce or hubspot")
+    source_id: NonEmptyStr = Field(description="the opportunity's id in that system")
+    owner: NonEmptyStr
+    team: str | None = None
+    manager: str | None = None
+    region: str | None = None
+    company: Company = Company()
+    product: str | None = Field(default=None, description="a product of the price list, when it matched one")
+    lead_source: str | None = None
+    pipeline: NonEmptyStr = Field(description="a pipeline id of the playbook")
+    stage: NonEmptyStr = Field(description="a stage id of the pipeline, or won or lost")
+    stage_history: list[ImportedStage] = Field(
+        default=[],
+        max_length=MAX_INPUT_ITEMS,
+        description="the stages it is known to have entered, oldest first; the last is its stage at "
+        "closing (or now, while open)",
+    )
+    created_at: AwareDatetime = Field(description="when the opportunity was created")
+    engaged_at: AwareDatetime | None = Field(
+        default=None, description="when the buyer first engaged (e.g. the first meeting), when known"
+    )
+    closed_at: AwareDatetime | None = Field(default=None, description="when it was won or lost")
+    expected_close_date: date | None = None
+    amount: Money | None = Field(default=None, description="none: the export had no usable amount")
+    loss_reason: str | None = None
+    as_of: AwareDatetime = Field(
+        description="the moment the history is known up to (the import's --as-of, else when it ran); "
+        "its business time. A deadline of the deal that fell due before it is recorded as history, late, "
+        "and pages nobody"
+    )
+
+
+class OpportunityImported(Event, OpportunityHistory):
+    """One opportunity of a CRM export, published by `dealflow import opportunities`. The stage service
+    that owns its stage takes it (qualification for qualification's stages, proposal for the others and
+    for closed ones) and answers deal.imported.v1, or activity.rejected.v1 naming what it cannot use. The
+    same row imported again has the same event id and changes nothing."""
+
+    TYPE = "opportunity.imported.v1"
+    TOPIC = Topic.IMPORTS
+    BUSINESS_TIME = "as_of"
+
+
+class DealImported(Event, OpportunityHistory):
+    """A deal brought in with its history, as the stage service that now owns it recorded it. On
+    deals.v1, not deals.won.v1: an imported win is history, nothing to bill or provision; a deal still
+    open goes on like any other, and its later win is a deal.won.v1."""
+
+    TYPE = "deal.imported.v1"
+    TOPIC = Topic.DEALS
+    BUSINESS_TIME = "as_of"
+
+    stage_service: str = Field(description="qualification or proposal")
+    next_step: NextStep | None = Field(default=None, description="an open deal's next step in its stage")
 
 
 # --- proposal and closing ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from contracts.events import (
     DeadlineReached,
     DealCorrected,
     DealCorrectionReported,
+    DealImported,
     DealLost,
     DealLostReported,
     DealNextStepSet,
@@ -55,6 +56,7 @@ from contracts.events import (
     OnboardingTaskCompleted,
     OnboardingTaskRescheduled,
     OnboardingTaskSkipped,
+    OpportunityImported,
     OwnerChangeRequested,
     PaymentReceived,
     PersonalDataErased,
@@ -129,6 +131,7 @@ PARTIES: tuple[Party, ...] = (
             ExpansionDealOpened,
             DealOwnerChanged,
             NextStepOverdue,
+            DealImported,
             ActivityRejected,
             DeadlineReached,
         )
@@ -136,6 +139,7 @@ PARTIES: tuple[Party, ...] = (
         receives=_events(
             ProspectIdentified,
             UpsellIdentified,
+            OpportunityImported,
             TouchLogged,
             DiscoveryCallLogged,
             NurtureRequested,
@@ -160,12 +164,14 @@ PARTIES: tuple[Party, ...] = (
             DealOwnerChanged,
             DealReopened,
             DealCorrected,
+            DealImported,
             ActivityRejected,
             DeadlineReached,
         )
         | _ERASURE_CONFIRMED,
         receives=_events(
             LeadQualified,
+            OpportunityImported,
             DemoScheduled,
             DemoNoShow,
             DemoHeld,
@@ -239,6 +245,7 @@ PARTIES: tuple[Party, ...] = (
             DealOwnerChanged,
             DealReopened,
             DealCorrected,
+            DealImported,
             DeadlineReached,
         )
         | _ERASURE_RECEIVED,
@@ -283,6 +290,7 @@ PARTIES: tuple[Party, ...] = (
             DealOwnerChanged,
             DealReopened,
             DealCorrected,
+            DealImported,
             QuoteIssued,
             DealLost,
             DealWon,
@@ -290,6 +298,14 @@ PARTIES: tuple[Party, ...] = (
             OnboardingCompleted,
             CheckInDue,
         ),
+    ),
+    Party(
+        name="crm-imports",
+        description="Sales operations bringing their history from another CRM: `dealflow import "
+        "opportunities` publishes each opportunity of an export; deal.imported or activity.rejected "
+        "tells what became of each.",
+        sends=_events(OpportunityImported),
+        receives=_events(DealImported, ActivityRejected),
     ),
     Party(
         name="privacy-officers",

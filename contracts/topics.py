@@ -6,6 +6,7 @@ from enum import StrEnum
 class Topic(StrEnum):
     LEADS = "leads.v1"
     ACTIVITIES = "activities.v1"
+    IMPORTS = "imports.v1"
     PROSPECTS = "prospects.v1"
     QUALIFICATIONS = "qualifications.v1"
     DEALS = "deals.v1"

@@ -76,6 +76,8 @@ class Team(Strict):
     name: str
     countries: frozenset[str] = Field(description="territory; empty means every country no other team has")
     reps: tuple[Rep, ...] = Field(min_length=1)
+    manager: str | None = Field(default=None, description="who leads the team: reports group by it")
+    region: str | None = Field(default=None, description="the team's region, e.g. EMEA: reports group by it")
 
 
 class AnyOf(Strict):

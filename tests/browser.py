@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # Elements without an end tag: they must not count as nesting.
@@ -26,7 +27,7 @@ def chromium() -> str:
     raise AssertionError("no Chromium: install Debian's chromium package (apt-get install chromium)")
 
 
-async def rendered_dom(url: str, *, budget_ms: int = 6000, timeout: float = 90) -> str:
+async def _headless(url: str, *options: str, budget_ms: int, timeout: float) -> bytes:
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         process = await asyncio.create_subprocess_exec(
             chromium(),
@@ -35,9 +36,10 @@ async def rendered_dom(url: str, *, budget_ms: int = 6000, timeout: float = 90) 
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--no-first-run",
+            "--hide-scrollbars",
             f"--user-data-dir={profile}",
             f"--virtual-time-budget={budget_ms}",
-            "--dump-dom",
+            *options,
             url,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -49,7 +51,21 @@ async def rendered_dom(url: str, *, budget_ms: int = 6000, timeout: float = 90) 
             await process.wait()
             raise
     assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
-    return stdout.decode()
+    return stdout
+
+
+async def rendered_dom(url: str, *, budget_ms: int = 6000, timeout: float = 90) -> str:
+    return (await _headless(url, "--dump-dom", budget_ms=budget_ms, timeout=timeout)).decode()
+
+
+async def screenshot(
+    url: str, path: Path, *, width: int = 1400, height: int = 2400, budget_ms: int = 6000, timeout: float = 90
+) -> Path:
+    """A PNG of the page as a person at that window size sees it, once its scripts have run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = (f"--screenshot={path}", f"--window-size={width},{height}")
+    await _headless(url, *options, budget_ms=budget_ms, timeout=timeout)
+    return path
 
 
 @dataclass

@@ -22,6 +22,11 @@ SHARED = (
     "forecast_category",
     "stall_days",
     "teams",
+    "team_manager",
+    "team_region",
+    "default_pipeline",
+    "pipeline_by_deal_type",
+    "pipeline_by_lead_source",
 )
 ForecastCategory = Literal["pipeline", "best_case", "commit", "closed"]
 UNKNOWN_TEAM = "no_team"
@@ -61,11 +66,39 @@ class InsightsPlaybook(BaseModel):
     )
     stall_days: dict[str, int] = Field(description="per open stage; a stage not listed never stalls")
     teams: dict[str, list[str]] = Field(default={}, description="team -> its owners")
+    team_manager: dict[str, str] = Field(
+        default={}, description="team -> its manager, when the playbook names one"
+    )
+    team_region: dict[str, str] = Field(
+        default={}, description="team -> its region, when the playbook names one"
+    )
+    default_pipeline: str | None = Field(
+        default=None, description="the pipeline of a deal nothing else places"
+    )
+    pipeline_by_deal_type: dict[str, str] = Field(default={}, description="deal type -> pipeline")
+    pipeline_by_lead_source: dict[str, str] = Field(default={}, description="lead source -> pipeline")
     top_reasons: int = Field(default=5, ge=1)
     velocity_min_cycle_days: float = Field(
         gt=0,
         description="pipeline velocity divides by the average cycle (qualification to won) of the "
         "period's won deals; shorter than this: no velocity figure",
+    )
+    forecast_min_sample: int = Field(
+        default=10,
+        ge=1,
+        description="closed deals that reached a stage needed before its fitted probability replaces the "
+        "playbook's; fewer: the static one is used, and the forecast says so",
+    )
+    forecast_horizon_days: int = Field(
+        default=90,
+        ge=1,
+        description="the backtest compares a period-end forecast with what those deals won within this "
+        "many days after it",
+    )
+    forecast_backtest_periods: int = Field(
+        default=24,
+        ge=1,
+        description="the latest period ends the backtest scores (each costs a pass over the deals)",
     )
     limits: Limits = Limits()
 
@@ -102,6 +135,14 @@ class InsightsPlaybook(BaseModel):
     def qualification_stage(self) -> str:
         return self.stage_order[0]
 
+    def pipeline_of(self, deal_type: str | None, lead_source: str | None) -> str | None:
+        """As the playbook's pipeline_for chooses: deal type, then lead source, else the default."""
+        if deal_type is not None and deal_type in self.pipeline_by_deal_type:
+            return self.pipeline_by_deal_type[deal_type]
+        if lead_source is not None and lead_source in self.pipeline_by_lead_source:
+            return self.pipeline_by_lead_source[lead_source]
+        return self.default_pipeline
+
     def team_of(self, owner: str | None) -> str:
         if owner is None:
             return UNKNOWN_TEAM
@@ -122,6 +163,11 @@ def from_document(document: PlaybookDocument, section: dict[str, Any]) -> Insigh
             "forecast_category": {name: stage.forecast_category for name, stage in stages.items()},
             "stall_days": {name: stage.stall_days for name, stage in stages.items() if stage.stall_days},
             "teams": {team.name: [rep.name for rep in team.reps] for team in document.teams},
+            "team_manager": {team.name: team.manager for team in document.teams if team.manager},
+            "team_region": {team.name: team.region for team in document.teams if team.region},
+            "default_pipeline": document.pipeline_for.default,
+            "pipeline_by_deal_type": dict(document.pipeline_for.deal_types),
+            "pipeline_by_lead_source": dict(document.pipeline_for.lead_sources),
         }
     )
 

@@ -24,6 +24,7 @@ from contracts.currencies import exponent
 from contracts.events import (
     DeadlineReached,
     DealCorrected,
+    DealImported,
     DealLost,
     DealNextStepSet,
     DealOwnerChanged,
@@ -142,6 +143,21 @@ class Timeline(BaseModel):
     entries: list[Entry] = []  # the newest limits.timeline_entries
     entries_folded: int = 0  # older entries, counted only
     folded: Folded = Folded()  # the oldest visits beyond limits.stage_visits
+    # What reports group by. A live deal's team, manager and region are its owner's in the playbook's
+    # teams (read when reporting); an imported deal's are the export's when it had them.
+    pipeline: str | None = None
+    team: str | None = None
+    manager: str | None = None
+    region: str | None = None
+    product: str | None = None
+    lead_source: str | None = None
+    industry: str | None = None
+    country: str | None = None
+    created_at: datetime | None = None  # the business time of its earliest event, or the export's creation
+    engaged_at: datetime | None = None  # qualified (the discovery call), or the export's first engagement
+    imported_from: str | None = None  # the CRM an import brought it from; None: it was born live here
+    imported_as_of: datetime | None = None
+    late_in_history: int = 0  # deadlines that fell due before its import: recorded late, paged nobody
 
 
 class Stay(BaseModel):
@@ -210,27 +226,36 @@ def _record(
     *,
     limits: Limits,
     stage: str | None = None,
+    entered: Sequence[Visit] = (),
     progress: bool = False,
     facts: Mapping[str, object] | None = None,
 ) -> Timeline:
-    """The timeline with one more entry; `stage` is entered at `at`; `progress` resets the stall clock.
+    """The timeline with one more entry; `stage` is entered at `at` (and each of `entered` at its time,
+    for an event that brings a history); `progress` resets the stall clock.
 
     It keeps within the playbook's limits: the oldest entries and stays beyond them are folded.
     """
     current = timeline or Timeline(deal_id=deal_id)
     visits, folded = current.visits, current.folded
-    if stage is not None and not any(v.stage == stage and v.entered_at == at for v in visits):
-        if folded.until is not None and at < folded.until:
-            folded = _fold_late_visit(folded, Visit(stage=stage, entered_at=at))
+    arriving = [*entered, *([] if stage is None else [Visit(stage=stage, entered_at=at)])]
+    for visit in arriving:
+        if any(v.stage == visit.stage and v.entered_at == visit.entered_at for v in visits):
+            continue
+        if folded.until is not None and visit.entered_at < folded.until:
+            folded = _fold_late_visit(folded, visit)
         else:
-            visits = sorted([*visits, Visit(stage=stage, entered_at=at)], key=lambda visit: visit.entered_at)
-    if len(visits) > limits.stage_visits:
-        visits, folded = _fold_visits(visits, folded, limits.stage_visits)
+            visits = sorted([*visits, visit], key=lambda known: known.entered_at)
+        if len(visits) > limits.stage_visits:
+            visits, folded = _fold_visits(visits, folded, limits.stage_visits)
     last_progress = current.last_progress_at
-    if progress or stage is not None:
+    if progress or arriving:
         last_progress = at if last_progress is None else max(last_progress, at)
     entries = sorted([*current.entries, Entry(at=at, event=event, detail=detail)], key=lambda entry: entry.at)
     entries_folded = current.entries_folded + max(0, len(entries) - limits.timeline_entries)
+    updates = {**(facts or {})}
+    # A deal was created at its first event and engaged at its first engagement, whichever arrives first.
+    updates["created_at"] = _earliest(current.created_at, at, updates.get("created_at"))
+    updates["engaged_at"] = _earliest(current.engaged_at, updates.get("engaged_at"))
     return current.model_copy(
         update={
             "visits": visits,
@@ -238,9 +263,19 @@ def _record(
             "last_progress_at": last_progress,
             "entries": entries[-limits.timeline_entries :],
             "entries_folded": entries_folded,
-            **(facts or {}),
+            **updates,
         }
     )
+
+
+def _earliest(*moments: object) -> datetime | None:
+    known = [moment for moment in moments if isinstance(moment, datetime)]
+    return min(known) if known else None
+
+
+def _known(**dimensions: object) -> dict[str, object]:
+    """The dimensions an event names; one it leaves out keeps what the timeline has."""
+    return {name: value for name, value in dimensions.items() if value is not None}
 
 
 def _fold_visits(visits: list[Visit], folded: Folded, limit: int) -> tuple[list[Visit], Folded]:
@@ -357,6 +392,9 @@ def on_prospect_identified(
     facts: dict[str, object] = {
         **_owner(timeline, prospect.owner, now),
         "company": prospect.company.name or prospect.company.domain,
+        **_known(
+            lead_source=prospect.source, industry=prospect.company.industry, country=prospect.company.country
+        ),
     }
     facts |= _newer_next_step(timeline, prospect.next_step, now)
     return Decision(
@@ -388,6 +426,7 @@ def on_expansion_opened(
         **_owner(timeline, opened.owner, now),
         "company": opened.customer.name or opened.customer.domain,
         "expansion_of": opened.original_deal_id,
+        **_known(pipeline=playbook.pipeline_of("expansion", None), product=opened.product),
     }
     return Decision(
         _record(
@@ -440,6 +479,19 @@ def on_next_step_scheduled(
 def on_sla_breached(
     timeline: Timeline | None, breach: SlaBreached, now: datetime, playbook: InsightsPlaybook
 ) -> Decision[Timeline]:
+    if breach.from_history:
+        detail = f"{breach.sla} (history: it fell due before the import)"
+        return Decision(
+            _record(
+                timeline,
+                breach.deal_id,
+                breach.due_at,
+                "qualification.sla_breached",
+                detail,
+                facts=_late_in_history(timeline),
+                limits=playbook.limits,
+            )
+        )
     return Decision(
         _record(
             timeline, breach.deal_id, now, "qualification.sla_breached", breach.sla, limits=playbook.limits
@@ -484,6 +536,16 @@ def on_lead_qualified(
         **_owner(timeline, qualified.owner, qualified.qualified_at),
         "company": qualified.company.name or qualified.company.domain,
         "expansion_of": qualified.expansion_of,
+        "engaged_at": qualified.qualified_at,  # the discovery call: the buyer's first engagement
+        **_known(
+            pipeline=playbook.pipeline_of(
+                qualified.deal_type or ("expansion" if qualified.expansion_of else None),
+                qualified.lead_source,
+            ),
+            lead_source=qualified.lead_source,
+            industry=qualified.company.industry,
+            country=qualified.company.country,
+        ),
     }
     if _uncorrected_since(timeline, "expected_close_date", qualified.qualified_at):
         facts["expected_close_date"] = qualified.expected_close_date
@@ -614,10 +676,84 @@ def on_deal_won(
                 "amount": won.amount,
                 **_owner(timeline, won.owner, won.won_at),
                 "company": won.customer.name or won.customer.domain,
+                **_known(
+                    product=_main_product(won), country=won.customer.country, industry=won.customer.industry
+                ),
             },
             limits=playbook.limits,
         )
     )
+
+
+def _main_product(won: DealWon) -> str | None:
+    """The product of the deal's largest line: a deal of several products is reported under that one."""
+    if not won.lines:
+        return None
+    return max(won.lines, key=lambda line: line.total_minor).product
+
+
+def on_deal_imported(
+    timeline: Timeline | None, imported: DealImported, now: datetime, playbook: InsightsPlaybook
+) -> Decision[Timeline]:
+    """A deal brought from another CRM with its history: its stages entered when the export says, its
+    close, and every dimension the export had, all in business time; `now` is the import's as_of."""
+    entered = [Visit(stage=stage.stage, entered_at=stage.entered_at) for stage in imported.stage_history]
+    closed_at = imported.closed_at or imported.as_of
+    facts: dict[str, object] = {
+        **_owner(timeline, imported.owner, imported.as_of),
+        "company": imported.company.name or imported.company.domain,
+        "created_at": imported.created_at,
+        "engaged_at": imported.engaged_at,
+        "imported_from": imported.source,
+        "imported_as_of": imported.as_of,
+        **_known(
+            pipeline=imported.pipeline,
+            team=imported.team,
+            manager=imported.manager,
+            region=imported.region,
+            product=imported.product,
+            lead_source=imported.lead_source,
+            industry=imported.company.industry,
+            country=imported.company.country,
+        ),
+    }
+    if imported.amount is not None and _uncorrected_since(timeline, "amount", imported.as_of):
+        facts["amount"] = imported.amount
+    if imported.expected_close_date is not None and _uncorrected_since(
+        timeline, "expected_close_date", imported.as_of
+    ):
+        facts["expected_close_date"] = imported.expected_close_date
+    if imported.stage == WON:
+        entered.append(Visit(stage=WON, entered_at=closed_at))
+        facts["won_at"] = closed_at
+    elif imported.stage == LOST:
+        entered.append(Visit(stage=LOST, entered_at=closed_at))
+        facts |= {"lost_at": closed_at, "loss_reason": imported.loss_reason}
+    elif not entered or entered[-1].stage != imported.stage:
+        entered.append(Visit(stage=imported.stage, entered_at=imported.created_at if not entered else now))
+    if imported.next_step is not None:
+        facts |= _newer_next_step(timeline, imported.next_step, imported.as_of)
+    detail = (
+        f"imported from {imported.source} ({imported.source_id}) by {imported.stage_service}: "
+        f"{imported.stage}, {len(imported.stage_history)} stages known"
+    )
+    return Decision(
+        _record(
+            timeline,
+            imported.deal_id,
+            imported.as_of,
+            "deal.imported",
+            detail,
+            entered=entered,
+            progress=True,
+            facts=facts,
+            limits=playbook.limits,
+        )
+    )
+
+
+def _late_in_history(timeline: Timeline | None) -> dict[str, object]:
+    return {"late_in_history": (0 if timeline is None else timeline.late_in_history) + 1}
 
 
 def on_onboarding_started(
@@ -694,6 +830,18 @@ def on_next_step_overdue(
     timeline: Timeline | None, overdue: NextStepOverdue, now: datetime, playbook: InsightsPlaybook
 ) -> Decision[Timeline]:
     detail = f"next step {overdue.next_step.action} overdue in {overdue.stage}"
+    if overdue.from_history:  # late, but long ago: a record of the past, not an alert on the board
+        return Decision(
+            _record(
+                timeline,
+                overdue.deal_id,
+                overdue.due_at,
+                "deal.next_step_overdue",
+                f"{detail} (history: it fell due before the import)",
+                facts=_late_in_history(timeline),
+                limits=playbook.limits,
+            )
+        )
     return Decision(
         _record(
             timeline,
@@ -1220,7 +1368,7 @@ def reached_at(timeline: Timeline, stage: str, playbook: InsightsPlaybook) -> da
     return min(times) if times else None
 
 
-def _stage_at_period_end(timeline: Timeline, end: datetime) -> str | None:
+def stage_just_before(timeline: Timeline, end: datetime) -> str | None:
     """The deal's stage just before `end` (now, or the start of the month after a period's month)."""
     moment = end - timedelta(microseconds=1)
     folded = timeline.folded
@@ -1230,7 +1378,7 @@ def _stage_at_period_end(timeline: Timeline, end: datetime) -> str | None:
     return earlier[-1].stage if earlier else None
 
 
-def _converted_minor(timeline: Timeline, playbook: InsightsPlaybook) -> Decimal | None:
+def converted_minor(timeline: Timeline, playbook: InsightsPlaybook) -> Decimal | None:
     if timeline.amount is None:
         return None
     rate = minor_unit_rate(timeline.amount.currency, playbook)
@@ -1248,12 +1396,12 @@ def _velocity(
 ) -> Velocity:
     end = _period_end(period, now)
     open_deals = sum(
-        1 for timeline in timelines if _stage_at_period_end(timeline, end) in playbook.stage_probability
+        1 for timeline in timelines if stage_just_before(timeline, end) in playbook.stage_probability
     )
     won = [timeline for timeline in timelines if _in_period(timeline.won_at, period)]
     lost = [loss for timeline in timelines for loss in losses(timeline) if _in_period(loss.at, period)]
     win_rate = _ratio(len(won), len(won) + len(lost))
-    amounts = [amount for timeline in won if (amount := _converted_minor(timeline, playbook)) is not None]
+    amounts = [amount for timeline in won if (amount := converted_minor(timeline, playbook)) is not None]
     average_won = sum(amounts, Decimal(0)) / len(amounts) if amounts else None
     cycles = [
         (timeline.won_at - start).total_seconds() / SECONDS_PER_DAY

@@ -6,6 +6,7 @@ from contracts import Event
 from contracts.events import (
     DeadlineReached,
     DealCorrected,
+    DealImported,
     DealLost,
     DealNextStepSet,
     DealOwnerChanged,
@@ -60,6 +61,7 @@ def definition() -> StageDefinition:
         DealOwnerChanged: domain.on_owner_changed,
         DealReopened: domain.on_deal_reopened,
         DealCorrected: domain.on_deal_corrected,
+        DealImported: domain.on_deal_imported,
         DeadlineReached: domain.on_deadline,
     }
     return StageDefinition(

@@ -14,7 +14,7 @@ from shared.playbook import PipelineFor, PlaybookDocument, Stage, load_document,
 
 SECTION = "proposal"
 # What the model takes from the company-wide parts of the document, not from the proposal section.
-SHARED = ("stages", "pipelines", "pipeline_for", "reps")
+SHARED = ("stages", "pipelines", "pipeline_for", "reps", "qualification_stages")
 
 
 class Limits(BaseModel):
@@ -71,6 +71,11 @@ class ProposalPlaybook(BaseModel):
 
     stages: dict[str, Stage] = Field(description="the stages proposal owns, from the document's stages")
     pipelines: dict[str, tuple[str, ...]] = Field(description="pipeline -> its proposal stages, in order")
+    qualification_stages: dict[str, tuple[str, ...]] = Field(
+        default={},
+        description="pipeline -> the stages qualification owns in it: an imported row in one of them is "
+        "qualification's to take",
+    )
     pipeline_for: PipelineFor
     price_list: dict[str, dict[str, int]] = Field(
         description="product -> ISO 4217 currency -> unit price, minor units"
@@ -101,6 +106,10 @@ class ProposalPlaybook(BaseModel):
             return self.stages[stage].probability
         return {"won": 1.0, "lost": 0.0}.get(stage, 0.0)
 
+    def pipeline_stages(self, pipeline: str) -> tuple[str, ...]:
+        """Every stage of a pipeline the playbook has, qualification's first, in order."""
+        return (*self.qualification_stages.get(pipeline, ()), *self.pipelines[pipeline])
+
     def stages_of(self, pipeline: str | None) -> tuple[str, ...]:
         """A pipeline's proposal stages; a pipeline the playbook no longer has: the default's."""
         return (
@@ -117,6 +126,7 @@ def from_document(document: PlaybookDocument, section: dict[str, Any]) -> Propos
             **section,
             "stages": {name: stage for name, stage in document.stages.items() if name in owned},
             "pipelines": pipelines,
+            "qualification_stages": document.owned_by("qualification"),
             "pipeline_for": document.pipeline_for,
             "reps": {rep.name for team in document.teams for rep in team.reps if rep.active},
         }

@@ -16,12 +16,21 @@ expected close date.
 Every time is business time: a stage is entered, and the deal won or lost, when the activity that caused
 it happened, but never before the deal entered its current stage (an activity logged out of order moves
 the deal at the moment it entered that stage).
+
+A deal may also come with its history from another CRM (opportunity.imported): proposal takes a row in
+one of its stages, or won or lost, as it was at the import's `as_of`, and answers deal.imported, never
+deal.stage_changed or deal.won for the past. The stages it had left imply their exit criteria; its next
+step counts from when it entered its stage, and one due by `as_of` is reported overdue as history. Live
+activities then work it as any other deal; once one changed it, a later import of it is refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from functools import wraps
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -34,6 +43,7 @@ from contracts.events import (
     DeadlineReached,
     DealCorrected,
     DealCorrectionReported,
+    DealImported,
     DealLost,
     DealLostReported,
     DealNextStepSet,
@@ -53,6 +63,8 @@ from contracts.events import (
     NextStepOverdue,
     ObjectionRaised,
     ObjectionResolved,
+    OpportunityHistory,
+    OpportunityImported,
     OwnerChangeRequested,
     PaymentReceived,
     ProposalAccepted,
@@ -68,6 +80,14 @@ from contracts.events import (
 )
 from services.proposal.config import ProposalPlaybook
 from shared.domain import Deadline, Decision, RuleBroken, not_before, pending_by_id
+from shared.imported import (
+    UNKNOWN_CONTACT,
+    UNKNOWN_PIPELINE,
+    UNKNOWN_STAGE,
+    check_history,
+    import_digest,
+    replaces_import,
+)
 
 WON = "won"
 LOST = "lost"
@@ -108,7 +128,11 @@ class Deal(BaseModel):
     owner: str
     contact: Contact
     company: Company
-    amount: Money
+    amount: Money | None = Field(
+        default=None,
+        description="none: an imported deal whose export had no usable amount, until a quote is accepted "
+        "or the amount corrected",
+    )
     stage: str = Field(description="a stage id of the playbook, or won or lost")
     pipeline: str | None = Field(default=None, description="none: a deal from before pipelines, the default")
     needs_captured: bool = False
@@ -128,6 +152,24 @@ class Deal(BaseModel):
     next_step_at: datetime | None = None  # when it was set (business time): an older one does not replace it
     next_step_overdue_raised: str | None = None  # the id of the overdue deadline raised last: once each
     last_activity_at: datetime | None = None  # the latest activity.logged
+    source: str | None = Field(default=None, description="an imported deal: the CRM it came from")
+    source_id: str | None = Field(default=None, description="an imported deal: its id in that CRM")
+    imported_as_of: datetime | None = Field(
+        default=None,
+        description="an imported deal: the moment its history is known up to; a deadline due by then "
+        "fell due in the past",
+    )
+    imported_digest: str | None = Field(
+        default=None, description="an imported one: what its row said, less as_of (shared.imported)"
+    )
+    touched_since_import: bool = Field(
+        default=False, description="a live activity changed the imported deal: a later import is refused"
+    )
+    prior_facts: list[str] = Field(
+        default=[],
+        description="facts dealflow did not see happen: the exit criteria of the stages an imported "
+        "history had left, and the acceptance of a proposal sent before the import",
+    )
 
     def quote(self, version: int) -> QuoteVersion:
         if not 1 <= version <= len(self.quotes):
@@ -238,6 +280,109 @@ def on_lead_qualified(
     return _move(deal, first, now, playbook)
 
 
+def on_opportunity_imported(
+    state: Deal | None, row: OpportunityImported, now: datetime, playbook: ProposalPlaybook
+) -> Decision[Any]:
+    """A deal brought in from another CRM with its history, when its stage is one of proposal's or it is
+    closed: deal.imported, with an open deal's next step, and no deal.stage_changed or deal.won for the
+    past (an imported win is nothing to bill). A row in a qualification stage is qualification's: it
+    changes nothing here, and neither does a row no newer than the import that made the deal."""
+    if row.pipeline not in playbook.pipelines:
+        shown = ", ".join(playbook.pipelines)
+        raise RuleBroken(
+            UNKNOWN_PIPELINE, f"{row.pipeline!r} is not a pipeline of the playbook ({shown})", "pipeline"
+        )
+    stages = playbook.pipelines[row.pipeline]
+    if row.stage in playbook.qualification_stages.get(row.pipeline, ()):
+        return Decision(state)
+    if row.stage not in stages and row.stage not in CLOSED_STAGES:
+        shown = ", ".join(playbook.pipeline_stages(row.pipeline))
+        raise RuleBroken(
+            UNKNOWN_STAGE,
+            f"{row.stage!r} is not a stage of pipeline {row.pipeline} ({shown}), won or lost",
+            "stage",
+        )
+    if state is not None and not replaces_import(
+        state.imported_as_of, state.imported_digest, state.touched_since_import, row
+    ):
+        return Decision(state)
+    check_history(row, playbook.pipeline_stages(row.pipeline))
+    deal = _imported_deal(row, state, playbook)
+    history = row.model_dump(include=set(OpportunityHistory.model_fields))
+    imported = DealImported(**history, stage_service="proposal", next_step=deal.next_step)
+    return Decision(deal, [imported])
+
+
+def _imported_deal(row: OpportunityImported, previous: Deal | None, playbook: ProposalPlaybook) -> Deal:
+    """The deal as the row's history leaves it: its stays (else its pipeline's first proposal stage from
+    its creation), an open deal's next step counted from when it entered its stage, and the facts the
+    stages it had left imply. A next step the deal it replaces already reported overdue stays reported."""
+    stages = playbook.pipelines[row.pipeline]
+    visits = [Visit(stage=entry.stage, entered_at=entry.entered_at) for entry in row.stage_history]
+    if not visits:
+        visits = [Visit(stage=stages[0], entered_at=row.created_at)]
+    if row.stage in CLOSED_STAGES and visits[-1].stage != row.stage:
+        assert row.closed_at is not None  # check_history refuses a closed row without it
+        visits.append(Visit(stage=row.stage, entered_at=not_before(row.closed_at, visits[-1].entered_at)))
+    elif visits[-1].stage != row.stage:  # no history: it entered its stage, for all we know, when created
+        visits.append(Visit(stage=row.stage, entered_at=visits[-1].entered_at))
+    rule = None if row.stage in CLOSED_STAGES else playbook.stages[row.stage].next_step
+    entered = visits[-1].entered_at
+    next_step = (
+        None
+        if rule is None
+        else NextStep(action=rule.action, due_at=entered + timedelta(days=rule.due_after_days))
+    )
+    reached = [visit.stage for visit in visits if visit.stage in stages]
+    left = stages if row.stage == WON else stages[: stages.index(reached[-1])] if reached else ()
+    # Whether an objection is open is about now, not a milestone passed: the import knows of none.
+    prior_facts = {
+        criterion
+        for stage in left
+        for criterion in playbook.stages[stage].exit_criteria
+        if isinstance(criterion, str) and criterion != "objections_resolved"
+    }
+    return Deal(
+        deal_id=row.deal_id,
+        owner=row.owner,
+        contact=UNKNOWN_CONTACT,
+        company=row.company,
+        amount=row.amount,
+        stage=row.stage,
+        pipeline=row.pipeline,
+        history=visits,
+        expected_close_date=row.expected_close_date,
+        next_step=next_step,
+        next_step_at=None if next_step is None else entered,
+        next_step_overdue_raised=None if previous is None else previous.next_step_overdue_raised,
+        source=row.source,
+        source_id=row.source_id,
+        imported_as_of=row.as_of,
+        imported_digest=import_digest(row),
+        prior_facts=sorted(prior_facts),
+    )
+
+
+Handled = TypeVar("Handled", bound=Event)
+Handler = Callable[[Deal, Handled, datetime, ProposalPlaybook], Decision[Deal]]
+
+
+def live(handler: Handler[Handled]) -> Handler[Handled]:
+    """The handler of a live activity. One that changes an imported deal marks it touched since the
+    import: from then on its history is dealflow's, and a later import of it is refused."""
+
+    @wraps(handler)
+    def applied(deal: Deal, event: Handled, now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
+        decision = handler(deal, event, now, playbook)
+        unchanged = decision.state == deal and not decision.events
+        if deal.imported_as_of is None or deal.touched_since_import or unchanged:
+            return decision
+        touched = decision.state.model_copy(update={"touched_since_import": True})
+        return Decision(touched, decision.events)
+
+    return applied
+
+
 def on_demo_scheduled(
     deal: Deal, demo: DemoScheduled, now: datetime, playbook: ProposalPlaybook
 ) -> Decision[Deal]:
@@ -334,6 +479,12 @@ def on_proposal_accepted(
         version for version in deal.quotes if version.status in (QuoteStatus.SENT, QuoteStatus.EXPIRED)
     ]
     number = accepted.quote_version or (was_sent[-1].quote.version if was_sent else None)
+    if number is None and "quote_sent" in deal.prior_facts:
+        # The proposal went out before the deal was imported: it is the one accepted, at the deal's amount.
+        prior = sorted({*deal.prior_facts, "quote_accepted"})
+        return _advance(
+            Decision(deal.model_copy(update={"prior_facts": prior})), "proposal_accepted", now, playbook
+        )
     if number is None:
         raise RuleBroken("no_quote", "there is no sent quote to accept")
     version = deal.quote(number)
@@ -359,6 +510,12 @@ def on_payment_received(
     deal: Deal, payment: PaymentReceived, now: datetime, playbook: ProposalPlaybook
 ) -> Decision[Deal]:
     _require_open(deal)
+    if deal.amount is None:
+        raise RuleBroken(
+            "unknown_amount",
+            "the deal has no amount to be paid: accept a quote or correct its amount first",
+            "amount",
+        )
     if payment.amount.currency != deal.amount.currency:
         raise RuleBroken(
             "currency_mismatch",
@@ -487,6 +644,7 @@ def on_deal_correction_reported(
         raise RuleBroken("nothing_to_correct", "give an amount or an expected close date that differs")
     if (
         amount is not None
+        and deal.amount is not None
         and amount.currency != deal.amount.currency
         and (deal.paid_minor or deal.accepted_version)
     ):
@@ -523,7 +681,12 @@ def on_deadline(
         return Decision(deal)  # accepted, superseded or expired already, or sent again since
     if due.kind == NEXT_STEP_OVERDUE and deal.next_step is not None:
         overdue = NextStepOverdue(
-            deal_id=deal.deal_id, owner=deal.owner, stage=deal.stage, next_step=deal.next_step, due_at=now
+            deal_id=deal.deal_id,
+            owner=deal.owner,
+            stage=deal.stage,
+            next_step=deal.next_step,
+            due_at=now,
+            from_history=deal.imported_as_of is not None and due.due_at <= deal.imported_as_of,
         )
         return Decision(deal.model_copy(update={"next_step_overdue_raised": due.id}), [overdue])
     version = deal.quote(int(due.key))
@@ -605,9 +768,9 @@ def _replace_quote(deal: Deal, version: QuoteVersion) -> Deal:
 def facts(deal: Deal) -> dict[str, bool]:
     """What the service knows of the deal, by the names a playbook's exit criteria use."""
     accepted = None if deal.accepted_version is None else deal.quote(deal.accepted_version)
-    due = accepted.quote.total.amount_minor if accepted else deal.amount.amount_minor
+    due = accepted.quote.total if accepted else deal.amount
     statuses = {version.status for version in deal.quotes}
-    return {
+    seen = {
         "needs_captured": deal.needs_captured,
         "demo_scheduled": deal.demos_scheduled > 0,
         "demo_held": deal.demos_held > 0,
@@ -616,8 +779,9 @@ def facts(deal: Deal) -> dict[str, bool]:
         "quote_accepted": accepted is not None,
         "objections_resolved": not any(objection.open for objection in deal.objections.values()),
         "contract_signed": deal.signed,
-        "payment_received": deal.paid_minor >= due,
+        "payment_received": due is not None and deal.paid_minor >= due.amount_minor,
     }
+    return {fact: held or fact in deal.prior_facts for fact, held in seen.items()}
 
 
 def _pipeline_stages_including(deal: Deal, stage: str, playbook: ProposalPlaybook) -> list[str]:
@@ -683,6 +847,10 @@ def _advance(
 
 def _win(decision: Decision[Deal], now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
     deal = decision.state
+    if deal.amount is None:
+        raise RuleBroken(
+            "unknown_amount", "a deal is won with an amount: accept a quote or correct its amount first"
+        )
     accepted = None if deal.accepted_version is None else deal.quote(deal.accepted_version)
     won = _move(deal, WON, now, playbook)
     history = [

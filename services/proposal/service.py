@@ -1,5 +1,8 @@
 """Wires the proposal rules to Kafka and MongoDB."""
 
+from collections.abc import Callable
+from typing import Any
+
 from contracts import Event
 from contracts.events import (
     ActivityLogged,
@@ -15,6 +18,7 @@ from contracts.events import (
     LeadQualified,
     ObjectionRaised,
     ObjectionResolved,
+    OpportunityImported,
     OwnerChangeRequested,
     PaymentReceived,
     ProposalAccepted,
@@ -24,13 +28,13 @@ from contracts.events import (
 )
 from services.proposal import domain
 from services.proposal.config import load_playbook
-from shared.runtime import EventHandler, StageDefinition, with_playbook
+from shared.domain import Decision
+from shared.runtime import StageDefinition, with_playbook
 
 
 def definition() -> StageDefinition:
     playbook = load_playbook()
-    handlers: dict[type[Event], EventHandler] = {
-        LeadQualified: domain.on_lead_qualified,
+    activities: dict[type[Event], domain.Handler[Any]] = {
         DemoScheduled: domain.on_demo_scheduled,
         DemoNoShow: domain.on_demo_no_show,
         DemoHeld: domain.on_demo_held,
@@ -48,14 +52,19 @@ def definition() -> StageDefinition:
         OwnerChangeRequested: domain.on_owner_change_requested,
         DealReopenRequested: domain.on_deal_reopen_requested,
         DealCorrectionReported: domain.on_deal_correction_reported,
+    }
+    handlers: dict[type[Event], Callable[..., Decision[Any]]] = {
+        LeadQualified: domain.on_lead_qualified,
+        OpportunityImported: domain.on_opportunity_imported,
         DeadlineReached: domain.on_deadline,
+        **{event_type: domain.live(handler) for event_type, handler in activities.items()},
     }
     return StageDefinition(
         name="proposal",
         http_port=8083,
         state_model=domain.Deal,
         handlers=with_playbook(handlers, playbook),
-        opening_events=frozenset({LeadQualified}),
+        opening_events=frozenset({LeadQualified, OpportunityImported}),
         # For a deal still in qualification these are qualification's to answer.
         ignored_before_opening=frozenset({ActivityLogged, OwnerChangeRequested}),
         deadlines=domain.deadlines,

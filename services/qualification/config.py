@@ -71,6 +71,9 @@ class QualificationPlaybook(Strict):
     # From the document's shared parts, not the section: who may own a lead, and the stage's id.
     teams: tuple[Team, ...] = ()
     stage: str = "qualification"
+    pipeline_stages: dict[str, tuple[str, ...]] = Field(
+        default={}, description="pipeline -> all its stages in order: which imported rows are whose"
+    )
 
     @property
     def reps(self) -> frozenset[str]:
@@ -90,13 +93,17 @@ class QualificationPlaybook(Strict):
 
 
 def from_document(document: PlaybookDocument, section: dict[str, Any]) -> QualificationPlaybook:
-    """The section, with the document's teams and its qualification stage's id."""
-    shared = {"teams": [team.model_dump() for team in document.teams], "stage": document.qualification_stage}
+    """The section, with the document's teams, its qualification stage's id and its pipelines."""
+    shared = {
+        "teams": [team.model_dump() for team in document.teams],
+        "stage": document.qualification_stage,
+        "pipeline_stages": {name: pipeline.stages for name, pipeline in document.pipelines.items()},
+    }
     return QualificationPlaybook.model_validate({**section, **shared})
 
 
 def section_schema() -> dict[str, Any]:
-    return without_properties(QualificationPlaybook.model_json_schema(), "teams", "stage")
+    return without_properties(QualificationPlaybook.model_json_schema(), "teams", "stage", "pipeline_stages")
 
 
 def load_playbook(path: Path | None = None) -> QualificationPlaybook:

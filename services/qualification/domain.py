@@ -20,14 +20,22 @@ and a queued lead nobody claims within `unassigned_claim_hours` breaches its SLA
 
 Every time is business time: a lead is qualified or disqualified when the discovery call happened (never
 before its qualification opened), a deadline's outcome is dated at its due time.
+
+A lead may also come from another CRM (opportunity.imported, a row in the qualification stage): it opens
+as it was at the import's `as_of`, with no contact cadence (that happened there) and the discovery call
+as its next step; deal.imported answers. An SLA or next step due by `as_of` is reported as history and
+decides nothing. A row of a later stage is proposal's: here it only marks the deal as proposal's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from functools import wraps
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from contracts import Event
 from contracts.events import (
@@ -35,6 +43,7 @@ from contracts.events import (
     Company,
     Contact,
     DeadlineReached,
+    DealImported,
     DealOwnerChanged,
     DiscoveryCallLogged,
     ExpansionDealOpened,
@@ -47,6 +56,8 @@ from contracts.events import (
     NextStepOverdue,
     NextStepScheduled,
     NurtureRequested,
+    OpportunityHistory,
+    OpportunityImported,
     OwnerChangeRequested,
     ProspectIdentified,
     QualificationReopened,
@@ -56,6 +67,14 @@ from contracts.events import (
 )
 from services.qualification.config import Criterion, QualificationPlaybook
 from shared.domain import Deadline, Decision, RuleBroken, not_before, pending_by_id
+from shared.imported import (
+    CLOSED_STAGES,
+    UNKNOWN_CONTACT,
+    check_history,
+    entered_current_stage,
+    import_digest,
+    replaces_import,
+)
 
 # Deadline kinds; each deadline's key is the qualification cycle it belongs to.
 FIRST_TOUCH_OVERDUE = "first_touch_overdue"
@@ -113,6 +132,28 @@ class Qualification(BaseModel):
     needs: Needs = Needs()
     estimated_amount: Money | None = None
     expected_close_date: date | None = None
+    follows_cadence: bool = Field(
+        default=True,
+        description="False: an imported lead, whose contact cadence happened in the other CRM: no "
+        "first-touch SLA, no no_response at the cadence's end (until a nurture reopens it afresh)",
+    )
+    source: str | None = Field(default=None, description="an imported lead: the CRM it came from")
+    source_id: str | None = Field(default=None, description="an imported lead: its id in that CRM")
+    imported_as_of: datetime | None = Field(
+        default=None,
+        description="an imported lead: the moment its history is known up to; a deadline due by then "
+        "fell due in the past, and is recorded, not acted on",
+    )
+    imported_digest: str | None = Field(
+        default=None, description="an imported one: what its row said, less as_of (shared.imported)"
+    )
+    touched_since_import: bool = Field(
+        default=False, description="a live activity changed the imported lead: a later import is refused"
+    )
+
+    def due_in_history(self, due_at: datetime) -> bool:
+        """Whether a deadline fell due before the lead was imported: history, late, paging nobody."""
+        return self.imported_as_of is not None and due_at <= self.imported_as_of
 
 
 def deadlines(state: Qualification, playbook: QualificationPlaybook) -> list[Deadline]:
@@ -120,7 +161,7 @@ def deadlines(state: Qualification, playbook: QualificationPlaybook) -> list[Dea
     cycle = str(state.cycle)
     pending: list[Deadline] = []
     if state.status is Status.OPEN:
-        if state.touches_done == 0 and FIRST_TOUCH_OVERDUE not in state.breached:
+        if state.follows_cadence and state.touches_done == 0 and FIRST_TOUCH_OVERDUE not in state.breached:
             pending.append(Deadline(FIRST_TOUCH_OVERDUE, cycle, state.first_touch_due))
         if not state.replied:
             pending.append(Deadline(CADENCE_END, cycle, state.opened_at + timedelta(days=state.cadence_days)))
@@ -144,7 +185,7 @@ def _decided_by(state: Qualification, moment: datetime, playbook: QualificationP
     if not state.replied and moment >= state.opened_at + timedelta(days=state.cadence_days):
         return True
     sla = state.opened_at + timedelta(days=playbook.qualification_max_days)
-    return playbook.decision.at_sla == "decide" and moment >= sla
+    return playbook.decision.at_sla == "decide" and moment >= sla and not state.due_in_history(sla)
 
 
 def on_prospect_identified(
@@ -201,6 +242,130 @@ def on_upsell_identified(
         reason=upsell.reason,
     )
     return Decision(opened, [expansion, _next_step_event(opened)])
+
+
+def on_opportunity_imported(
+    state: Qualification | None, row: OpportunityImported, now: datetime, playbook: QualificationPlaybook
+) -> Decision[Any]:
+    """An open deal of another CRM in the qualification stage opens here with its owner and company:
+    deal.imported, its next step the discovery call. Its contact cadence happened in that CRM: none is
+    scheduled. A row of proposal's (a later stage, or closed) only marks the deal as proposal's, as a
+    qualified lead is, so a rep's activities on it are proposal's to answer; a row of an unknown pipeline
+    or stage is proposal's to refuse. Neither changes anything here when no newer than the import."""
+    stages = playbook.pipeline_stages.get(row.pipeline)
+    if stages is None:
+        return Decision(state)
+    if row.stage != playbook.stage:
+        if row.stage in stages or row.stage in CLOSED_STAGES:
+            return _handed_over(state, row, stages)
+        return Decision(state)
+    if state is not None and not replaces_import(
+        state.imported_as_of, state.imported_digest, state.touched_since_import, row
+    ):
+        return Decision(state)
+    check_history(row, stages)
+    lead = _imported_lead(row, state, playbook)
+    history = row.model_dump(include=set(OpportunityHistory.model_fields))
+    imported = DealImported(**history, stage_service="qualification", next_step=lead.next_step)
+    return Decision(lead, [imported])
+
+
+def _imported_lead(
+    row: OpportunityImported, previous: Qualification | None, playbook: QualificationPlaybook
+) -> Qualification:
+    """The open lead as the row leaves it, opened when it entered the qualification stage. The buyer is
+    engaged (it is an opportunity already): the next step is the discovery call, and no cadence runs.
+    SLAs the lead it replaces already breached, for the same opening, stay breached."""
+    entered = entered_current_stage(row)
+    step = NextStep(
+        action="discovery_call", due_at=entered + timedelta(days=playbook.discovery_call_within_days)
+    )
+    same_opening = previous is not None and previous.opened_at == entered
+    return Qualification(
+        deal_id=row.deal_id,
+        owner=row.owner,
+        contact=UNKNOWN_CONTACT,
+        company=row.company,
+        tier="A",  # no fit score came with it; like an upsell, a deal someone works already
+        status=Status.OPEN,
+        opened_at=entered,
+        first_touch_due=entered,
+        touches_planned=0,
+        cadence_days=0,
+        replied=True,
+        follows_cadence=False,
+        next_step=step,
+        overdue_step=None if previous is None else previous.overdue_step,
+        breached=previous.breached if previous is not None and same_opening else [],
+        lead_source=row.lead_source,
+        estimated_amount=row.amount,
+        expected_close_date=row.expected_close_date,
+        source=row.source,
+        source_id=row.source_id,
+        imported_as_of=row.as_of,
+        imported_digest=import_digest(row),
+    )
+
+
+def _handed_over(
+    state: Qualification | None, row: OpportunityImported, stages: tuple[str, ...]
+) -> Decision[Any]:
+    """A row proposal takes: the deal is marked proposal's here (as a qualified lead is), unless this
+    stage holds a lead of its own or one live activity touched, or the row is no newer, or proposal will
+    refuse its history anyway."""
+    if state is not None and (
+        state.imported_as_of is None
+        or state.touched_since_import
+        or not replaces_import(state.imported_as_of, state.imported_digest, False, row)
+    ):
+        return Decision(state)
+    try:
+        check_history(row, stages)
+    except RuleBroken:
+        return Decision(state)  # proposal answers it with the rejection
+    marked = Qualification(
+        deal_id=row.deal_id,
+        owner=row.owner,
+        contact=UNKNOWN_CONTACT,
+        company=row.company,
+        tier="A",
+        status=Status.QUALIFIED,
+        opened_at=row.created_at,
+        first_touch_due=row.created_at,
+        touches_planned=0,
+        cadence_days=0,
+        replied=True,
+        follows_cadence=False,
+        next_step=None,
+        lead_source=row.lead_source,
+        source=row.source,
+        source_id=row.source_id,
+        imported_as_of=row.as_of,
+        imported_digest=import_digest(row),
+    )
+    return Decision(marked)
+
+
+Handled = TypeVar("Handled", bound=Event)
+Handler = Callable[[Qualification, Handled, datetime, QualificationPlaybook], Decision[Qualification]]
+
+
+def live(handler: Handler[Handled]) -> Handler[Handled]:
+    """The handler of a live activity. One that changes an imported lead marks it touched since the
+    import: from then on its history is dealflow's, and a later import of it is refused."""
+
+    @wraps(handler)
+    def applied(
+        state: Qualification, event: Handled, now: datetime, playbook: QualificationPlaybook
+    ) -> Decision[Qualification]:
+        decision = handler(state, event, now, playbook)
+        unchanged = decision.state == state and not decision.events
+        if state.imported_as_of is None or state.touched_since_import or unchanged:
+            return decision
+        touched = decision.state.model_copy(update={"touched_since_import": True})
+        return Decision(touched, decision.events)
+
+    return applied
 
 
 def on_touch_logged(
@@ -443,12 +608,21 @@ def on_deadline(
             stage=playbook.stage,
             next_step=state.next_step,
             due_at=due.due_at,
+            from_history=state.due_in_history(due.due_at),
         )
         return Decision(state.model_copy(update={"overdue_step": state.next_step}), [overdue])
     if due.kind in (FIRST_TOUCH_OVERDUE, QUALIFICATION_OVERDUE, UNASSIGNED_UNCLAIMED):
-        breached = SlaBreached(deal_id=state.deal_id, owner=state.owner, sla=due.kind, due_at=due.due_at)
+        from_history = state.due_in_history(due.due_at)
+        breached = SlaBreached(
+            deal_id=state.deal_id,
+            owner=state.owner,
+            sla=due.kind,
+            due_at=due.due_at,
+            from_history=from_history,
+        )
         noted = state.model_copy(update={"breached": [*state.breached, due.kind]})
-        if due.kind == QUALIFICATION_OVERDUE and playbook.decision.at_sla == "decide":
+        # An SLA that fell due before the import did not decide the lead: the export has it still open.
+        if due.kind == QUALIFICATION_OVERDUE and playbook.decision.at_sla == "decide" and not from_history:
             decided = _decided_at_sla(noted, due.due_at, playbook)
             return Decision(decided.state, [breached, *decided.events])
         return Decision(noted, [breached])
@@ -478,6 +652,7 @@ def on_deadline(
             "reopen_on": None,
             "next_step": NextStep(action="touch_1", due_at=now + timedelta(days=1)),
             "overdue_step": None,
+            "follows_cadence": True,
         }
     )
     return Decision(
