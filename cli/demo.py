@@ -154,7 +154,10 @@ async def run_demo(
     imported: set[str] = set()
     if history_dir is not None:
         history = read_history(history_dir, datetime.now(UTC))
-        say(f"history: {history_dir / 'opportunities.csv'}: {history.summary(dry_run=False)}")
+        export = history_dir / "opportunities.csv"
+        for problem in history.problems:  # the messiness of a real export, spoilt on purpose
+            say(f"history: {export}: {problem.severity}: {problem}")
+        say(f"history: {export}: {history.summary(dry_run=False)}")
         await publish(settings, records_for(settings, importing.iter_events(history)))
         imported = {row.event.deal_id for row in history.mapped}
     shift = await told_before(settings, sample_dir)

@@ -21,6 +21,8 @@ DIR/opportunities.csv, one row per deal:
 - Amount and Currency: the deal's value in whole units with two decimals (EUR, USD or GBP by the
   account's country); always there on closed deals and on open ones past the first stage, on some open
   ones in the first stage. Primary Product: the price list product it is about (its name).
+- First Meeting Date: the first meeting with the buyer (a portal's own property; the mapping reads it as
+  the engagement): in the first stage, for every deal that left it and half of the others; else empty.
 - Closed Lost Reason: a lost deal's reason (a playbook loss reason, written for people).
 
 Time: every date lies before `until` (00:00 UTC of that day): import it with --as-of at or after that.
@@ -100,7 +102,7 @@ NAME_PARTS = (
 HEADER = [
     "Record ID", "Deal Name", "Pipeline", "Deal Stage", "Amount", "Currency", "Close Date", "Create Date",
     "Deal owner", "Associated Company", "Deal Type", "Original Source Type", "Closed Lost Reason",
-    "Primary Product",
+    "Primary Product", "First Meeting Date",
 ]  # fmt: skip
 
 
@@ -151,6 +153,7 @@ class Deal:
     currency: str
     loss_reason: str | None
     lead_source: str
+    engaged: datetime | None = None  # the first meeting with the buyer, when there was one
 
 
 def generate_history(
@@ -274,6 +277,7 @@ def mapping_for(document: PlaybookDocument) -> dict[str, Any]:
             "lead_source": "Original Source Type",
             "loss_reason": "Closed Lost Reason",
             "product": "Primary Product",
+            "engaged": "First Meeting Date",
         },
         "default_currency": "EUR",
         "timezone": "UTC",
@@ -428,6 +432,12 @@ def _deal(
         pool = reasons if stages[position] in late or not early_reasons else early_reasons
         loss_reason = rng.choice(pool)
     expected = (created + timedelta(days=typical_days + rng.uniform(10, 60))).date()
+    # The first meeting falls in the first stage: always for a deal that left it, for half the others.
+    first_stay_end = entered[1][1] if len(entered) > 1 else (closed or end)
+    engaged = None
+    if len(entered) > 1 or rng.random() < 0.5:
+        engaged = created + (first_stay_end - created) * rng.uniform(0.3, 0.9)
+        engaged = engaged.replace(second=0, microsecond=0)
     return Deal(
         record_id=str(19_000_000_000 + index * 97 + rng.randrange(97)),
         pipeline=pipeline,
@@ -443,6 +453,7 @@ def _deal(
         currency=currency,
         loss_reason=loss_reason,
         lead_source=rng.choice(SOURCES),
+        engaged=engaged,
     )
 
 
@@ -472,6 +483,7 @@ def _row(document: PlaybookDocument, deal: Deal) -> dict[str, str]:
         "Original Source Type": deal.lead_source,
         "Closed Lost Reason": reason_label(deal.loss_reason) if deal.loss_reason else "",
         "Primary Product": product_label(deal.product),
+        "First Meeting Date": deal.engaged.strftime(TIME_FORMAT) if deal.engaged else "",
     }
     for stage, at in deal.entered:
         row[entered_column(stage_label(document, stage), pipeline_text)] = at.strftime(TIME_FORMAT)

@@ -302,12 +302,13 @@ def backtest_table(learned: dict[str, Any]) -> Table:
         f"{learned['horizon_days']} days ({currency})",
         caption=(
             f"mean absolute percentage error over {summary['scored']} of {summary['periods']} periods: "
-            f"playbook {percent(summary['static_mape'])}, fitted {percent(summary['fitted_mape'])}"
+            f"playbook {percent(summary['static_mape'])}, fitted {percent(summary['fitted_mape'])}; "
+            "static: stages whose fitted probability had too few closed deals yet (--json lists them)"
         ),
     )
-    columns = ("period", "open", "playbook", "fitted", "won", "playbook error", "fitted error", "fallbacks")
+    columns = ("period", "open", "playbook", "fitted", "won", "playbook error", "fitted error", "static")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("period", "fallbacks") else "right")
+        table.add_column(column, justify="left" if column == "period" else "right")
     for row in learned["snapshots"]:
         table.add_row(
             row["period"],
@@ -317,7 +318,7 @@ def backtest_table(learned: dict[str, Any]) -> Table:
             money(row["actual_minor"], currency),
             percent(row["static_ape"]),
             percent(row["fitted_ape"]),
-            ", ".join(row["static_fallbacks"]) or "-",
+            str(len(row["static_fallbacks"])) if row["static_fallbacks"] else "-",
         )
     return table
 

@@ -1025,6 +1025,11 @@ class DealStalled(Event):
         description="when the stall began: the last progress plus the stage's stall days (business "
         "time), not when insights noticed it"
     )
+    from_history: bool = Field(
+        default=False,
+        description="it began before the deal was imported (before the import's as_of): a record of the "
+        "past, late, that pages nobody",
+    )
 
 
 # --- time ----------------------------------------------------------------------------------------

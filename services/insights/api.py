@@ -439,6 +439,10 @@ REP_SECTIONS = (
 )
 
 
+def _utc_minute(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
 def _money(minor: int | None, currency: str | None) -> str:
     if minor is None or currency is None:
         return "no amount"
@@ -456,7 +460,7 @@ def rep_page_html(view: RepView, reporting_currency: str) -> str:
             f"<td>{escape(c.deal_id)}</td><td>{escape(c.stage)}</td>"
             f'<td class="number">{escape(_money(c.amount_minor, c.currency))}</td>'
             f"<td>{escape(c.next_step.action if c.next_step else '-')}</td>"
-            f"<td>{escape(c.next_step.due_at.isoformat() if c.next_step else '-')}</td>"
+            f"<td>{escape(_utc_minute(c.next_step.due_at) if c.next_step else '-')}</td>"
             f'<td class="number">{c.days_in_stage:.1f}</td></tr>'
             for c in cards
         )
@@ -473,7 +477,7 @@ def rep_page_html(view: RepView, reporting_currency: str) -> str:
         f"<title>{owner}: next steps</title><style>{REP_PAGE_STYLE}</style></head><body>"
         f"<header><h1>{owner}</h1><span>team {escape(view.team)}</span>"
         f"<span>{view.open_deals} open deals</span>"
-        f"<span>as of {escape(view.generated_at.isoformat(timespec='minutes'))}</span>"
+        f"<span>as of {escape(_utc_minute(view.generated_at))}</span>"
         f'<a href="{escape(PAGE_PATH)}">pipeline</a></header><main>{"".join(sections)}</main></body></html>'
     )
 

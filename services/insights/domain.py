@@ -733,6 +733,9 @@ def on_deal_imported(
         entered.append(Visit(stage=imported.stage, entered_at=imported.created_at if not entered else now))
     if imported.next_step is not None:
         facts |= _newer_next_step(timeline, imported.next_step, imported.as_of)
+    # Its stall clock runs from its last move in the other CRM, not from the import.
+    moves = [visit.entered_at for visit in entered if visit.entered_at <= imported.as_of]
+    facts["last_progress_at"] = max(moves, default=imported.created_at)
     detail = (
         f"imported from {imported.source} ({imported.source_id}) by {imported.stage_service}: "
         f"{imported.stage}, {len(imported.stage_history)} stages known"
@@ -1029,6 +1032,7 @@ def on_deadline(
         days_without_progress=days,
         next_step=current_next_step(timeline),
         detected_at=now,
+        from_history=timeline.imported_as_of is not None and stall.due_at <= timeline.imported_as_of,
     )
     updated = _record(
         timeline,

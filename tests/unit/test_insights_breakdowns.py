@@ -20,7 +20,9 @@ import pytest
 
 from contracts.events import (
     Company,
+    DeadlineReached,
     DealImported,
+    DealStalled,
     ImportedStage,
     Money,
     NextStep,
@@ -384,3 +386,25 @@ def test_a_long_imported_history_is_folded_within_the_limits_and_still_counted()
     negotiation = next(stage for stage in row.stages if stage.stage == "negotiation")
     assert negotiation.stays == 15  # every stay of one day, folded or not
     assert negotiation.median_days == 1.0
+
+
+def test_an_imported_deal_stalls_from_its_last_move_in_the_other_crm_as_history() -> None:
+    entered = AS_OF - timedelta(days=20)
+    open_deal = apply_import(
+        imported(
+            stage="negotiation",
+            closed_at=None,
+            stage_history=[ImportedStage(stage="negotiation", entered_at=entered)],
+        )
+    )
+    assert open_deal.last_progress_at == entered
+    [stall] = domain.deadlines(open_deal, PLAYBOOK)
+    assert stall.due_at == entered + timedelta(days=PLAYBOOK.stall_days["negotiation"])
+    assert stall.due_at < AS_OF
+    assert domain.is_stalled(open_deal, AS_OF, PLAYBOOK)
+    reached = DeadlineReached(
+        deal_id=open_deal.deal_id, stage_service="insights", deadline_id=stall.id, due_at=stall.due_at
+    )
+    [stalled] = domain.on_deadline(open_deal, reached, stall.due_at, PLAYBOOK).events
+    assert isinstance(stalled, DealStalled)
+    assert (stalled.from_history, stalled.stalled_since) == (True, entered)
