@@ -18,7 +18,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -42,6 +42,7 @@ from contracts.events import (
     DemoScheduled,
     DiscoveryCallLogged,
     ErasureRequested,
+    ImportedStage,
     LeadCaptured,
     LeadQualified,
     Money,
@@ -52,6 +53,7 @@ from contracts.events import (
     OnboardingStarted,
     OnboardingTaskCompleted,
     OnboardingTaskSkipped,
+    OpportunityImported,
     PaymentReceived,
     ProposalAccepted,
     ProposalSent,
@@ -115,6 +117,7 @@ EXPECTED: dict[str, Counter[str]] = {
     "presentation": PRESENTATION,
     "negotiation": NEGOTIATION,
     "expansion": Counter({"deal.expansion_opened.v1": 1, "qualification.next_step_scheduled.v1": 1}),
+    "imported": Counter({"deal.imported.v1": 1}),  # an imported win is history: no deal.won, no onboarding
 }
 
 
@@ -182,6 +185,60 @@ def expansion(deal_id: str) -> Journey:
     return Journey(deal_id=deal_id, outcome="expansion", events=[upsell])
 
 
+# The stages an imported row went through to its stage (a closed one's last stage before it closed).
+IMPORTED_PATHS = {
+    "qualification": ("qualification",),
+    "negotiation": ("qualification", "proposal", "negotiation"),
+    "won": ("qualification", "presentation", "proposal", "negotiation", "closing"),
+    "lost": ("qualification", "proposal"),
+}
+
+
+def opportunity(
+    deal_id: str, stage: str, as_of: datetime, moved: timedelta, /, **changes: object
+) -> OpportunityImported:
+    """A row of a CRM export, as `dealflow import opportunities` publishes it: a deal of new_business in
+    `stage` as of `as_of`, its last move (entering that stage, or closing) `moved` before it, the stages
+    before ten days apart. `changes` replace fields of the row."""
+    path = IMPORTED_PATHS[stage]
+    closed = stage in ("won", "lost")
+    last_move = as_of - moved
+    entered = [
+        last_move - timedelta(days=10 * (len(path) - index - (0 if closed else 1)))
+        for index in range(len(path))
+    ]
+    values: dict[str, object] = {
+        "deal_id": deal_id,
+        "source": "salesforce",
+        "source_id": f"006-{deal_id}",
+        "owner": "anna.schmidt",
+        "team": "emea",
+        "company": _company(deal_id),
+        "pipeline": "new_business",
+        "stage": stage,
+        "stage_history": [
+            ImportedStage(stage=name, entered_at=at) for name, at in zip(path, entered, strict=True)
+        ],
+        "created_at": entered[0],
+        "closed_at": last_move if closed else None,
+        "amount": AMOUNT,
+        "loss_reason": "competitor" if stage == "lost" else None,
+        "as_of": as_of,
+    }
+    return OpportunityImported.model_validate(values | changes)
+
+
+def imported(deal_id: str, stage: str, as_of: datetime) -> Journey:
+    """A good row of an export: the stage whose row it is answers deal.imported.v1, and nothing falls due
+    during the run (it moved a day before `as_of`, the run's time)."""
+    return Journey(deal_id, "imported", [opportunity(deal_id, stage, as_of, timedelta(days=1))])
+
+
+def good_imports(as_of: datetime) -> list[Journey]:
+    """Good imported deals of phase 1: proposal's open and closed, and qualification's."""
+    return [imported(f"g-imp-{stage}", stage, as_of) for stage in IMPORTED_PATHS]
+
+
 def good_deals(count: int) -> list[Journey]:
     """The good stream of phase 1, outcomes in a fixed rotation (won most often, like cli.workload)."""
     rotation = ["won", "lost", "won", "disqualified", "won", "invalid", "won", "not_a_fit", "lost", "won"]
@@ -226,6 +283,7 @@ class Probe:
     partition: int  # where it is produced
     ce_id: str | None  # its ce_id, if a readable one
     deadline_for: str | None = None  # for a well-formed deadline: the stage it names
+    answered_by: str | None = None  # for an import row one stage refuses: that stage (the other takes it)
     conflict_copy: bool = False  # a second record under an id already used with other content
     phase: int = 1
 
@@ -486,6 +544,13 @@ def _erasure_payload(n: int) -> dict[str, Any]:
     return _dump(ErasureRequested(request_id=f"hx-er-{n}", email=f"nobody-{n}@hx-erase.example"))
 
 
+def _imported_payload(n: int) -> dict[str, Any]:
+    """In turn proposal's open and won, qualification's, and proposal's lost; deadlines of it that fell
+    due before as_of (its last move a month before) are recorded as history during the run."""
+    stage = ("negotiation", "won", "qualification", "lost")[n % 4]
+    return _dump(opportunity(f"hx-imp-{n}", stage, BASE_TIME, timedelta(days=30)))
+
+
 TEMPLATES = [
     Template(
         "lead",
@@ -554,6 +619,14 @@ TEMPLATES = [
         _deadline_payload,
         text_path="deadline_id",
         allowed_valid=NO_EFFECT,
+    ),
+    Template(
+        "imported",
+        Topic.IMPORTS,
+        "opportunity.imported.v1",
+        _imported_payload,
+        int_paths=("amount.amount_minor", "company.employees", "company.annual_revenue"),
+        text_path="owner",
     ),
     Template(
         "erasure",
@@ -650,6 +723,7 @@ class Draft:
         event_type: str | bool | None = True,
         phase: int = 1,
         conflict_copy: bool = False,
+        answered_by: str | None = None,
     ) -> Probe:
         """The valid record of the template (the draft's, or another); each keyword changes one part of it.
 
@@ -685,6 +759,7 @@ class Draft:
             deadline_for=_deadline_target(payload, template) if raw_value == body else None,
             conflict_copy=conflict_copy,
             phase=phase,
+            answered_by=answered_by,
         )
 
 
@@ -1606,6 +1681,58 @@ def rule_breaks(draw: st.DrawFn) -> Make:
     return make
 
 
+@hostile_class(template="imported")
+def refused_imports(draw: st.DrawFn) -> Make:
+    """Valid rows whose history a stage refuses: the stage whose row it is answers activity.rejected.v1,
+    the other takes it as nothing; a time no stage may take is refused by both."""
+    at, month = BASE_TIME, timedelta(days=30)
+
+    def row(like: str, **changes: object) -> Callable[[int], OpportunityImported]:
+        """A row of a deal in stage `like` (its history), with these fields changed."""
+        return lambda n: opportunity(f"hx-imp-{n}", like, at, month, **changes)
+
+    out_of_order = [
+        ImportedStage(stage="proposal", entered_at=at - month),
+        ImportedStage(stage="negotiation", entered_at=at - 2 * month),
+    ]
+    # kind -> (the row, the stage that answers it; None: both)
+    refused: dict[str, tuple[Callable[[int], OpportunityImported], str | None]] = {
+        "unknown pipeline": (row("negotiation", pipeline="partners"), "proposal"),
+        "unknown stage": (row("negotiation", stage="haggling"), "proposal"),
+        "won without closed_at": (row("won", closed_at=None), "proposal"),
+        "history out of order": (row("negotiation", stage_history=out_of_order), "proposal"),
+        "history ends in another stage": (row("negotiation", stage="closing"), "proposal"),
+        "created after as_of": (row("won", created_at=at + timedelta(hours=1)), "proposal"),
+        "a stage not of its pipeline": (row("negotiation", pipeline="renewal"), "proposal"),
+        "qualification's, history ends in another stage": (
+            row("negotiation", stage="qualification"),
+            "qualification",
+        ),
+        "a live deal's id, in negotiation": (
+            lambda n: opportunity(HX_PROP[n % 4], "negotiation", at, month),
+            "proposal",
+        ),
+        "a live lead's id, in qualification": (
+            lambda n: opportunity(HX_QUAL[n % 4], "qualification", at, month),
+            "qualification",
+        ),
+        "as_of in the future": (lambda n: opportunity(f"hx-imp-{n}", "won", FUTURE, month), None),
+        "as_of eleven years ago": (
+            lambda n: opportunity(f"hx-imp-{n}", "won", at - timedelta(days=4_000), month),
+            None,
+        ),
+    }
+    kind = draw(st.sampled_from(list(refused)))
+
+    def make(draft: Draft) -> Probe:
+        build, answered_by = refused[kind]
+        return draft.probe(
+            kind, payload=_dump(build(draft.n)), allowed=frozenset({"rejected"}), answered_by=answered_by
+        )
+
+    return make
+
+
 # class name -> (strategy factory, topics it is tried on, examples per topic)
 CLASSES: dict[str, tuple[Callable[[Topic], st.SearchStrategy[Builder]], Sequence[Topic], int]] = {
     "deep_nesting": (deep_nesting, ALL_TOPICS, 2),
@@ -1632,6 +1759,7 @@ CLASSES: dict[str, tuple[Callable[[Topic], st.SearchStrategy[Builder]], Sequence
     "json_shapes": (json_shapes, ALL_TOPICS, 3),
     "orphan_activity": (orphan_activity, [Topic.ACTIVITIES], 6),
     "rule_breaks": (rule_breaks, [Topic.ACTIVITIES], 12),
+    "refused_imports": (refused_imports, [Topic.IMPORTS], 12),
 }
 
 
