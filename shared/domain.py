@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Generic, TypeVar
 from urllib.parse import quote, unquote
 
@@ -90,6 +91,14 @@ def _duration(span: timedelta) -> str:
 
 
 _DEADLINE_KIND = re.compile(r"[a-z][a-z0-9_]*")
+_UNQUOTED_KEY = re.compile(r"[A-Za-z0-9_.~-]*")  # what quote(key, safe="") leaves as it is
+
+
+@lru_cache(maxsize=16_384)
+def _deadline_id(kind: str, key: str, due_at: datetime) -> str:
+    # Asked for every pending deadline of every event a stage applies, mostly the same ones again.
+    due = due_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{kind}/{key if _UNQUOTED_KEY.fullmatch(key) else quote(key, safe='')}@{due}"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -113,8 +122,7 @@ class Deadline:
 
     @property
     def id(self) -> str:
-        due = self.due_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        return f"{self.kind}/{quote(self.key, safe='')}@{due}"
+        return _deadline_id(self.kind, self.key, self.due_at)
 
     @classmethod
     def parse(cls, deadline_id: str) -> Deadline:

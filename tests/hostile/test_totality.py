@@ -653,6 +653,7 @@ def account(
 ) -> tuple[list[str], list[str]]:
     settings = run.settings
     rows: dict[str, Counter[str]] = defaultdict(Counter)
+    per_topic: dict[str, Counter[str]] = defaultdict(Counter)  # outcome -> count, per consumed topic
     tried: Counter[str] = Counter()
     violations: dict[str, list[str]] = defaultdict(list)
     absorbed_copies: Counter[str] = Counter()
@@ -667,6 +668,7 @@ def account(
                 absorbed_copies[consumer.service] += 1
             allowed = allowed_for(probe, consumer)
             for outcome in found:
+                per_topic[where.topic.split(".", 1)[1]][outcome.split(":")[0]] += 1
                 rows[probe.cls][
                     outcome.split(":")[0] if not outcome.startswith("dead_lettered") else outcome
                 ] += 1
@@ -704,6 +706,10 @@ def account(
             f"   [{len(violations.get(cls, []))}]"
         )
     lines.append("(counts are per consuming group: a record on the activities topic is counted by three)")
+    for topic, counts in sorted(per_topic.items()):
+        lines.append(
+            f"{topic}: {', '.join(f'{outcome} {count}' for outcome, count in sorted(counts.items()))}"
+        )
     failures: list[str] = []
     for cls in sorted(violations):
         lines.append(f"{cls}: {len(violations[cls])} outcomes break totality, e.g.")
