@@ -7,12 +7,13 @@ import asyncio
 import hmac
 import os
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from services.insights.api import ReportCache
+from services.insights.api import ReportCache, TimelineSnapshot
 from shared import http_access
 from shared.http_access import ApiAccess, allowed_host_names, bearer_token, host_name, tokens_equal
 from shared.settings import DEFAULT_ALLOWED_HOSTS, Settings
@@ -201,3 +202,25 @@ async def test_the_report_cache_computes_once_per_period_and_age_and_keeps_a_few
     assert await cache.get("2026-10") == b"2026-10#3"
     assert await cache.get("all") == b"all#5"
     assert cache.computations == len(computed) == 5
+
+
+async def test_the_timelines_are_read_once_for_every_answer_computed_within_their_age() -> None:
+    reads: list[int] = []
+    release = asyncio.Event()
+
+    async def load() -> list[Any]:
+        reads.append(len(reads) + 1)
+        await release.wait()
+        return [f"read {len(reads)}"]
+
+    clock = Clock()
+    snapshot = TimelineSnapshot(load, max_age_seconds=5, monotonic=clock)
+    waiting = [asyncio.create_task(snapshot.get()) for _ in range(4)]  # a page's four requests
+    await asyncio.sleep(0.01)
+    release.set()
+    assert [await task for task in waiting] == [["read 1"]] * 4
+    clock.now += 4.9
+    assert await snapshot.get() == ["read 1"]
+    clock.now += 0.1
+    assert await snapshot.get() == ["read 2"]  # past its age: read afresh
+    assert snapshot.reads == len(reads) == 2
