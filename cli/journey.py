@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from cli.kafka_io import SeenEvent
 
@@ -12,6 +13,10 @@ def _money(amount: dict[str, object] | None) -> str:
         return "?"
     minor = int(str(amount.get("amount_minor", 0)))
     return f"{minor / 100:,.2f} {amount.get('currency', '')}"
+
+
+def _history(data: dict[str, Any]) -> str:
+    return " (history: before the import, pages nobody)" if data.get("from_history") else ""
 
 
 def summary(event: SeenEvent) -> str:
@@ -40,7 +45,7 @@ def summary(event: SeenEvent) -> str:
             due = str(step.get("due_at"))[:16]
             return f"next: {step.get('action')} by {due} ({data.get('touches_done')} touches done)"
         case "qualification.sla_breached.v1":
-            return f"{data.get('sla')} (was due {str(data.get('due_at'))[:16]})"
+            return f"{data.get('sla')} (was due {str(data.get('due_at'))[:16]}){_history(data)}"
         case "lead.nurtured.v1":
             return f"{data.get('reason')}, reopens {data.get('reopen_on')}"
         case "activity.touch_logged.v1":
@@ -86,6 +91,21 @@ def summary(event: SeenEvent) -> str:
             return f"{len(data.get('lines', []))} quote lines in {data.get('currency')}, prepared and sent"
         case "activity.quote_prepared.v1":
             return f"{len(data.get('lines', []))} quote lines in {data.get('currency')}"
+        case "deal.imported.v1" | "opportunity.imported.v1":
+            known = len(data.get("stage_history", []))
+            where = f"{data.get('stage')} in {data.get('pipeline')}"
+            return (
+                f"{data.get('source')} {data.get('source_id')}: {where}, owner {data.get('owner')},"
+                f" {known} stage{'' if known == 1 else 's'} known"
+            )
+        case "deal.next_step_overdue.v1":
+            step = data.get("next_step", {})
+            return f"{step.get('action')} was due {str(data.get('due_at'))[:16]}{_history(data)}"
+        case "deal.stalled.v1":
+            days = data.get("days_without_progress")
+            return f"{days} days without progress in {data.get('stage')}{_history(data)}"
+        case "deadline.reached.v1":
+            return str(data.get("deadline_id", "")).split("/")[0]
         case "activity.payment_received.v1":
             return _money(data.get("amount"))
         case "activity.deal_lost_reported.v1" | "activity.onboarding_task_completed.v1":
@@ -106,8 +126,9 @@ def line(event: SeenEvent) -> str:
 
 def journey(events: Iterable[SeenEvent], deal_id: str) -> list[SeenEvent]:
     """The deal's events, its expansion deals' openings and, for a lead merged into another deal, the
-    merge (keyed by that deal), in order: time, then the stage's sequence."""
-    return sorted(
+    merge (keyed by that deal), in order: time, then the stage's sequence. A record sent again with the
+    same id (a demo told twice, an import repeated: the services drop the copies) is shown once."""
+    ordered = sorted(
         (
             e
             for e in events
@@ -117,6 +138,15 @@ def journey(events: Iterable[SeenEvent], deal_id: str) -> list[SeenEvent]:
         ),
         key=lambda e: (e.time, e.headers.get("ce_sequence", ""), e.topic, e.offset),
     )
+    seen: set[tuple[str, str]] = set()
+    shown = []
+    for event in ordered:
+        event_id = event.headers.get("ce_id")
+        if event_id is None or (event.topic, event_id) not in seen:
+            shown.append(event)
+        if event_id is not None:
+            seen.add((event.topic, event_id))
+    return shown
 
 
 def merged_into(events: Iterable[SeenEvent], lead_id: str) -> str | None:

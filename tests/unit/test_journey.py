@@ -56,3 +56,30 @@ def test_a_proposal_sent_by_version_says_so_rather_than_0_lines_in_none() -> Non
     assert summary(seen("activity.proposal_sent.v1", "d", {"quote_version": 2})) == "quote v2 sent"
     lines = {"lines": [{"product": "seat"}], "currency": "EUR"}
     assert summary(seen("activity.proposal_sent.v1", "d", lines)) == "1 quote lines in EUR, prepared and sent"
+
+
+def test_a_record_sent_again_with_its_id_is_shown_once() -> None:
+    lead = seen("lead.captured.v1", "lead-1", {"email": "a@b.example", "company_name": "B"})
+    lead.headers["ce_id"] = "lead-1-captured"
+    told_again = SeenEvent(
+        topic="t", partition=0, offset=7, key="lead-1", headers=lead.headers, data=lead.data
+    )
+    other = seen("lead.captured.v1", "lead-1", {"email": "a@b.example"}, time="2026-11-02T11:00")
+    other.headers["ce_id"] = "another-id"
+    assert journey([lead, told_again, other], "lead-1") == [lead, other]
+
+
+def test_an_imported_deal_says_where_it_came_from_and_where_it_stands() -> None:
+    imported = seen(
+        "deal.imported.v1",
+        "hubspot-1",
+        {
+            "source": "hubspot",
+            "source_id": "1",
+            "stage": "negotiation",
+            "pipeline": "new_business",
+            "owner": "anna.schmidt",
+            "stage_history": [{"stage": "qualification"}, {"stage": "negotiation"}],
+        },
+    )
+    assert summary(imported) == "hubspot 1: negotiation in new_business, owner anna.schmidt, 2 stages known"
