@@ -609,6 +609,15 @@ def import_opportunities(
     teams: Annotated[
         Path | None, typer.Option(exists=True, dir_okay=False, help="CSV: owner -> team, manager, region")
     ] = None,
+    stage_history: Annotated[
+        Path | None,
+        typer.Option(
+            "--stage-history",
+            exists=True,
+            dir_okay=False,
+            help="CSV: a row per stage an opportunity entered (Salesforce OpportunityHistory)",
+        ),
+    ] = None,
     as_of: Annotated[
         str | None,
         typer.Option("--as-of", help="the ISO time the history is known up to (default: now)"),
@@ -656,6 +665,7 @@ def import_opportunities(
             if chosen.teams is None:
                 raise importing.FileError(f"{mapping}: has no teams: section to read {teams} with")
             side_files.append((teams, importing.read_teams(teams, chosen.teams, document)))
+        history = None if stage_history is None else importing.read_stage_history(stage_history, chosen)
         rows = importing.read_rows(file, chosen.delimiter)
     except importing.FileError as error:
         typer.echo(str(error), err=True)
@@ -666,8 +676,11 @@ def import_opportunities(
             err=True,
         )
         raise typer.Exit(2)
-    for path, side in side_files:
-        for problem in side.problems:
+    side_problems = [(path, side.problems) for path, side in side_files]
+    if history is not None and stage_history is not None:
+        side_problems.append((stage_history, history.problems))
+    for path, found in side_problems:
+        for problem in found:
             typer.echo(f"{path}: {problem.severity}: {problem}", err=True)
     reference = importing.Reference(
         chosen,
@@ -675,6 +688,7 @@ def import_opportunities(
         known_up_to,
         accounts=next((side for path, side in side_files if path == accounts), None),
         teams=next((side for path, side in side_files if path == teams), None),
+        stage_history=history,
     )
     with stderr_progress() as progress:
         read = importing.read_opportunities(

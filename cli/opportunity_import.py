@@ -140,6 +140,15 @@ class TeamColumns(Strict):
     region: Column | None = None
 
 
+class StageHistoryColumns(Strict):
+    """The columns of a stage history file (--stage-history): one row per stage an opportunity entered,
+    as Salesforce's OpportunityHistory has them."""
+
+    id: Column = Field(description="the opportunity's id, as the export's id column has it")
+    stage: Column = Field(description="the stage value it entered, read through `stages`")
+    at: Column = Field(description="when it entered it")
+
+
 class Mapping(Strict):
     """How one CRM's export reads as dealflow opportunities (imports/mappings/*.yaml)."""
 
@@ -164,6 +173,7 @@ class Mapping(Strict):
     owners: dict[str, str] = Field(default={}, description="export owner name -> dealflow owner")
     accounts: AccountColumns | None = None
     teams: TeamColumns | None = None
+    stage_history: StageHistoryColumns | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -517,6 +527,46 @@ def read_teams(path: Path, columns: TeamColumns, document: PlaybookDocument) -> 
     return read
 
 
+@dataclass
+class StageHistoryFile:
+    """A stage history file: per opportunity id, when it first entered each stage (stage id, or won or
+    lost), with the column to name in a problem; and what was wrong in its lines."""
+
+    column: str
+    entered: dict[str, dict[str, Moment]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def read_stage_history(path: Path, mapping: Mapping) -> StageHistoryFile:
+    if mapping.stage_history is None:
+        raise FileError(f"the mapping has no stage_history: section to read {path} with")
+    columns = mapping.stage_history
+    rows = read_rows(path, mapping.delimiter)
+    _required_columns(path, rows, columns.model_dump())
+    stages = {lookup_key(value): stage for value, stage in mapping.stages.items()}
+    read = StageHistoryFile(column=f"{path.name}:{columns.at}", problems=list(rows.problems))
+    for line, row in rows.rows:
+        source_id, value, text = (row.get(name, "") for name in (columns.id, columns.stage, columns.at))
+        stage = stages.get(lookup_key(value))
+        if not source_id or stage is None:
+            reason = (
+                "empty: the line names no opportunity"
+                if not source_id
+                else f"{value!r} is no stage the mapping knows: left out"
+            )
+            read.problems.append(Problem(line, columns.id if not source_id else columns.stage, reason))
+            continue
+        try:
+            moment = parse_moment(text, mapping.date_formats, mapping.zone)
+        except ValueError as error:
+            read.problems.append(Problem(line, columns.at, f"{error}: left out"))
+            continue
+        known = read.entered.setdefault(source_id, {})
+        if stage not in known or moment.at < known[stage].at:
+            known[stage] = moment
+    return read
+
+
 # --- rows into events ----------------------------------------------------------------------------
 
 
@@ -545,6 +595,7 @@ class Reference:
     as_of: datetime
     accounts: SideFile | None = None
     teams: SideFile | None = None
+    stage_history: StageHistoryFile | None = None
 
     def lookups(self) -> _Lookups:
         return _Lookups.of(self)
@@ -626,7 +677,7 @@ class _Row:
         owner = self.owner()
         pipeline = self.pipeline()
         stage = self.stage(pipeline)
-        entered = self.stage_dates(pipeline)
+        entered = self.stage_dates(pipeline, source_id)
         created_at = self.created_at(entered)
         closed_at = self.closed_at(stage, created_at, entered)
         history = self.history(pipeline, stage, created_at, closed_at, entered)
@@ -707,10 +758,16 @@ class _Row:
             raise self.fail(column, f"{value!r} is stage {stage}, which pipeline {pipeline} does not have")
         return stage
 
-    def stage_dates(self, pipeline: str) -> dict[str, tuple[str, Moment]]:
-        """stage (or won, lost) -> the column and time of its earliest filled 'entered' column."""
+    def stage_dates(self, pipeline: str, source_id: str) -> dict[str, tuple[str, Moment]]:
+        """stage (or won, lost) -> the column and time of its earliest filled 'entered' column, or of
+        the stage history file's earliest line for it."""
         stages = (*self.reference.document.pipelines[pipeline].stages, *CLOSED_STAGES)
         found: dict[str, tuple[str, Moment]] = {}
+        history = self.reference.stage_history
+        if history is not None:
+            for stage, logged in history.entered.get(source_id, {}).items():
+                if stage in stages:
+                    found[stage] = (history.column, logged)
         for stage, columns in self.mapping.stage_entered_columns.items():
             for column in columns:
                 text = self.cells.get(column)

@@ -28,6 +28,7 @@ from cli.opportunity_import import (
     read_accounts,
     read_opportunities,
     read_rows,
+    read_stage_history,
     read_teams,
 )
 from contracts.events import OpportunityImported
@@ -474,6 +475,48 @@ def test_the_salesforce_sample_imports_with_its_expected_problems(document: Play
     assert events[5].closed_at == datetime(2026, 4, 15, tzinfo=UTC)
     assert events[8].expected_close_date == date(2026, 7, 28)  # month first: no month 28
     assert [entry.stage for entry in events[6].stage_history] == ["qualification", "negotiation"]
+
+
+def test_salesforce_s_opportunity_history_gives_every_stage_its_date(document: PlaybookDocument) -> None:
+    mapping = load_mapping(MAPPINGS / "salesforce.yaml", document)
+    history = read_stage_history(SAMPLES / "salesforce-opportunity-history.csv", mapping)
+    assert [(p.line, p.column, p.severity) for p in history.problems] == [
+        (15, "StageName", "warning"),  # 'Parked': no stage the mapping knows
+        (17, "CreatedDate", "warning"),  # not a date
+    ]
+    assert mapping.accounts is not None
+    assert mapping.teams is not None
+    reference = Reference(
+        mapping,
+        document,
+        AS_OF,
+        read_accounts(SAMPLES / "accounts.csv", mapping.accounts),
+        read_teams(SAMPLES / "teams.csv", mapping.teams, document),
+        stage_history=history,
+    )
+    read = read_opportunities(read_rows(SAMPLES / "salesforce-opportunities.csv"), reference)
+    events = {mapped.line: mapped.event for mapped in read.mapped}
+    won = events[2]  # Prospecting, Needs Analysis, Proposal/Price Quote, Negotiation/Review, Closed Won
+    assert [(entry.stage, entry.entered_at) for entry in won.stage_history] == [
+        ("qualification", datetime(2026, 3, 2, 8, 15, tzinfo=UTC)),
+        ("presentation", datetime(2026, 3, 9, 10, 0, tzinfo=UTC)),
+        ("proposal", datetime(2026, 3, 23, 14, 30, tzinfo=UTC)),
+        ("negotiation", datetime(2026, 4, 6, 9, 0, tzinfo=UTC)),
+    ]
+    assert won.closed_at == datetime(2026, 4, 20, 15, 30, tzinfo=UTC)
+    open_deal = events[6]
+    assert [entry.stage for entry in open_deal.stage_history] == [
+        "qualification",
+        "presentation",
+        "proposal",
+        "negotiation",
+    ]
+    # the deals the history file does not name keep what the export alone says
+    without = {mapped.line: mapped.event for mapped in sample("salesforce", document)[0].mapped}
+    assert set(without) == set(events)
+    unnamed = [line for line, event in events.items() if event.source_id not in history.entered]
+    assert len(unnamed) == 13
+    assert all(events[line].stage_history == without[line].stage_history for line in unnamed)
 
 
 def test_the_hubspot_sample_imports_with_its_expected_problems(document: PlaybookDocument) -> None:
