@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -121,15 +122,8 @@ def offer_seconds(count: int) -> float:
 # --- arithmetic of the report (pure, unit-tested) --------------------------------------------------
 
 
-def steady_cost_ms(timestamps_ms: Iterable[int], *, at_least: int = 1) -> float | None:
-    """Milliseconds per event over the steady part, from the first batch's outputs to the last output.
-
-    A stage publishes a batch's outputs in a burst, a millisecond or so apart, then works on the next
-    batch. Timing from the first output would count the first burst's events as made inside the window
-    (halving the cost of a run of two batches), so the window starts where that burst ends and counts
-    the outputs after it. None when fewer than `at_least` come after it (the bench asks for a batch's
-    worth): one batch, or one and a bit, says nothing of the cost.
-    """
+def steady_window(timestamps_ms: Iterable[int], *, at_least: int = 1) -> tuple[int, int, int] | None:
+    """(start, end, events): the steady part of `steady_cost_ms`, or None when it says nothing."""
     ordered = sorted(timestamps_ms)
     if not ordered:
         return None
@@ -139,7 +133,23 @@ def steady_cost_ms(timestamps_ms: Iterable[int], *, at_least: int = 1) -> float 
     after = len(ordered) - first_burst
     if after < max(1, at_least):
         return None
-    return (ordered[-1] - ordered[first_burst - 1]) / after
+    return ordered[first_burst - 1], ordered[-1], after
+
+
+def steady_cost_ms(timestamps_ms: Iterable[int], *, at_least: int = 1) -> float | None:
+    """Milliseconds per event over the steady part, from the first batch's outputs to the last output.
+
+    A stage publishes a batch's outputs in a burst, a millisecond or so apart, then works on the next
+    batch. Timing from the first output would count the first burst's events as made inside the window
+    (halving the cost of a run of two batches), so the window starts where that burst ends and counts
+    the outputs after it. None when fewer than `at_least` come after it (the bench asks for a batch's
+    worth): one batch, or one and a bit, says nothing of the cost.
+    """
+    window = steady_window(timestamps_ms, at_least=at_least)
+    if window is None:
+        return None
+    start, end, events = window
+    return (end - start) / events
 
 
 def per_second(cost_ms: float | None) -> float | None:
@@ -547,6 +557,15 @@ async def first_outputs(
     return first, last_arrival
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of a running process, from /proc (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def stage_alone(settings: Settings, service: str, size: int, log_dir: Path) -> dict[str, Any]:
     """The service alone on an input topic pre-filled with `size` events, each for a deal of its own."""
     began = time.perf_counter()
@@ -568,6 +587,7 @@ async def stage_alone(settings: Settings, service: str, size: int, log_dir: Path
         )
         commands = (await processes.database_commands())[service]
         peak = processes.peak_rss_mb().get(service)
+        cpu = cpu_seconds(processes.processes[service].pid)
     finally:
         processes.stop()
     cost = steady_cost_ms(outputs.values(), at_least=settings.batch_max_records)
@@ -578,6 +598,7 @@ async def stage_alone(settings: Settings, service: str, size: int, log_dir: Path
         "accounted": len(outputs),
         "seconds_from_start": round(last_arrival - started, 2),
         "cost_ms": None if cost is None else round(cost, 4),
+        "cpu_seconds": cpu,
         "per_second": _rounded(per_second(cost), 1),
         "database_commands": commands,
         "round_trips_per_event": round(sum(commands.values()) / size, 3),
@@ -605,6 +626,7 @@ def stage_summary(runs: list[dict[str, Any]], sizes: tuple[int, int, int], ceili
         summary[service] = {
             "cost_ms": {str(size): by_size[size]["cost_ms"] for size in sizes if size in by_size},
             "growth": _rounded(quotient(_cost(by_size, large), _cost(by_size, small)), 3),
+            **marginal_cpu(by_size, sizes),
             "per_second": _per_second_at(by_size, middle),
             "ratio_to_ceiling": _rounded(quotient(_per_second_at(by_size, middle), ceiling), 3),
             "round_trips_per_event": by_size[middle]["round_trips_per_event"] if middle in by_size else None,
@@ -618,6 +640,21 @@ def stage_summary(runs: list[dict[str, Any]], sizes: tuple[int, int, int], ceili
 
 def _cost(by_size: dict[int, dict[str, Any]], size: int) -> float | None:
     return by_size[size]["cost_ms"] if size in by_size else None
+
+
+def marginal_cpu(by_size: dict[int, dict[str, Any]], sizes: tuple[int, int, int]) -> dict[str, Any]:
+    """The stage's own CPU per event as the data grows: what each further event cost between the small
+    and the middle run, and between the middle and the large one (each run's CPU time includes the same
+    start-up, which the difference leaves out), and how the second compares with the first."""
+    used = {size: by_size[size].get("cpu_seconds") if size in by_size else None for size in sizes}
+    steps: list[float | None] = []
+    for fewer, more in itertools.pairwise(sizes):
+        before, after = used[fewer], used[more]
+        if before is None or after is None or more <= fewer:
+            steps.append(None)
+        else:
+            steps.append(round((after - before) * 1000 / (more - fewer), 4))
+    return {"cpu_ms": steps, "cpu_growth": _rounded(quotient(steps[1], steps[0]), 3)}
 
 
 def _per_second_at(by_size: dict[int, dict[str, Any]], size: int) -> float | None:
@@ -1073,6 +1110,8 @@ def _stage_lines(report: dict[str, Any]) -> list[str]:
             "stage",
             f"ms/event at {small:,} / {middle:,} / {large:,}",
             "growth",
+            f"CPU ms/event {small:,}-{middle:,} / {middle:,}-{large:,}",
+            "CPU growth",
             f"events/s at {middle:,}",
             "x ceiling",
             "round trips/event",
@@ -1086,6 +1125,8 @@ def _stage_lines(report: dict[str, Any]) -> list[str]:
                 service,
                 " / ".join(_figure(cost, ".2f") for cost in figures["cost_ms"].values()),
                 _figure(figures["growth"], ".2f", "x"),
+                " / ".join(_figure(cost, ".2f") for cost in figures.get("cpu_ms", [])),
+                _figure(figures.get("cpu_growth"), ".2f", "x"),
                 _figure(figures["per_second"]),
                 _figure(figures["ratio_to_ceiling"], ".3f", "x"),
                 _figure(figures["round_trips_per_event"], ".3g"),
@@ -1093,8 +1134,11 @@ def _stage_lines(report: dict[str, Any]) -> list[str]:
                 _figure(figures["peak_rss_mb"], ".0f", " MB"),
             ]
         )
-    heading = "stages alone (cost per event over the steady part: first batch's outputs to the last output)"
-    return [heading, *columns(rows, "lrrrrrlr")]
+    heading = (
+        "stages alone (cost per event over the steady part: first batch's outputs to the last output;"
+        " CPU: the stage process's own CPU time per further event, from one size to the next)"
+    )
+    return [heading, *columns(rows, "lrrrrrrrlr")]
 
 
 def _flow_lines(report: dict[str, Any]) -> list[str]:
@@ -1145,7 +1189,24 @@ def _flow_lines(report: dict[str, Any]) -> list[str]:
 def _target_lines(report: dict[str, Any]) -> list[str]:
     rows = [["target", "measured", "met"]]
     rows += [[t["target"], t["measured"], "met" if t["met"] else "not met"] for t in report["targets"]]
-    return ["targets", *columns(rows, "lll")]
+    return ["targets", *columns(rows, "lll"), *_cpu_growth_line(report)]
+
+
+def _cpu_growth_line(report: dict[str, Any]) -> list[str]:
+    """What the growth target's wall-clock figure is made of: the stages' own CPU per event."""
+    growths = {
+        service: figures["cpu_growth"]
+        for service, figures in report["stages"].items()
+        if figures.get("cpu_growth") is not None
+    }
+    if not growths:
+        return []
+    worst = max(growths, key=lambda service: growths[service])
+    small, middle, large = report["sizes"]
+    return [
+        f"  (the stages' own CPU per further event, {middle:,}-{large:,} against {small:,}-{middle:,}:"
+        f" highest {growths[worst]:.2f}x, {worst})"
+    ]
 
 
 def counts_add_up(report: dict[str, Any]) -> list[str]:

@@ -125,6 +125,24 @@ def test_less_than_a_batch_after_the_first_burst_is_too_little_to_time() -> None
     assert bench.steady_cost_ms([0] * 500 + [100] * 500, at_least=500) == pytest.approx(0.2)
 
 
+def test_the_stages_own_cpu_per_further_event_leaves_the_start_up_out() -> None:
+    # 1.2 s to start, then 0.8 ms per event up to 5,000 and 1.0 ms per event after it
+    used = {1_000: 1.2 + 0.8, 5_000: 1.2 + 4.0, 20_000: 1.2 + 4.0 + 15.0}
+    runs = {size: {"cpu_seconds": seconds} for size, seconds in used.items()}
+    figures = bench.marginal_cpu(runs, (1_000, 5_000, 20_000))
+    assert figures["cpu_ms"] == [pytest.approx(0.8), pytest.approx(1.0)]
+    assert figures["cpu_growth"] == pytest.approx(1.25)
+    runs[20_000] = {"cpu_seconds": None}  # the process was gone before it was read
+    assert bench.marginal_cpu(runs, (1_000, 5_000, 20_000)) == {"cpu_ms": [0.8, None], "cpu_growth": None}
+
+
+def test_the_cpu_time_of_a_running_process_is_read_from_proc() -> None:
+    used = bench.cpu_seconds(os.getpid())
+    assert used is not None
+    assert used > 0
+    assert bench.cpu_seconds(2**22 + 12345) is None  # no such process
+
+
 def test_quotient_is_unknown_without_both_figures() -> None:
     assert bench.quotient(3.0, 2.0) == 1.5
     assert bench.quotient(None, 2.0) is None
