@@ -125,14 +125,8 @@ def read_history(directory: Path, now: datetime) -> ImportRead:
     """The generated export as `dealflow import opportunities` reads it, known up to `now`."""
     document = load_document()
     mapping = importing.load_mapping(history_export(directory, now.date()), document)
-    assert mapping.accounts is not None  # the generator writes both
-    assert mapping.teams is not None
-    reference = importing.Reference(
-        mapping,
-        document,
-        now,
-        accounts=importing.read_accounts(directory / "accounts.csv", mapping.accounts),
-        teams=importing.read_teams(directory / "teams.csv", mapping.teams, document),
+    reference = importing.reference_for(
+        mapping, document, now, accounts=directory / "accounts.csv", teams=directory / "teams.csv"
     )
     return importing.read_opportunities(importing.read_rows(directory / "opportunities.csv"), reference)
 

@@ -656,19 +656,12 @@ def import_opportunities(
             typer.echo(f"{mapping}: {text}", err=True)
         raise typer.Exit(2) from error
     try:
-        side_files = []
-        if accounts is not None:
-            if chosen.accounts is None:
-                raise importing.FileError(f"{mapping}: has no accounts: section to read {accounts} with")
-            side_files.append((accounts, importing.read_accounts(accounts, chosen.accounts)))
-        if teams is not None:
-            if chosen.teams is None:
-                raise importing.FileError(f"{mapping}: has no teams: section to read {teams} with")
-            side_files.append((teams, importing.read_teams(teams, chosen.teams, document)))
-        history = None if stage_history is None else importing.read_stage_history(stage_history, chosen)
+        reference = importing.reference_for(
+            chosen, document, known_up_to, accounts=accounts, teams=teams, stage_history=stage_history
+        )
         rows = importing.read_rows(file, chosen.delimiter)
     except importing.FileError as error:
-        typer.echo(str(error), err=True)
+        typer.echo(f"{mapping}: {error}" if str(error).startswith("the mapping") else str(error), err=True)
         raise typer.Exit(2) from error
     if missing := importing.required_columns_missing(chosen, rows.columns):
         typer.echo(
@@ -676,20 +669,13 @@ def import_opportunities(
             err=True,
         )
         raise typer.Exit(2)
-    side_problems = [(path, side.problems) for path, side in side_files]
-    if history is not None and stage_history is not None:
-        side_problems.append((stage_history, history.problems))
-    for path, found in side_problems:
-        for problem in found:
+    for path, side in (
+        (accounts, reference.accounts),
+        (teams, reference.teams),
+        (stage_history, reference.stage_history),
+    ):
+        for problem in [] if side is None else side.problems:
             typer.echo(f"{path}: {problem.severity}: {problem}", err=True)
-    reference = importing.Reference(
-        chosen,
-        document,
-        known_up_to,
-        accounts=next((side for path, side in side_files if path == accounts), None),
-        teams=next((side for path, side in side_files if path == teams), None),
-        stage_history=history,
-    )
     with stderr_progress() as progress:
         read = importing.read_opportunities(
             rows, reference, on_row=progress_step(progress, "reading", len(rows.rows))

@@ -601,6 +601,31 @@ class Reference:
         return _Lookups.of(self)
 
 
+def reference_for(
+    mapping: Mapping,
+    document: PlaybookDocument,
+    as_of: datetime,
+    *,
+    accounts: Path | None = None,
+    teams: Path | None = None,
+    stage_history: Path | None = None,
+) -> Reference:
+    """What the rows are read against, its side files read (FileError: one the mapping cannot read)."""
+    for path, section, name in ((accounts, mapping.accounts, "accounts"), (teams, mapping.teams, "teams")):
+        if path is not None and section is None:
+            raise FileError(f"the mapping has no {name}: section to read {path} with")
+    return Reference(
+        mapping,
+        document,
+        as_of,
+        accounts=None
+        if accounts is None or mapping.accounts is None
+        else read_accounts(accounts, mapping.accounts),
+        teams=None if teams is None or mapping.teams is None else read_teams(teams, mapping.teams, document),
+        stage_history=None if stage_history is None else read_stage_history(stage_history, mapping),
+    )
+
+
 @dataclass(frozen=True)
 class _Lookups:
     stages: dict[str, str]

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
+from functools import wraps
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, Field
+
+from contracts import Event
 from contracts.events import Contact, OpportunityHistory
-from shared.domain import RuleBroken
+from shared.domain import Decision, RuleBroken
 
 WON = "won"
 LOST = "lost"
@@ -104,3 +110,57 @@ def replaces_import(
             "deal_id",
         )
     return row.as_of > imported_as_of and import_digest(row) != imported_digest
+
+
+class ImportMarks(BaseModel):
+    """What a stage keeps of the import that made one of its deals (none of it for a deal born here)."""
+
+    source: str | None = Field(default=None, description="an imported deal: the CRM it came from")
+    source_id: str | None = Field(default=None, description="an imported deal: its id in that CRM")
+    imported_as_of: datetime | None = Field(
+        default=None,
+        description="an imported deal: the moment its history is known up to; a deadline due by then "
+        "fell due in the past, and is recorded, not acted on",
+    )
+    imported_digest: str | None = Field(
+        default=None, description="an imported deal: what its row said, less as_of (import_digest)"
+    )
+    touched_since_import: bool = Field(
+        default=False, description="a live activity changed the imported deal: a later import is refused"
+    )
+
+    def due_in_history(self, due_at: datetime) -> bool:
+        """Whether a deadline fell due before the deal was imported: history, late, paging nobody."""
+        return self.imported_as_of is not None and due_at <= self.imported_as_of
+
+
+def import_marks(row: OpportunityHistory) -> dict[str, Any]:
+    """The ImportMarks of a deal the row makes."""
+    return {
+        "source": row.source,
+        "source_id": row.source_id,
+        "imported_as_of": row.as_of,
+        "imported_digest": import_digest(row),
+    }
+
+
+Marked = TypeVar("Marked", bound=ImportMarks)
+Handled = TypeVar("Handled", bound=Event)
+Rules = TypeVar("Rules")
+
+
+def live(
+    handler: Callable[[Marked, Handled, datetime, Rules], Decision[Marked]],
+) -> Callable[[Marked, Handled, datetime, Rules], Decision[Marked]]:
+    """The handler of a live activity. One that changes an imported deal marks it touched since the
+    import: from then on its history is dealflow's, and a later import of it is refused."""
+
+    @wraps(handler)
+    def applied(state: Marked, event: Handled, now: datetime, playbook: Rules) -> Decision[Marked]:
+        decision = handler(state, event, now, playbook)
+        unchanged = decision.state == state and not decision.events
+        if state.imported_as_of is None or state.touched_since_import or unchanged:
+            return decision
+        return Decision(decision.state.model_copy(update={"touched_since_import": True}), decision.events)
+
+    return applied

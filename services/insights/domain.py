@@ -479,22 +479,16 @@ def on_next_step_scheduled(
 def on_sla_breached(
     timeline: Timeline | None, breach: SlaBreached, now: datetime, playbook: InsightsPlaybook
 ) -> Decision[Timeline]:
-    if breach.from_history:
-        detail = f"{breach.sla} (history: it fell due before the import)"
-        return Decision(
-            _record(
-                timeline,
-                breach.deal_id,
-                breach.due_at,
-                "qualification.sla_breached",
-                detail,
-                facts=_late_in_history(timeline),
-                limits=playbook.limits,
-            )
-        )
+    detail, facts = _alert_or_history(timeline, breach.sla, breach.from_history, {})
     return Decision(
         _record(
-            timeline, breach.deal_id, now, "qualification.sla_breached", breach.sla, limits=playbook.limits
+            timeline,
+            breach.deal_id,
+            breach.due_at,
+            "qualification.sla_breached",
+            detail,
+            facts=facts,
+            limits=playbook.limits,
         )
     )
 
@@ -755,8 +749,15 @@ def on_deal_imported(
     )
 
 
-def _late_in_history(timeline: Timeline | None) -> dict[str, object]:
-    return {"late_in_history": (0 if timeline is None else timeline.late_in_history) + 1}
+def _alert_or_history(
+    timeline: Timeline | None, detail: str, from_history: bool, alert: dict[str, object]
+) -> tuple[str, dict[str, object]]:
+    """An alert's entry and facts; one that fell due before the import is a record of the past, late,
+    and raises no alert on the board."""
+    if not from_history:
+        return detail, alert
+    late = (0 if timeline is None else timeline.late_in_history) + 1
+    return f"{detail} (history: it fell due before the import)", {"late_in_history": late}
 
 
 def on_onboarding_started(
@@ -832,19 +833,12 @@ def on_next_step_set(
 def on_next_step_overdue(
     timeline: Timeline | None, overdue: NextStepOverdue, now: datetime, playbook: InsightsPlaybook
 ) -> Decision[Timeline]:
-    detail = f"next step {overdue.next_step.action} overdue in {overdue.stage}"
-    if overdue.from_history:  # late, but long ago: a record of the past, not an alert on the board
-        return Decision(
-            _record(
-                timeline,
-                overdue.deal_id,
-                overdue.due_at,
-                "deal.next_step_overdue",
-                f"{detail} (history: it fell due before the import)",
-                facts=_late_in_history(timeline),
-                limits=playbook.limits,
-            )
-        )
+    detail, facts = _alert_or_history(
+        timeline,
+        f"next step {overdue.next_step.action} overdue in {overdue.stage}",
+        overdue.from_history,
+        {"overdue_step": overdue.next_step},
+    )
     return Decision(
         _record(
             timeline,
@@ -852,7 +846,7 @@ def on_next_step_overdue(
             overdue.due_at,
             "deal.next_step_overdue",
             detail,
-            facts={"overdue_step": overdue.next_step},
+            facts=facts,
             limits=playbook.limits,
         )
     )

@@ -26,11 +26,9 @@ activities then work it as any other deal; once one changed it, a later import o
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -84,8 +82,9 @@ from shared.imported import (
     UNKNOWN_CONTACT,
     UNKNOWN_PIPELINE,
     UNKNOWN_STAGE,
+    ImportMarks,
     check_history,
-    import_digest,
+    import_marks,
     replaces_import,
 )
 
@@ -123,7 +122,7 @@ class Visit(BaseModel):
     entered_at: datetime
 
 
-class Deal(BaseModel):
+class Deal(ImportMarks):
     deal_id: str
     owner: str
     contact: Contact
@@ -152,19 +151,6 @@ class Deal(BaseModel):
     next_step_at: datetime | None = None  # when it was set (business time): an older one does not replace it
     next_step_overdue_raised: str | None = None  # the id of the overdue deadline raised last: once each
     last_activity_at: datetime | None = None  # the latest activity.logged
-    source: str | None = Field(default=None, description="an imported deal: the CRM it came from")
-    source_id: str | None = Field(default=None, description="an imported deal: its id in that CRM")
-    imported_as_of: datetime | None = Field(
-        default=None,
-        description="an imported deal: the moment its history is known up to; a deadline due by then "
-        "fell due in the past",
-    )
-    imported_digest: str | None = Field(
-        default=None, description="an imported one: what its row said, less as_of (shared.imported)"
-    )
-    touched_since_import: bool = Field(
-        default=False, description="a live activity changed the imported deal: a later import is refused"
-    )
     prior_facts: list[str] = Field(
         default=[],
         description="facts dealflow did not see happen: the exit criteria of the stages an imported "
@@ -355,32 +341,9 @@ def _imported_deal(row: OpportunityImported, previous: Deal | None, playbook: Pr
         next_step=next_step,
         next_step_at=None if next_step is None else entered,
         next_step_overdue_raised=None if previous is None else previous.next_step_overdue_raised,
-        source=row.source,
-        source_id=row.source_id,
-        imported_as_of=row.as_of,
-        imported_digest=import_digest(row),
+        **import_marks(row),
         prior_facts=sorted(prior_facts),
     )
-
-
-Handled = TypeVar("Handled", bound=Event)
-Handler = Callable[[Deal, Handled, datetime, ProposalPlaybook], Decision[Deal]]
-
-
-def live(handler: Handler[Handled]) -> Handler[Handled]:
-    """The handler of a live activity. One that changes an imported deal marks it touched since the
-    import: from then on its history is dealflow's, and a later import of it is refused."""
-
-    @wraps(handler)
-    def applied(deal: Deal, event: Handled, now: datetime, playbook: ProposalPlaybook) -> Decision[Deal]:
-        decision = handler(deal, event, now, playbook)
-        unchanged = decision.state == deal and not decision.events
-        if deal.imported_as_of is None or deal.touched_since_import or unchanged:
-            return decision
-        touched = decision.state.model_copy(update={"touched_since_import": True})
-        return Decision(touched, decision.events)
-
-    return applied
 
 
 def on_demo_scheduled(
@@ -686,7 +649,7 @@ def on_deadline(
             stage=deal.stage,
             next_step=deal.next_step,
             due_at=now,
-            from_history=deal.imported_as_of is not None and due.due_at <= deal.imported_as_of,
+            from_history=deal.due_in_history(due.due_at),
         )
         return Decision(deal.model_copy(update={"next_step_overdue_raised": due.id}), [overdue])
     version = deal.quote(int(due.key))

@@ -1,6 +1,7 @@
 """Wires the proposal rules to Kafka and MongoDB."""
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from contracts import Event
@@ -27,14 +28,17 @@ from contracts.events import (
     StageMoveRequested,
 )
 from services.proposal import domain
-from services.proposal.config import load_playbook
+from services.proposal.config import ProposalPlaybook, load_playbook
 from shared.domain import Decision
+from shared.imported import live
 from shared.runtime import StageDefinition, with_playbook
 
 
 def definition() -> StageDefinition:
     playbook = load_playbook()
-    activities: dict[type[Event], domain.Handler[Any]] = {
+    activities: dict[
+        type[Event], Callable[[domain.Deal, Any, datetime, ProposalPlaybook], Decision[domain.Deal]]
+    ] = {
         DemoScheduled: domain.on_demo_scheduled,
         DemoNoShow: domain.on_demo_no_show,
         DemoHeld: domain.on_demo_held,
@@ -57,7 +61,7 @@ def definition() -> StageDefinition:
         LeadQualified: domain.on_lead_qualified,
         OpportunityImported: domain.on_opportunity_imported,
         DeadlineReached: domain.on_deadline,
-        **{event_type: domain.live(handler) for event_type, handler in activities.items()},
+        **{event_type: live(handler) for event_type, handler in activities.items()},
     }
     return StageDefinition(
         name="proposal",

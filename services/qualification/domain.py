@@ -29,11 +29,9 @@ decides nothing. A row of a later stage is proposal's: here it only marks the de
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -70,9 +68,10 @@ from shared.domain import Deadline, Decision, RuleBroken, not_before, pending_by
 from shared.imported import (
     CLOSED_STAGES,
     UNKNOWN_CONTACT,
+    ImportMarks,
     check_history,
     entered_current_stage,
-    import_digest,
+    import_marks,
     replaces_import,
 )
 
@@ -107,7 +106,7 @@ class Answer(BaseModel):
     activity_id: str | None = None
 
 
-class Qualification(BaseModel):
+class Qualification(ImportMarks):
     deal_id: str
     owner: str
     contact: Contact
@@ -137,23 +136,6 @@ class Qualification(BaseModel):
         description="False: an imported lead, whose contact cadence happened in the other CRM: no "
         "first-touch SLA, no no_response at the cadence's end (until a nurture reopens it afresh)",
     )
-    source: str | None = Field(default=None, description="an imported lead: the CRM it came from")
-    source_id: str | None = Field(default=None, description="an imported lead: its id in that CRM")
-    imported_as_of: datetime | None = Field(
-        default=None,
-        description="an imported lead: the moment its history is known up to; a deadline due by then "
-        "fell due in the past, and is recorded, not acted on",
-    )
-    imported_digest: str | None = Field(
-        default=None, description="an imported one: what its row said, less as_of (shared.imported)"
-    )
-    touched_since_import: bool = Field(
-        default=False, description="a live activity changed the imported lead: a later import is refused"
-    )
-
-    def due_in_history(self, due_at: datetime) -> bool:
-        """Whether a deadline fell due before the lead was imported: history, late, paging nobody."""
-        return self.imported_as_of is not None and due_at <= self.imported_as_of
 
 
 def deadlines(state: Qualification, playbook: QualificationPlaybook) -> list[Deadline]:
@@ -300,10 +282,7 @@ def _imported_lead(
         lead_source=row.lead_source,
         estimated_amount=row.amount,
         expected_close_date=row.expected_close_date,
-        source=row.source,
-        source_id=row.source_id,
-        imported_as_of=row.as_of,
-        imported_digest=import_digest(row),
+        **import_marks(row),
     )
 
 
@@ -338,34 +317,9 @@ def _handed_over(
         follows_cadence=False,
         next_step=None,
         lead_source=row.lead_source,
-        source=row.source,
-        source_id=row.source_id,
-        imported_as_of=row.as_of,
-        imported_digest=import_digest(row),
+        **import_marks(row),
     )
     return Decision(marked)
-
-
-Handled = TypeVar("Handled", bound=Event)
-Handler = Callable[[Qualification, Handled, datetime, QualificationPlaybook], Decision[Qualification]]
-
-
-def live(handler: Handler[Handled]) -> Handler[Handled]:
-    """The handler of a live activity. One that changes an imported lead marks it touched since the
-    import: from then on its history is dealflow's, and a later import of it is refused."""
-
-    @wraps(handler)
-    def applied(
-        state: Qualification, event: Handled, now: datetime, playbook: QualificationPlaybook
-    ) -> Decision[Qualification]:
-        decision = handler(state, event, now, playbook)
-        unchanged = decision.state == state and not decision.events
-        if state.imported_as_of is None or state.touched_since_import or unchanged:
-            return decision
-        touched = decision.state.model_copy(update={"touched_since_import": True})
-        return Decision(touched, decision.events)
-
-    return applied
 
 
 def on_touch_logged(

@@ -15,6 +15,7 @@ from contracts.events import (
 )
 from services.qualification import domain
 from services.qualification.config import load_playbook
+from shared.imported import live
 from shared.runtime import StageDefinition, with_playbook
 
 
@@ -27,11 +28,11 @@ def definition() -> StageDefinition:
         handlers=with_playbook(
             {
                 ProspectIdentified: domain.on_prospect_identified,
-                TouchLogged: domain.live(domain.on_touch_logged),
-                DiscoveryCallLogged: domain.live(domain.on_discovery_call_logged),
-                NurtureRequested: domain.live(domain.on_nurture_requested),
-                ActivityLogged: domain.live(domain.on_activity_logged),
-                OwnerChangeRequested: domain.live(domain.on_owner_change_requested),
+                TouchLogged: live(domain.on_touch_logged),
+                DiscoveryCallLogged: live(domain.on_discovery_call_logged),
+                NurtureRequested: live(domain.on_nurture_requested),
+                ActivityLogged: live(domain.on_activity_logged),
+                OwnerChangeRequested: live(domain.on_owner_change_requested),
                 DeadlineReached: domain.on_deadline,
                 UpsellIdentified: domain.on_upsell_identified,
                 OpportunityImported: domain.on_opportunity_imported,

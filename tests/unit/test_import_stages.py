@@ -30,6 +30,7 @@ from services.proposal.config import load_playbook as load_proposal_playbook
 from services.qualification import domain as qualification
 from services.qualification.config import load_playbook as load_qualification_playbook
 from shared.domain import Deadline, RuleBroken
+from shared.imported import live
 
 PROPOSAL = load_proposal_playbook()
 QUALIFICATION = load_qualification_playbook()
@@ -199,7 +200,7 @@ def test_once_live_activity_changed_the_imported_deal_a_later_import_is_refused(
     logged = ActivityLogged(
         deal_id="sf-006A1", occurred_at=AS_OF + timedelta(days=1), kind="call", outcome="interested"
     )
-    on_logged = proposal.live(proposal.on_activity_logged)
+    on_logged = live(proposal.on_activity_logged)
     touched = on_logged(imported_deal(), logged, logged.occurred_at, PROPOSAL).state
 
     with pytest.raises(RuleBroken) as refused:
@@ -213,9 +214,7 @@ def test_a_live_activity_that_changes_nothing_does_not_touch_the_import() -> Non
     deal = imported_deal()
     before_the_deal = ActivityLogged(deal_id="sf-006A1", occurred_at=CREATED - timedelta(days=1), kind="note")
 
-    decision = proposal.live(proposal.on_activity_logged)(
-        deal, before_the_deal, before_the_deal.occurred_at, PROPOSAL
-    )
+    decision = live(proposal.on_activity_logged)(deal, before_the_deal, before_the_deal.occurred_at, PROPOSAL)
 
     assert decision.state == deal
 
@@ -294,7 +293,7 @@ def test_after_import_an_accepted_proposal_signature_and_payment_win_it_with_a_d
         at = AS_OF + timedelta(days=day)
         extra = {"amount": EUR_50K.model_dump()} if model is PaymentReceived else {}
         activity = model.model_validate({"deal_id": "sf-006A1", "occurred_at": at.isoformat()} | extra)
-        decision = proposal.live(handler)(deal, activity, at, PROPOSAL)
+        decision = live(handler)(deal, activity, at, PROPOSAL)
         deal, events = decision.state, [*events, *decision.events]
 
     won = [event for event in events if isinstance(event, DealWon)]
@@ -415,10 +414,7 @@ def test_a_row_of_proposals_marks_the_deal_proposals_in_qualification_without_an
         [],
     )
     logged = ActivityLogged(deal_id="sf-006A1", occurred_at=AS_OF + timedelta(days=1), kind="call")
-    assert (
-        qualification.live(qualification.on_activity_logged)(marked, logged, AS_OF, QUALIFICATION).state
-        == marked
-    )
+    assert live(qualification.on_activity_logged)(marked, logged, AS_OF, QUALIFICATION).state == marked
 
 
 @pytest.mark.parametrize("fields", [{"pipeline": "partners"}, {"stage": "contracting"}])
@@ -450,7 +446,7 @@ def test_a_touched_imported_lead_refuses_a_later_import_and_an_untouched_one_tak
     touch = TouchLogged(
         deal_id="sf-006A1", occurred_at=AS_OF + timedelta(days=1), channel="call", outcome="replied"
     )
-    touched = qualification.live(qualification.on_touch_logged)(lead, touch, touch.occurred_at, QUALIFICATION)
+    touched = live(qualification.on_touch_logged)(lead, touch, touch.occurred_at, QUALIFICATION)
     newer = row(stage="qualification", stage_history=QUALIFYING, as_of=after_as_of(3), owner="luc.martin")
 
     replaced = qualification.on_opportunity_imported(lead, newer, AS_OF, QUALIFICATION)
